@@ -1,0 +1,44 @@
+"""The ``aichaos`` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import aichaos
+from aichaos.fixtures.llm_sim.cli import app as sim_app
+
+app = typer.Typer(
+    help="Game days for LLM/RAG serving stacks: load, faults and SLO verdicts in one run.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sim_app, name="sim")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aichaos {aichaos.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """aichaos: prove an LLM/RAG serving stack keeps its SLOs under load and under faults."""
+
+
+@app.command()
+def demo(
+    profile: Annotated[str, typer.Option(help="Simulator profile.")] = "llama-3.1-8b-h100",
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 40,
+) -> None:
+    """Start the LLM simulator and stream one completion from it."""
+    from aichaos.harness.demo import run_demo
+
+    raise typer.Exit(run_demo(profile, max_tokens))
