@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import aichaos
+from aichaos.experiments.toxiproxy.cli import app as toxiproxy_app
 from aichaos.fixtures.llm_sim.cli import app as sim_app
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(sim_app, name="sim")
+app.add_typer(toxiproxy_app, name="toxiproxy")
 
 
 def _version(value: bool) -> None:

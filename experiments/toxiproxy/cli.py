@@ -1,0 +1,84 @@
+"""``aichaos toxiproxy serve`` (or ``python -m aichaos.experiments.toxiproxy.cli serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import ApiError
+from .spec import ProxySpec, SpecError, parse_spec_list
+
+app = typer.Typer(
+    help="A Toxiproxy-compatible fault proxy (Toxiproxy 2.x HTTP API and toxics).",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def main() -> None:
+    """A Toxiproxy-compatible fault proxy (Toxiproxy 2.x HTTP API and toxics)."""
+
+
+def run_loop(main) -> int:
+    """Run a coroutine on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def load_config(path: Path) -> list[ProxySpec]:
+    """Proxies from a Toxiproxy config file (a JSON array, as ``/populate`` takes)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(None, "a readable UTF-8 JSON file", str(exc)) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SpecError(None, "valid JSON", str(exc)) from None
+    return parse_spec_list(data)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="API port (0: a free one, printed).")
+    ] = 8474,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON array of proxies to create at start-up.")
+    ] = None,
+    metrics: Annotated[bool, typer.Option("--metrics", help="Serve /metrics.")] = False,
+) -> None:
+    """Serve Toxiproxy's HTTP API; proxies and toxics are created through it."""
+    specs: list[ProxySpec] = []
+    if config is not None:
+        try:
+            specs = load_config(config)
+        except SpecError as exc:
+            typer.echo(f"error: {config}: {exc.line()}", err=True)
+            raise typer.Exit(2) from None
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    from .server import serve as run_server
+
+    try:
+        code = run_loop(run_server(host, port, specs, metrics))
+    except ApiError as exc:  # a proxy from --config could not listen
+        typer.echo(f"error: {config}: {exc.message}", err=True)
+        raise typer.Exit(3) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(3) from None
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    app()
