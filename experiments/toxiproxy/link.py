@@ -181,6 +181,19 @@ class Link:
 
     # --- data from the source -------------------------------------------------------------
 
+    def refresh_fast_path(self) -> None:
+        """Let the source write straight into the destination when no toxic is in between."""
+        transport = self.dst.transport
+        usable = (
+            self.head is None
+            and not self.done
+            and transport is not None
+            and not self.dst.gone
+            and not transport.is_closing()
+        )
+        self.src.fast_write = transport.write if usable else None  # type: ignore[union-attr]
+        self.src.fast_stats = self.stats
+
     def feed(self, data: bytes) -> None:
         self.stats[0] += len(data)
         if self.done:
@@ -225,6 +238,7 @@ class Link:
         if self.done:
             return
         self.done = True
+        self.refresh_fast_path()
         if end is CLOSE:
             self.conn.close()
         else:
@@ -250,6 +264,7 @@ class Link:
         else:
             self.head = stage
         self.stages.append(stage)
+        self.refresh_fast_path()
         stage.start()
 
     def remove_toxic(self, name: str) -> None:
@@ -272,6 +287,7 @@ class Link:
             else:
                 self.release(len(item))
                 self.deliver(item)
+        self.refresh_fast_path()
         stage.behaviour.on_remove(stage)
 
     def cancel(self) -> None:
@@ -280,3 +296,4 @@ class Link:
         self.stages.clear()
         self.head = None
         self.done = True
+        self.refresh_fast_path()
