@@ -14,10 +14,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import yaml
 from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
@@ -101,6 +103,22 @@ def parse_topology(entries: Any, source: str = "topology") -> list[ProxyDecl]:
             raise TopologyError(f"{where}.enabled: expected true or false, got {enabled!r}")
         decls.append(ProxyDecl(name, entry["listen"], entry["upstream"], enabled))
     return decls
+
+
+def load_topology(path: str | Path) -> list[ProxyDecl]:
+    """Proxy declarations from a JSON or YAML file: a list, or a mapping with ``proxies``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{path}: expected YAML or JSON: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, Mapping):
+        if "proxies" not in data:
+            raise TopologyError(f"{path}: expected a list of proxies or a 'proxies' key")
+        data = data["proxies"]
+    return parse_topology(data, str(path))
 
 
 def _message(exc: Exception) -> str:
@@ -294,8 +312,12 @@ class ToxiproxyClient:
 def start_topology(
     entries: Any, url: str = DEFAULT_URL, source: str = "topology", ready_timeout: float = 10.0
 ) -> dict[str, Proxy]:
-    """Create the proxies a topology declares, once the server at ``url`` answers."""
-    decls = parse_topology(entries, source)
+    """Create the proxies a topology declares (a list of ``{name, listen, upstream}``, or a
+    file holding one), once the server at ``url`` answers."""
+    if isinstance(entries, str | Path):
+        decls = load_topology(entries)
+    else:
+        decls = parse_topology(entries, source)
     client = ToxiproxyClient(url)
     client.wait_ready(ready_timeout)
     return client.populate(decls)

@@ -24,6 +24,7 @@ from aichaos.experiments.proxies import (
     TopologyError,
     ToxiproxyClient,
     ToxiproxyError,
+    load_topology,
     parse_topology,
     start_topology,
 )
@@ -167,6 +168,24 @@ def test_topology_errors_name_the_field(entries, expected):
     with pytest.raises(TopologyError) as info:
         parse_topology(entries, "topology.yaml")
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_topology_file(tmp_path, toxiproxy, echo, client):
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        f"proxies:\n  - name: gw\n    listen: 127.0.0.1:0\n    upstream: {echo.address}\n"
+    )
+    proxies = start_topology(path, toxiproxy.url)
+    with connect(proxies["gw"].listen) as sock:
+        roundtrip(sock)
+    path.write_text("proxies:\n  - name: gw\n    listen: 127.0.0.1:0\n")
+    with pytest.raises(TopologyError, match=r"topology.yaml: proxies\[0\].upstream: expected"):
+        load_topology(path)
+    path.write_text("services: []\n")
+    with pytest.raises(TopologyError, match="'proxies' key"):
+        load_topology(path)
+    with pytest.raises(TopologyError, match="cannot read"):
+        load_topology(tmp_path / "absent.yaml")
 
 
 def test_client_toxic_and_outage_are_always_undone(client, echo):

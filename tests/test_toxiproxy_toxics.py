@@ -62,6 +62,25 @@ def test_latency_adds_about_the_delay(api, echo, stream):
         assert median_rtt(sock) < slow - 0.1
 
 
+def test_removing_a_toxic_releases_what_it_holds_in_order(api, echo):
+    listen = make_proxy(api, "hold", echo.address)
+    add_toxic(api, "hold", "latency", latency=3000)
+    add_toxic(api, "hold", "bandwidth", stream="upstream", rate=20)  # 20 KB/s
+    payload = bytes(range(256)) * 400  # 100 KB: 5 s at 20 KB/s
+    with connect(listen) as sock:
+        start = time.monotonic()
+        sock.sendall(b"first|")
+        time.sleep(0.2)
+        assert api.delete("/proxies/hold/toxics/latency_downstream").status_code == 204
+        assert recv_exactly(sock, 6) == b"first|"
+        assert time.monotonic() - start < 2.0  # released, not served out its 3 s
+        sock.sendall(payload)
+        time.sleep(0.3)
+        assert api.delete("/proxies/hold/toxics/bandwidth_upstream").status_code == 204
+        assert recv_exactly(sock, len(payload)) == payload  # nothing lost or reordered
+        assert time.monotonic() - start < 4.0
+
+
 def test_latency_toxics_chain_and_accumulate(api, echo):
     listen = make_proxy(api, "chain", echo.address)
     api.post(
