@@ -1,0 +1,100 @@
+"""Shared test helpers: free ports and real simulator processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SimProcess:
+    """One ``aichaos sim serve`` process; stopped by PID when the test ends."""
+
+    def __init__(self, args: list[str], log_path: Path, wait: bool = True):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "aichaos.fixtures.llm_sim", "serve", "--port", str(self.port)]
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([*cmd, *args], stdout=self._log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"simulator exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"simulator not ready after {timeout}s")
+
+    def admin(self, method: str, body: dict | None = None, path: str = "") -> httpx.Response:
+        return httpx.request(method, f"{self.url}/admin/faults{path}", json=body, timeout=5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+class SimStarter:
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.started: list[SimProcess] = []
+
+    def __call__(self, *args: str, wait: bool = True) -> SimProcess:
+        log = self.log_dir / f"sim-{len(self.started)}.log"
+        sim = SimProcess(list(args), log, wait=wait)
+        self.started.append(sim)
+        return sim
+
+    def stop_all(self) -> None:
+        for sim in self.started:
+            sim.stop()
+
+
+@pytest.fixture
+def start_sim(tmp_path) -> Iterator[SimStarter]:
+    """Start simulators for one test; all are stopped when it ends."""
+    starter = SimStarter(tmp_path)
+    yield starter
+    starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_sims(tmp_path_factory) -> Iterator[SimStarter]:
+    starter = SimStarter(tmp_path_factory.mktemp("sims"))
+    yield starter
+    starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+def h100_sim(module_sims) -> SimProcess:
+    """An 8B-H100 simulator shared by a module's tests (which must not leave faults on it)."""
+    return module_sims("--profile", "llama-3.1-8b-h100", "--seed", "7")

@@ -1,0 +1,257 @@
+"""Every simulator fault, set by flag or admin API, seen by a real client over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+FIXED = "fixed-latency"
+
+
+def chat(url: str, max_tokens: int = 8, **extra) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "ignore_eos": True, **extra}  # fmt: skip
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+
+
+def stream_events(
+    url: str, max_tokens: int = 8
+) -> tuple[list[tuple[float, str]], Exception | None]:
+    """(arrival time, event) pairs of one streamed chat completion, and the error if it broke."""
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "ignore_eos": True, "stream": True}  # fmt: skip
+    events: list[tuple[float, str]] = []
+    try:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as resp:
+            for line in resp.iter_lines():
+                if line:
+                    events.append((time.perf_counter(), line))
+    except httpx.HTTPError as exc:
+        return events, exc
+    return events, None
+
+
+def content_events(events) -> list[tuple[float, str]]:
+    out = []
+    for t, line in events:
+        if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+            out.append((t, line))
+    return out
+
+
+def metric(url: str, name: str, **labels) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_error_statuses_have_provider_bodies(start_sim, status):
+    sim = start_sim("--profile", FIXED)
+    assert (
+        sim.admin("POST", {"kind": "error", "status": status, "retry_after": 3}).status_code == 201
+    )
+    resp = chat(sim.url)
+    assert resp.status_code == status
+    assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+    if status == 429:
+        assert resp.headers["Retry-After"] == "3"
+        assert resp.headers["x-ratelimit-remaining-requests"] == "0"
+        assert "x-ratelimit-reset-requests" in resp.headers
+        with pytest.raises(openai.RateLimitError):
+            openai.OpenAI(
+                base_url=f"{sim.url}/v1", api_key="x", max_retries=0
+            ).chat.completions.create(model=FIXED, messages=[{"role": "user", "content": "x"}])
+    assert sim.admin("DELETE").status_code == 200
+    assert chat(sim.url).status_code == 200
+
+
+def test_529_is_anthropics_overloaded_shape(start_sim):
+    sim = start_sim("--profile", FIXED, "--fault", "error:status=529")
+    resp = chat(sim.url)
+    assert resp.status_code == 529
+    assert resp.json() == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
+
+
+def test_fault_rate_is_a_seeded_fraction(start_sim):
+    def pattern(sim) -> list[int]:
+        return [chat(sim.url, max_tokens=1).status_code for _ in range(120)]
+
+    a = start_sim("--seed", "3", "--fault", "error:status=503,rate=0.3")
+    b = start_sim("--seed", "3", "--fault", "error:status=503,rate=0.3")
+    pa, pb = pattern(a), pattern(b)
+    assert pa == pb  # same seed, same requests hit
+    assert 15 <= pa.count(503) <= 60 and pa.count(200) == 120 - pa.count(503)
+
+
+def test_error_chunk_after_n_tokens(start_sim):
+    sim = start_sim("--profile", FIXED, "--fault", "error_chunk:after_tokens=3")
+    events, error = stream_events(sim.url)
+    assert error is None
+    lines = [line for _, line in events]
+    assert len(content_events(events)) == 3
+    err = json.loads(lines[-2][6:])
+    assert set(err["error"]) == {"message", "type", "param", "code"} and lines[-1] == "data: [DONE]"
+
+
+def test_truncate_cuts_the_connection_without_done(start_sim):
+    sim = start_sim("--profile", FIXED, "--fault", "truncate:after_tokens=3")
+    events, error = stream_events(sim.url)
+    assert isinstance(error, httpx.RemoteProtocolError)
+    assert len(content_events(events)) == 3
+    assert all(line != "data: [DONE]" for _, line in events)
+    assert chat(sim.url).status_code == 200  # the server itself is fine
+
+
+def test_stall_pauses_mid_stream(start_sim):
+    sim = start_sim("--profile", FIXED, "--fault", "stall:after_tokens=2,seconds=0.6")
+    events, error = stream_events(sim.url, max_tokens=5)
+    assert error is None
+    times = [t for t, _ in content_events(events)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) == 5
+    assert gaps[1] >= 0.55 and gaps[1] > 5 * max(gaps[0], gaps[2], gaps[3])
+
+
+def test_ttft_inflation(start_sim):
+    sim = start_sim("--profile", FIXED)
+
+    def ttft() -> float:
+        start = time.perf_counter()
+        events, _ = stream_events(sim.url, max_tokens=2)
+        return content_events(events)[0][0] - start
+
+    base = min(ttft() for _ in range(3))
+    sim.admin("POST", {"kind": "ttft_inflate", "seconds": 0.5})
+    inflated = min(ttft() for _ in range(3))
+    assert inflated - base >= 0.45
+
+
+def test_engine_death_then_exit(start_sim):
+    sim = start_sim("--profile", "llama-3.1-8b-h100")
+    result: dict = {}
+
+    def long_stream():
+        result["events"], result["error"] = stream_events(sim.url, max_tokens=4000)
+
+    reader = threading.Thread(target=long_stream)
+    reader.start()
+    time.sleep(0.5)
+    died = time.monotonic()
+    assert sim.admin("POST", {"kind": "engine_death", "exit_after": 2}).status_code == 201
+    reader.join(10)
+    lines = [line for _, line in result["events"]]
+    assert result["error"] is None and lines[-1] == "data: [DONE]"
+    assert '"error"' in lines[-2] and len(content_events(result["events"])) < 4000
+    bare = chat(sim.url)
+    assert bare.status_code == 500 and bare.text == "Internal Server Error"
+    assert httpx.get(f"{sim.url}/health").status_code == 503
+    assert sim.proc.wait(15) == 1 and time.monotonic() - died >= 1.5
+
+
+def test_engine_death_with_stay_is_revived_by_clearing(start_sim):
+    sim = start_sim("--profile", FIXED)
+    sim.admin("POST", {"kind": "engine_death", "stay": True})
+    assert httpx.get(f"{sim.url}/health").status_code == 503
+    time.sleep(0.5)
+    assert sim.proc.poll() is None
+    sim.admin("DELETE")
+    assert httpx.get(f"{sim.url}/health").status_code == 200 and chat(sim.url).status_code == 200
+
+
+def test_slow_start_keeps_the_port_closed(start_sim):
+    sim = start_sim("--profile", FIXED, "--fault", "slow_start:seconds=2", wait=False)
+    time.sleep(0.8)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{sim.url}/health", timeout=0.5)
+    sim.wait_ready(timeout=20)
+    assert chat(sim.url).status_code == 200
+
+
+def test_kv_shrink_causes_preemptions_and_is_restored(start_sim):
+    sim = start_sim("--profile", "small-gpu")
+    sim.admin("POST", {"kind": "kv_shrink", "blocks": 40})
+    threads = [threading.Thread(target=chat, args=(sim.url, 200)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert metric(sim.url, "vllm:num_preemptions_total") > 0
+    assert sim.admin("GET").json()["engine"]["num_gpu_blocks"] == 40
+    sim.admin("DELETE")
+    state = sim.admin("GET").json()
+    assert state["faults"] == [] and state["engine"]["num_gpu_blocks"] == 2700
+
+
+def test_client_disconnect_aborts_the_request(start_sim):
+    sim = start_sim("--profile", FIXED)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500, "ignore_eos": True,
+            "stream": True}  # fmt: skip
+    with httpx.stream("POST", f"{sim.url}/v1/chat/completions", json=body) as resp:
+        lines = resp.iter_lines()
+        for _ in range(4):
+            next(lines)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if metric(sim.url, "vllm:request_success_total", finished_reason="abort") == 1:
+            break
+        time.sleep(0.1)
+    assert metric(sim.url, "vllm:request_success_total", finished_reason="abort") == 1
+    assert metric(sim.url, "vllm:num_requests_running") == 0
+
+
+def test_admin_api_rejects_bad_faults(start_sim):
+    sim = start_sim("--profile", FIXED)
+    bad = sim.admin("POST", {"kind": "error", "rate": 2})
+    assert bad.status_code == 400 and "rate" in bad.json()["error"]
+    assert sim.admin("POST", {"kind": "meteor"}).status_code == 400
+    assert sim.admin("DELETE", path="/99").status_code == 404
+    added = sim.admin("POST", {"kind": "stall", "seconds": 1}).json()
+    listed = sim.admin("GET").json()["faults"]
+    assert [f["id"] for f in listed] == [added["id"]]
+    assert sim.admin("DELETE", path=f"/{added['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--fault", "error:status=9999"], "status"),
+        (["--fault", "meteor"], "fault 'meteor'"),
+        (["--fault", "stall:seconds"], "expected key=value"),
+        (["--profile", "no-such-profile"], "unknown profile 'no-such-profile'"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(args, expected):
+    proc = subprocess.run(
+        [sys.executable, "-m", "aichaos.fixtures.llm_sim", "serve", "--port", "1", *args],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bad_profile_file_names_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: m\nmax_model_len: 10\nengine: {kind: step, max_num_seqs: 1}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "aichaos.fixtures.llm_sim", "serve", "--profile", str(bad)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "engine.step.max_num_batched_tokens" in proc.stderr
