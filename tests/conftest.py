@@ -23,16 +23,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class SimProcess:
-    """One ``aichaos sim serve`` process; stopped by PID when the test ends."""
+class ServiceProcess:
+    """One ``python -m MODULE serve --port P ...`` process on loopback; stopped by PID."""
 
-    def __init__(self, args: list[str], log_path: Path, wait: bool = True):
-        self.port = free_port()
+    def __init__(self, module: str, args: list[str], log_path: Path, ready_path: str = "/health",
+                 wait: bool = True, port: int | None = None):  # fmt: skip
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "aichaos.fixtures.llm_sim", "serve", "--port", str(self.port)]
+        self.ready_path = ready_path
+        cmd = [sys.executable, "-m", module, "serve", "--port", str(self.port), *args]
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*cmd, *args], stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
 
@@ -40,17 +42,21 @@ class SimProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"simulator exited: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"{self.log_path.name} exited: {self.log_path.read_text()[-2000:]}"
+                )
             try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=0.5).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"simulator not ready after {timeout}s")
+        raise RuntimeError(f"{self.log_path.name} not ready after {timeout}s")
 
-    def admin(self, method: str, body: dict | None = None, path: str = "") -> httpx.Response:
-        return httpx.request(method, f"{self.url}/admin/faults{path}", json=body, timeout=5)
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -63,16 +69,30 @@ class SimProcess:
         self._log.close()
 
 
+class SimProcess(ServiceProcess):
+    def __init__(self, args: list[str], log_path: Path, wait: bool = True, port: int | None = None):
+        super().__init__("aichaos.fixtures.llm_sim", args, log_path, wait=wait, port=port)
+
+    def admin(self, method: str, body: dict | None = None, path: str = "") -> httpx.Response:
+        return httpx.request(method, f"{self.url}/admin/faults{path}", json=body, timeout=5)
+
+
 class SimStarter:
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
         self.started: list[SimProcess] = []
 
-    def __call__(self, *args: str, wait: bool = True) -> SimProcess:
+    def __call__(self, *args: str, wait: bool = True, port: int | None = None) -> SimProcess:
         log = self.log_dir / f"sim-{len(self.started)}.log"
-        sim = SimProcess(list(args), log, wait=wait)
+        sim = SimProcess(list(args), log, wait=wait, port=port)
         self.started.append(sim)
         return sim
+
+    def service(self, module: str, *args: str, ready_path: str = "/health") -> ServiceProcess:
+        log = self.log_dir / f"{module.rsplit('.', 1)[-1]}-{len(self.started)}.log"
+        proc = ServiceProcess(module, list(args), log, ready_path=ready_path)
+        self.started.append(proc)
+        return proc
 
     def stop_all(self) -> None:
         for sim in self.started:
