@@ -159,9 +159,9 @@ def client_main(args) -> None:
 
 
 class Server:
-    def __init__(self, cmd: list[str], port: int):
+    def __init__(self, cmd: list[str], port: int, core: int = 0):
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(pinned(0, cmd), stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(pinned(core, cmd), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -95,8 +95,15 @@ class SimStarter:
         return proc
 
     def stop_all(self) -> None:
-        for sim in self.started:
-            sim.stop()
+        """Stop every process, even when stopping one of them fails."""
+        errors = []
+        for proc in self.started:
+            try:
+                proc.stop()
+            except Exception as exc:  # reported after the others are stopped
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture
