@@ -1,0 +1,293 @@
+"""``aichaos stack up|status|down``: the local reference stack from a topology file.
+
+Exit codes (DESIGN): 0 done; 2 bad input (topology, flags, a stack already running);
+3 the stack could not start or is not running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import aichaos.fixtures
+
+from .stack_state import (
+    DEFAULT_POINTER,
+    STATE_FILE,
+    StackNotFound,
+    process_alive,
+    read_state,
+    supervisor_alive,
+)
+from .supervisor import (
+    SignalFlag,
+    StackClient,
+    StackInterrupted,
+    StackStartError,
+    Supervisor,
+    log_tail,
+)
+from .topology import Topology, TopologyError, load_topology
+
+DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+
+app = typer.Typer(
+    help="Bring the local reference stack up, show it, take it down.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _load(path: Path) -> Topology:
+    try:
+        return load_topology(path)
+    except TopologyError as exc:
+        raise _fail(f"aichaos stack up: {exc}", EXIT_USAGE) from None
+
+
+def _refuse_running(pointer: Path, run_dir: Path) -> None:
+    """One stack per pointer (and per run directory): a second would be unreachable."""
+    candidates = [run_dir]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        candidates.append(Path(json.loads(pointer.read_text())["run_dir"]))
+    for candidate in candidates:
+        try:
+            state = read_state(candidate)
+        except StackNotFound:
+            continue
+        if supervisor_alive(state) and state.get("status") in ("starting", "ready"):
+            pid = state["supervisor"]["pid"]
+            raise _fail(
+                f"aichaos stack up: a stack is already running from {candidate} "
+                f"(supervisor pid {pid}); run `aichaos stack down` first",
+                EXIT_USAGE,
+            )
+
+
+def _default_run_dir() -> Path:
+    return Path("runs") / time.strftime("stack-%Y%m%d-%H%M%S")
+
+
+@app.command()
+def up(
+    topology: Annotated[
+        Path, typer.Option("--topology", "-t", help="Topology file (YAML).")
+    ] = DEFAULT_TOPOLOGY,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once ready; supervise in background.")
+    ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option("--run-dir", help="State, logs and events (default: runs/stack-<time>)."),
+    ] = None,
+    no_prometheus: Annotated[
+        bool, typer.Option("--no-prometheus", help="Do not start Prometheus even if present.")
+    ] = False,
+    pointer: Annotated[Path, typer.Option("--pointer", hidden=True)] = DEFAULT_POINTER,
+) -> None:
+    """Start every service of a topology, wait until all are ready, keep them running."""
+    spec = _load(topology)
+    run_dir = (run_dir or _default_run_dir()).resolve()
+    _refuse_running(pointer, run_dir)
+    if detach:
+        raise typer.Exit(_up_detached(topology, run_dir, pointer, no_prometheus))
+    raise typer.Exit(_up_foreground(spec, topology, run_dir, pointer, no_prometheus))
+
+
+def _up_foreground(
+    spec: Topology, topology: Path, run_dir: Path, pointer: Path, no_prometheus: bool
+) -> int:
+    stop = SignalFlag()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {
+        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        supervisor = Supervisor(
+            spec, run_dir, source=str(topology), prometheus=not no_prometheus, pointer=pointer
+        )
+        try:
+            supervisor.start(interrupt=stop)
+        except StackStartError as exc:
+            typer.echo(f"aichaos stack up: {exc.report()}", err=True)
+            return EXIT_FAILED
+        except StackInterrupted:
+            typer.echo("aichaos stack up: interrupted; everything started is stopped", err=True)
+            return 130
+        try:
+            typer.echo(_render(StackClient(run_dir).status()))
+            typer.echo("supervising; Ctrl-C or `aichaos stack down` stops the stack")
+            sys.stdout.flush()
+            supervisor.run(stop)
+        finally:
+            supervisor.shutdown()
+        name = signal.Signals(received[0]).name if received else "exit"
+        typer.echo(f"stack stopped ({name}); no process left")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _up_detached(topology: Path, run_dir: Path, pointer: Path, no_prometheus: bool) -> int:
+    """Run the foreground supervisor in a new session, return when it reports ready."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / STATE_FILE
+    state_path.unlink(missing_ok=True)  # so an old file is not taken for this start's
+    command = [
+        sys.executable,
+        "-m",
+        "aichaos.harness.stack_cli",
+        "up",
+        "--topology",
+        str(topology.resolve()),
+        "--run-dir",
+        str(run_dir),
+        "--pointer",
+        str(pointer.resolve()),
+    ]
+    if no_prometheus:
+        command.append("--no-prometheus")
+    log_path = run_dir / "supervisor.log"
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # no terminal: Ctrl-C in this shell does not reach it
+        )
+    deadline = time.monotonic() + _start_budget(topology)
+    try:
+        while time.monotonic() < deadline:
+            code = child.poll()
+            state = _try_state(run_dir)
+            if state and state.get("status") == "ready":
+                typer.echo(_render(StackClient(run_dir).status()))
+                typer.echo("supervising in the background; `aichaos stack down` stops the stack")
+                return 0
+            if code is not None:
+                state = _try_state(run_dir)
+                error = (state or {}).get("error") or log_tail(log_path)
+                typer.echo(f"aichaos stack up: {error}", err=True)
+                return EXIT_FAILED
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGTERM)
+        child.wait(60)
+        typer.echo("aichaos stack up: interrupted; everything started is stopped", err=True)
+        return 130
+    child.send_signal(signal.SIGTERM)
+    child.wait(60)
+    typer.echo(f"aichaos stack up: not ready in time; see {log_path}", err=True)
+    return EXIT_FAILED
+
+
+def _start_budget(topology: Path) -> float:
+    spec = load_topology(topology)
+    return sum(s.ready_timeout * s.replicas for s in spec.services) + 90.0
+
+
+def _try_state(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_state(run_dir)
+    except StackNotFound:
+        return None
+
+
+def _attach(run_dir: Path | None, pointer: Path, command: str) -> StackClient:
+    try:
+        return StackClient.attach(run_dir, pointer)
+    except StackNotFound as exc:
+        raise _fail(f"aichaos stack {command}: {exc}", EXIT_FAILED) from None
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Stack to show (default: the last started).")
+    ] = None,
+    pointer: Annotated[Path, typer.Option("--pointer", hidden=True)] = DEFAULT_POINTER,
+) -> None:
+    """Show the services, their URLs and states; exit 3 when the stack is not running."""
+    state = _attach(run_dir, pointer, "status").status()
+    typer.echo(json.dumps(state, indent=2) if as_json else _render(state))
+    raise typer.Exit(0 if state["supervisor"].get("alive") else EXIT_FAILED)
+
+
+@app.command()
+def down(
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Stack to stop (default: the last started).")
+    ] = None,
+    pointer: Annotated[Path, typer.Option("--pointer", hidden=True)] = DEFAULT_POINTER,
+) -> None:
+    """Stop the stack and every process it started."""
+    try:
+        client = StackClient.attach(run_dir, pointer)
+    except StackNotFound as exc:
+        typer.echo(f"aichaos stack down: nothing to stop ({exc})")
+        raise typer.Exit(0) from None
+    result = client.down()
+    left = [pid for pid in client.pids() if process_alive(pid)]
+    if left:
+        raise _fail(f"aichaos stack down: processes still running: {left}", EXIT_FAILED)
+    note = ""
+    if result["leftovers_stopped"]:
+        note = f" (stopped {len(result['leftovers_stopped'])} left by a dead supervisor)"
+    typer.echo(f"stack stopped: {client.run_dir}{note}")
+
+
+def _render(state: dict[str, Any]) -> str:
+    sup = state.get("supervisor") or {}
+    lines = [
+        f"stack {state.get('name')}: {state.get('status')}  "
+        f"(supervisor pid {sup.get('pid')}, run dir {state.get('run_dir')})"
+    ]
+    rows = [("SERVICE", "KIND", "STATE", "PID", "URL", "RESTARTS")]
+    for name, svc in (state.get("services") or {}).items():
+        pid = svc.get("pid") if svc.get("alive", True) else "-"
+        rows.append(
+            (name, svc["kind"], svc["state"], str(pid), svc["url"], str(svc.get("restarts", 0)))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    proxies = state.get("proxies") or {}
+    if proxies:
+        lines.append("proxies:")
+        for name, proxy in proxies.items():
+            lines.append(f"  {name}: {proxy.get('url')} -> {proxy['upstream']}")
+    prom = state.get("prometheus")
+    if prom:
+        lines.append(
+            f"prometheus: {prom['url']}" if prom.get("url") else f"prometheus: {prom['skipped']}"
+        )
+    lines.append(f"events: {state.get('events')}")
+    if state.get("error"):
+        lines.append(f"error: {state['error']}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,142 @@
+"""The state of a running stack on disk, so another shell can find and stop it.
+
+``RUN_DIR/stack.json`` is written by the supervisor after every change (atomically: a
+reader never sees half a file). A pointer, ``./.aichaos/stack.json`` by default, names the
+run directory of the stack started from this directory.
+
+Processes are identified by PID *and* their start time (``/proc/PID/stat``), so a PID the
+kernel has since given to an unrelated process is never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "stack.json"
+DEFAULT_POINTER = Path(".aichaos") / "stack.json"
+
+
+class StackNotFound(Exception):
+    """No stack state where one was looked for; ``str()`` is one line for the user."""
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot; None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start_time: int | None = None) -> bool:
+    """``pid`` runs and, when ``start_time`` is given, is the process that started then."""
+    if not pid:
+        return False
+    started = process_start_time(pid)
+    if started is None:
+        return False
+    return start_time is None or started == start_time
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group is empty."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_groups(groups: list[tuple[int, int | None]], timeout: float = 5.0) -> None:
+    """Stop process groups led by ``(pid, start_time)`` that are not our children: SIGTERM,
+    then SIGKILL after ``timeout``. A leader that is not the recorded process is left alone."""
+    live = [pid for pid, started in groups if process_alive(pid, started)]
+    for pid in live:
+        signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    waiting = list(live)
+    while waiting and time.monotonic() < deadline:
+        waiting = [pid for pid in waiting if process_alive(pid)]
+        time.sleep(0.05)
+    for pid in live:  # the leader's children too, if it left any
+        signal_group(pid, signal.SIGKILL)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STATE_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StackNotFound(f"{path}: no stack state (was the stack started there?)") from None
+    except (OSError, ValueError) as exc:
+        raise StackNotFound(f"{path}: unreadable stack state: {exc}") from None
+
+
+def write_pointer(pointer: Path, run_dir: Path, supervisor_pid: int) -> None:
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    ignore = pointer.parent / ".gitignore"
+    if pointer.parent.name == ".aichaos" and not ignore.exists():
+        ignore.write_text("*\n")  # local state, never committed
+    write_json(pointer, {"run_dir": str(run_dir.resolve()), "supervisor_pid": supervisor_pid})
+
+
+def clear_pointer(pointer: Path, run_dir: Path) -> None:
+    """Remove the pointer if it still names ``run_dir`` (a newer stack may have replaced it)."""
+    try:
+        data = json.loads(pointer.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if data.get("run_dir") == str(run_dir.resolve()):
+        pointer.unlink(missing_ok=True)
+
+
+def find_run_dir(run_dir: Path | None = None, pointer: Path = DEFAULT_POINTER) -> Path:
+    """The run directory of the stack to act on: ``run_dir`` if given, else the pointer's."""
+    if run_dir is not None:
+        return run_dir
+    try:
+        data = json.loads(pointer.read_text(encoding="utf-8"))
+        return Path(data["run_dir"])
+    except FileNotFoundError:
+        raise StackNotFound(
+            f"no stack started from this directory ({pointer} does not exist); "
+            "pass --run-dir or run `aichaos stack up`"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StackNotFound(f"{pointer}: unreadable stack pointer: {exc}") from None
+
+
+def supervisor_alive(state: dict[str, Any]) -> bool:
+    sup = state.get("supervisor") or {}
+    return process_alive(sup.get("pid"), sup.get("start_time"))
