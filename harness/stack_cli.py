@@ -19,6 +19,7 @@ import typer
 
 import aichaos.fixtures
 
+from .stack import StackClient
 from .stack_state import (
     DEFAULT_POINTER,
     STATE_FILE,
@@ -29,7 +30,6 @@ from .stack_state import (
 )
 from .supervisor import (
     SignalFlag,
-    StackClient,
     StackInterrupted,
     StackStartError,
     Supervisor,

@@ -9,17 +9,11 @@ The record of a stack is its run directory: ``logs/NAME.log`` per service,
 ``events.jsonl`` (every start, ready, exit, kill and restart, in DESIGN's event shape) and
 ``stack.json``, the state another shell reads to find and stop the stack (``StackClient``).
 
-Python use::
-
-    with Stack.up("fixtures/topology/default.yaml", run_dir) as stack:
-        httpx.get(stack.url("gateway") + "/health")
-        pid = stack.kill("llm-1")              # SIGKILL; the supervisor restarts it
-        stack.wait_ready("llm-1", not_pid=pid)
+The Python API over it is ``aichaos.harness.stack`` (``Stack``, ``StackClient``).
 """
 
 from __future__ import annotations
 
-import atexit
 import http.client
 import json
 import os
@@ -37,16 +31,10 @@ from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyErr
 
 from . import prometheus as prom
 from .stack_state import (
-    DEFAULT_POINTER,
     STATE_FILE,
     clear_pointer,
-    find_run_dir,
-    process_alive,
     process_start_time,
-    read_state,
     signal_group,
-    stop_groups,
-    supervisor_alive,
     write_json,
     write_pointer,
 )
@@ -55,7 +43,6 @@ from .topology import (
     Instance,
     ServiceSpec,
     Topology,
-    load_topology,
     substitute,
 )
 
@@ -668,157 +655,3 @@ class Supervisor:
         self.events.emit("stack", self.topology.name, "end", {"status": status})
         if self.pointer is not None:
             clear_pointer(self.pointer, self.run_dir)
-
-
-# --- the Python API --------------------------------------------------------------------------
-
-
-class Stack:
-    """A stack run by this process. Use ``Stack.up(...)``, best as a context manager."""
-
-    def __init__(self, supervisor: Supervisor):
-        self.supervisor = supervisor
-        self.run_dir = supervisor.run_dir
-        self.events_path = supervisor.events.path
-
-    @classmethod
-    def up(
-        cls,
-        topology: Topology | str | Path,
-        run_dir: str | Path,
-        *,
-        prometheus: str | bool = True,
-        pointer: Path | None = None,
-    ) -> Stack:
-        """Start ``topology`` (a ``Topology`` or a file) with its state in ``run_dir``; returns
-        once every service is ready, then keeps restarting those that exit. Raises
-        ``TopologyError`` or ``StackStartError`` (nothing is left running then)."""
-        source = "topology"
-        if not isinstance(topology, Topology):
-            source = str(topology)
-            topology = load_topology(topology)
-        supervisor = Supervisor(
-            topology, Path(run_dir), source=source, prometheus=prometheus, pointer=pointer
-        )
-        supervisor.start()
-        supervisor.start_monitor()
-        atexit.register(supervisor.shutdown)  # a forgotten down() still leaves nothing behind
-        return cls(supervisor)
-
-    def url(self, name: str) -> str:
-        """``http://127.0.0.1:PORT`` of a service instance (``llm-1``, ``gateway``)."""
-        return self.supervisor.url(name)
-
-    def proxy_url(self, name: str) -> str:
-        return self.supervisor.proxy_url(name)
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
-        """Signal an instance's process group; returns the PID. It restarts after its
-        ``restart_delay``."""
-        return self.supervisor.kill(name, sig)
-
-    def pid(self, name: str) -> int | None:
-        return self.supervisor._get(name).pid
-
-    def wait_ready(self, name: str, timeout: float = 30.0, not_pid: int | None = None) -> int:
-        """Wait until ``name`` is ready (in a process other than ``not_pid``); its PID."""
-        p = self.supervisor._get(name)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.supervisor._lock:
-                if p.state == READY and p.pid is not None and p.pid != not_pid:
-                    return p.pid
-            time.sleep(0.05)
-        raise StackError(f"service {name!r} not ready again within {timeout:g}s ({p.state})")
-
-    def status(self) -> dict[str, Any]:
-        return self.supervisor.state()
-
-    def down(self) -> None:
-        self.supervisor.shutdown()
-        atexit.unregister(self.supervisor.shutdown)
-
-    def __enter__(self) -> Stack:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
-
-
-class StackClient:
-    """A stack run by another process (``aichaos stack up``), found through its state file."""
-
-    def __init__(self, run_dir: Path, pointer: Path | None = None):
-        self.run_dir = Path(run_dir)
-        self.pointer = pointer
-
-    @classmethod
-    def attach(cls, run_dir: Path | None = None, pointer: Path = DEFAULT_POINTER) -> StackClient:
-        """The stack in ``run_dir``, else the one the pointer names; ``StackNotFound`` if none."""
-        found = find_run_dir(run_dir, pointer)
-        read_state(found)  # fails early, with one line, when there is no state
-        return cls(found, pointer)
-
-    def status(self) -> dict[str, Any]:
-        """The state file, with what is really alive now: ``supervisor.alive`` and, per
-        service, ``alive``. A dead supervisor makes the status ``gone``."""
-        state = read_state(self.run_dir)
-        alive = supervisor_alive(state)
-        state["supervisor"] = {**(state.get("supervisor") or {}), "alive": alive}
-        for svc in (state.get("services") or {}).values():
-            svc["alive"] = process_alive(svc.get("pid"), svc.get("start_time"))
-        if not alive and state.get("status") not in ("stopped", "failed"):
-            state["status"] = "gone"
-        return state
-
-    def url(self, name: str) -> str:
-        svc = (self.status().get("services") or {}).get(name)
-        if svc is None:
-            raise StackError(f"no service {name!r} in {self.run_dir / STATE_FILE}")
-        return str(svc["url"])
-
-    def proxy_url(self, name: str) -> str:
-        proxy = (self.status().get("proxies") or {}).get(name)
-        if not proxy or not proxy.get("url"):
-            raise StackError(f"no proxy {name!r} in {self.run_dir / STATE_FILE}")
-        return str(proxy["url"])
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
-        """Signal one service's process group; its supervisor restarts it."""
-        svc = (self.status().get("services") or {}).get(name)
-        if not svc or not svc.get("alive"):
-            raise StackError(f"service {name!r} is not running")
-        signal_group(int(svc["pid"]), sig)
-        return int(svc["pid"])
-
-    def pids(self) -> list[int]:
-        """The supervisor's and every service's PID, as recorded."""
-        state = read_state(self.run_dir)
-        pids = [(state.get("supervisor") or {}).get("pid")]
-        pids += [s.get("pid") for s in (state.get("services") or {}).values()]
-        return [int(p) for p in pids if p]
-
-    def down(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Ask the supervisor to stop (SIGTERM) and wait for it; then stop, by process group,
-        any service it did not (a supervisor killed with SIGKILL stops nothing)."""
-        state = read_state(self.run_dir)
-        sup = state.get("supervisor") or {}
-        signalled = False
-        if process_alive(sup.get("pid"), sup.get("start_time")):
-            os.kill(int(sup["pid"]), signal.SIGTERM)
-            signalled = True
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and process_alive(sup["pid"], sup["start_time"]):
-                time.sleep(0.05)
-            if process_alive(sup["pid"], sup["start_time"]):
-                os.kill(int(sup["pid"]), signal.SIGKILL)
-        state = read_state(self.run_dir)
-        leftovers = [
-            (int(s["pid"]), s.get("start_time"))
-            for s in (state.get("services") or {}).values()
-            if process_alive(s.get("pid"), s.get("start_time"))
-        ]
-        stop_groups(leftovers)
-        if self.pointer is not None:
-            clear_pointer(self.pointer, self.run_dir)
-        return {"supervisor_signalled": signalled, "leftovers_stopped": [p for p, _ in leftovers]}

@@ -20,9 +20,10 @@ import yaml
 from typer.testing import CliRunner
 
 from aichaos.harness.cli import app
+from aichaos.harness.stack import Stack
 from aichaos.harness.stack_cli import DEFAULT_TOPOLOGY
 from aichaos.harness.stack_state import process_alive
-from aichaos.harness.supervisor import Stack, StackStartError
+from aichaos.harness.supervisor import StackStartError
 from aichaos.harness.topology import TopologyError, load_topology
 
 DATA = Path(__file__).parent / "data" / "topology"
