@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEBIAN_PACKAGES ?=
+DEBIAN_PACKAGES ?= prometheus
 
 .PHONY: run test lint bench setup debian clean
 
