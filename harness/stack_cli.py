@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 import aichaos.fixtures
 
@@ -35,6 +36,7 @@ from .supervisor import (
     Supervisor,
     log_tail,
 )
+from .targets import vllm_available, with_llm_url, with_vllm
 from .topology import Topology, TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
@@ -98,15 +100,49 @@ def up(
     no_prometheus: Annotated[
         bool, typer.Option("--no-prometheus", help="Do not start Prometheus even if present.")
     ] = False,
+    backend: Annotated[
+        str, typer.Option("--backend", help="LLM replicas: 'sim' (simulator) or 'vllm'.")
+    ] = "sim",
+    model: Annotated[str | None, typer.Option("--model", help="Model for --backend vllm.")] = None,
+    llm_url: Annotated[
+        str | None,
+        typer.Option("--llm-url", help="Any OpenAI-compatible endpoint in place of the pool."),
+    ] = None,
     pointer: Annotated[Path, typer.Option("--pointer", hidden=True)] = DEFAULT_POINTER,
 ) -> None:
     """Start every service of a topology, wait until all are ready, keep them running."""
     spec = _load(topology)
     run_dir = (run_dir or _default_run_dir()).resolve()
     _refuse_running(pointer, run_dir)
+    retargeted = _retarget(spec, backend, model, llm_url)
+    if retargeted is not spec:
+        spec = retargeted
+        run_dir.mkdir(parents=True, exist_ok=True)
+        topology = run_dir / "topology.yaml"
+        topology.write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
     if detach:
         raise typer.Exit(_up_detached(topology, run_dir, pointer, no_prometheus))
     raise typer.Exit(_up_foreground(spec, topology, run_dir, pointer, no_prometheus))
+
+
+def _retarget(spec: Topology, backend: str, model: str | None, llm_url: str | None) -> Topology:
+    """The topology with vLLM or an outside endpoint in place of the simulators."""
+    try:
+        if backend not in ("sim", "vllm"):
+            raise TopologyError(f"--backend {backend}: expected 'sim' or 'vllm'")
+        if backend == "vllm":
+            if not model:
+                raise TopologyError("--backend vllm: --model is required (a Hugging Face id)")
+            missing = vllm_available()
+            if missing:
+                raise TopologyError(f"--backend vllm: {missing}")
+            spec = with_vllm(spec, model)
+        if llm_url:
+            spec = with_llm_url(spec, llm_url)
+    except TopologyError as exc:
+        typer.echo(f"aichaos stack up: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    return spec
 
 
 def _up_foreground(
