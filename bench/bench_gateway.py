@@ -7,7 +7,8 @@ streams busy (5 tokens each, re-issued when done) first straight at the simulato
 through the gateway, alternating for 3 rounds; TTFT = send → first content chunk. Processes:
 gateway on core 0; simulator and client on core 1 in both cases.
 
-Loopback only, bounded in time. Run: .venv/bin/python bench/bench_gateway.py
+BENCH_TOKENS=N sets the answer length (default 5). Loopback only, bounded in time.
+Run: cd bench && ../.venv/bin/python bench_gateway.py
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,11 +40,16 @@ async def measure(url: str, streams: int, seconds: float) -> list[float]:
 
     async def one(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < stop_at:
-            body = {"messages": [{"role": "user", "content": f"question {next(counter)}"}],
-                    "max_tokens": 5, "ignore_eos": True, "stream": True}  # fmt: skip
+            body = {
+                "messages": [{"role": "user", "content": f"question {next(counter)}"}],
+                "max_tokens": int(os.environ.get("BENCH_TOKENS", "5")),
+                "ignore_eos": True,
+                "stream": True,
+            }
             sent = time.perf_counter()
-            async with session.post(f"{url}/v1/chat/completions", json=body,
-                                    headers={"X-Tier": "enterprise"}) as resp:  # fmt: skip
+            async with session.post(
+                f"{url}/v1/chat/completions", json=body, headers={"X-Tier": "enterprise"}
+            ) as resp:
                 first = None
                 async for line in resp.content:
                     if first is None and b'"content":"' in line and b'"content":""' not in line:
@@ -52,8 +59,9 @@ async def measure(url: str, streams: int, seconds: float) -> list[float]:
 
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.wait_for(asyncio.gather(*(one(session) for _ in range(streams))),
-                               seconds + 60)  # fmt: skip
+        await asyncio.wait_for(
+            asyncio.gather(*(one(session) for _ in range(streams))), seconds + 60
+        )
     return ttfts
 
 
@@ -65,10 +73,20 @@ def client_main(args) -> None:
 
 
 def run_client(url: str, streams: int, seconds: float) -> list[float]:
-    cmd = [sys.executable, __file__, "client", "--url", url, "--streams", str(streams),
-           "--seconds", str(seconds)]  # fmt: skip
-    out = subprocess.run(pinned(1, cmd), capture_output=True, text=True, check=True,
-                         timeout=seconds + 120).stdout  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "client",
+        "--url",
+        url,
+        "--streams",
+        str(streams),
+        "--seconds",
+        str(seconds),
+    ]
+    out = subprocess.run(
+        pinned(1, cmd), capture_output=True, text=True, check=True, timeout=seconds + 120
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -106,9 +124,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "gateway.yaml"
         cfg.write_text(GATEWAY_CONFIG)
-        gw = Server([sys.executable, "-m", "aichaos.fixtures.gateway", "serve", "--port",
-                     str(gw_port), "--llm", f"r1={sim.url}", "--config", str(cfg)], gw_port,
-                    core=0)  # fmt: skip
+        gw = Server(
+            [
+                sys.executable,
+                "-m",
+                "aichaos.fixtures.gateway",
+                "serve",
+                "--port",
+                str(gw_port),
+                "--llm",
+                f"r1={sim.url}",
+                "--config",
+                str(cfg),
+            ],
+            gw_port,
+            core=0,
+        )
         try:
             rows = []
             for streams in [int(x) for x in args.levels.split(",")]:
