@@ -15,7 +15,6 @@ The Python API over it is ``aichaos.harness.stack`` (``Stack``, ``StackClient``)
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import socket
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyError
+from aichaos.rundir import EventLog
 
 from . import prometheus as prom
 from .stack_state import (
@@ -152,30 +152,6 @@ def probe(port: int, path: str, timeout: float = PROBE_TIMEOUT) -> tuple[bool, s
     return status == 200, f"HTTP {status}"
 
 
-class EventLog:
-    """Appends DESIGN's timeline events to ``events.jsonl``; one write per event, so lines
-    from other writers (experiments, the harness) interleave whole."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-
-    def emit(
-        self, kind: str, name: str, action: str = "instant", detail: dict[str, Any] | None = None
-    ) -> None:
-        event = {
-            "t": time.time(),
-            "source": "supervisor",
-            "kind": kind,
-            "name": name,
-            "action": action,
-            "detail": detail or {},
-        }
-        line = json.dumps(event) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-
-
 @dataclass
 class Managed:
     """One instance and its current process."""
@@ -245,7 +221,7 @@ class Supervisor:
         self.run_dir = Path(run_dir).resolve()
         self.pointer = pointer
         self.python = python
-        self.events = EventLog(self.run_dir / EVENTS_FILE)
+        self.events = EventLog(self.run_dir / EVENTS_FILE, "supervisor")
         self.status = "starting"
         self.error: str | None = None
         self.started_at = time.time()

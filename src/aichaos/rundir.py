@@ -1,0 +1,215 @@
+"""The run directory: the contract every folder of aichaos writes to and reads from.
+
+DESIGN.md names the files; this module fixes their exact shape so that ``scenarios`` (request
+records), ``experiments`` and the supervisor (events), ``harness`` (manifest, server metrics),
+``slo`` (evaluation) and ``reports`` (rendering) agree without importing one another. It sits at
+the package root because every folder depends on it and it depends on none of them.
+
+Files (all timestamps Unix epoch seconds, float):
+
+- ``run.json``         manifest, written by harness (see ``RUN_FIELDS``).
+- ``requests/*.parquet`` request records in chunks (``REQUEST_SCHEMA``), written by scenarios.
+- ``events.jsonl``     timeline, one JSON object a line (``EventLog``).
+- ``metrics.parquet``  server-side samples in long form (``METRICS_SCHEMA``), written by harness.
+- ``journal.json``     the Chaos Toolkit journal, unchanged.
+- ``slo.json``         the evaluation (shape in ``slo/`` — ``SLO_SCHEMA_VERSION`` there).
+- ``report.html``, ``summary.md``, ``junit.xml``, ``summary.json`` — reports.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+RUN_JSON = "run.json"
+REQUESTS_DIR = "requests"
+EVENTS_JSONL = "events.jsonl"
+METRICS_PARQUET = "metrics.parquet"
+JOURNAL_JSON = "journal.json"
+SLO_JSON = "slo.json"
+REPORT_HTML = "report.html"
+SUMMARY_MD = "summary.md"
+JUNIT_XML = "junit.xml"
+SUMMARY_JSON = "summary.json"
+
+# run.json keys every reader may rely on (more may be present).
+RUN_FIELDS = (
+    "id",  # run id, also the directory name
+    "status",  # running | completed | aborted | failed
+    "command",  # argv as a list
+    "versions",  # {"aichaos": ..., "python": ..., "locust": ..., "chaostoolkit-lib": ...}
+    "seed",
+    "started_at",  # epoch seconds
+    "ended_at",  # epoch seconds or null while running
+    "scenario",  # resolved scenario (dict) and its source path under "source"
+    "experiment",  # resolved experiment (dict) or null
+    "slo",  # resolved SLO spec (dict)
+    "target",  # URL the load was sent to
+    "stack",  # {"topology": path, "services": {...}, "proxies": {...}} or null for --target
+    "warmup_s",  # seconds at the start excluded from every phase but "all"
+)
+
+# One row per request (DESIGN "Request record"). Latencies in seconds; null when not reached.
+REQUEST_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("worker", pa.string()),
+        ("scenario", pa.string()),
+        ("tier", pa.string()),
+        ("t_scheduled", pa.float64()),
+        ("t_sent", pa.float64()),
+        ("ttft_s", pa.float64()),
+        ("e2e_s", pa.float64()),
+        ("tpot_s", pa.float64()),
+        ("itl_s", pa.list_(pa.float64())),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("token_source", pa.string()),  # usage | counted
+        ("status", pa.string()),  # ok | error
+        ("http_status", pa.int64()),  # null when no response (connect error, timeout)
+        # connect | timeout | reset | http_4xx | http_429 | http_5xx | stream_error |
+        # incomplete_stream; null when ok
+        ("error_kind", pa.string()),
+        ("error_detail", pa.string()),
+        ("served_by", pa.string()),  # X-Served-By, null when the target does not say
+        ("cached", pa.bool_()),
+        ("degraded", pa.bool_()),
+    ]
+)
+REQUEST_COLUMNS = tuple(REQUEST_SCHEMA.names)
+ERROR_KINDS = (
+    "connect",
+    "timeout",
+    "reset",
+    "http_4xx",
+    "http_429",
+    "http_5xx",
+    "stream_error",
+    "incomplete_stream",
+)
+
+# Server-side samples, long form: one row per (time, series). ``labels`` is a JSON object
+# string with the series' labels (sorted keys); ``source`` names the scraped service.
+METRICS_SCHEMA = pa.schema(
+    [
+        ("t", pa.float64()),
+        ("source", pa.string()),
+        ("metric", pa.string()),
+        ("labels", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+# events.jsonl: {t, source, kind, name, action, detail}
+EVENT_ACTIONS = ("start", "end", "instant")
+
+
+class InputError(Exception):
+    """A bad user input: one line naming the file, the field and what was expected."""
+
+    def __init__(self, file: str | Path, field: str, expected: str, got: Any = None):
+        self.file, self.field, self.expected, self.got = str(file), field, expected, got
+        tail = "" if got is None else f", got {got!r}"
+        super().__init__(f"{self.file}: {field}: expected {expected}{tail}")
+
+
+class EventLog:
+    """Appends timeline events to ``events.jsonl``: one ``write`` per event, so lines from the
+    supervisor, the experiments and the harness interleave whole."""
+
+    def __init__(self, path: Path, source: str):
+        self.path = Path(path)
+        self.source = source
+        self._lock = threading.Lock()
+
+    def emit(
+        self,
+        kind: str,
+        name: str,
+        action: str = "instant",
+        detail: dict[str, Any] | None = None,
+        t: float | None = None,
+    ) -> dict[str, Any]:
+        if action not in EVENT_ACTIONS:
+            raise ValueError(f"event action must be one of {EVENT_ACTIONS}, got {action!r}")
+        event = {
+            "t": time.time() if t is None else t,
+            "source": self.source,
+            "kind": kind,
+            "name": name,
+            "action": action,
+            "detail": detail or {},
+        }
+        line = json.dumps(event, default=str) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+        return event
+
+
+def read_events(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every whole event in time order, and notes on lines that could not be read (a run
+    killed mid-write leaves a truncated last line)."""
+    path = Path(run_dir) / EVENTS_JSONL
+    if not path.exists():
+        return [], [f"{path}: missing"]
+    events, notes = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            notes.append(f"{path}:{n}: unreadable line skipped")
+    events.sort(key=lambda e: e.get("t", 0.0))
+    return events, notes
+
+
+def read_requests(run_dir: Path) -> tuple[pa.Table, list[str]]:
+    """All request chunks as one table with ``REQUEST_SCHEMA``, and notes on chunks that could
+    not be read (missing columns are filled with nulls; a truncated file is skipped)."""
+    import pyarrow.parquet as pq
+
+    folder = Path(run_dir) / REQUESTS_DIR
+    tables, notes = [], []
+    for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            notes.append(f"{path.name}: unreadable chunk skipped ({exc})")
+            continue
+        tables.append(_conform(table))
+    if not folder.is_dir():
+        notes.append(f"{folder}: missing")
+    if not tables:
+        return REQUEST_SCHEMA.empty_table(), notes
+    return pa.concat_tables(tables), notes
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    columns = []
+    for field in REQUEST_SCHEMA:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=REQUEST_SCHEMA)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write through a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
