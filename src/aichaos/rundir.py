@@ -105,6 +105,19 @@ METRICS_SCHEMA = pa.schema(
     ]
 )
 
+# The series the harness collects into metrics.parquet (Prometheus range queries or direct
+# scrapes of every /metrics give the same names). Counters are cumulative values; ``:p95``
+# series are derived from histogram buckets over a 15 s window, as histogram_quantile does.
+SERVER_SERIES = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:num_preemptions_total",
+    "vllm:time_to_first_token_seconds:p95",
+    "gateway_breaker_state",  # labels {"dependency": ...}: 0 closed, 1 half-open, 2 open
+    "gateway_in_flight",
+)
+
 # events.jsonl: {t, source, kind, name, action, detail}
 EVENT_ACTIONS = ("start", "end", "instant")
 
