@@ -31,7 +31,7 @@ from .stack_state import (
     stop_groups,
     supervisor_alive,
 )
-from .supervisor import READY, StackError, Supervisor
+from .supervisor import READY, StackError, StopFlag, Supervisor
 from .topology import Topology, load_topology
 
 
@@ -51,10 +51,12 @@ class Stack:
         *,
         prometheus: str | bool = True,
         pointer: Path | None = None,
+        interrupt: StopFlag | None = None,
     ) -> Stack:
         """Start ``topology`` (a ``Topology`` or a file) with its state in ``run_dir``; returns
         once every service is ready, then keeps restarting those that exit. Raises
-        ``TopologyError`` or ``StackStartError`` (nothing is left running then)."""
+        ``TopologyError`` or ``StackStartError`` (nothing is left running then), or
+        ``StackInterrupted`` when ``interrupt`` is set during start-up."""
         source = "topology"
         if not isinstance(topology, Topology):
             source = str(topology)
@@ -62,7 +64,7 @@ class Stack:
         supervisor = Supervisor(
             topology, Path(run_dir), source=source, prometheus=prometheus, pointer=pointer
         )
-        supervisor.start()
+        supervisor.start(interrupt)
         supervisor.start_monitor()
         atexit.register(supervisor.shutdown)  # a forgotten down() still leaves nothing behind
         return cls(supervisor)
