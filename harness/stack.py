@@ -52,12 +52,13 @@ class Stack:
         prometheus: str | bool = True,
         pointer: Path | None = None,
         interrupt: StopFlag | None = None,
+        source: str | None = None,
     ) -> Stack:
         """Start ``topology`` (a ``Topology`` or a file) with its state in ``run_dir``; returns
         once every service is ready, then keeps restarting those that exit. Raises
         ``TopologyError`` or ``StackStartError`` (nothing is left running then), or
         ``StackInterrupted`` when ``interrupt`` is set during start-up."""
-        source = "topology"
+        source = source or "topology"
         if not isinstance(topology, Topology):
             source = str(topology)
             topology = load_topology(topology)

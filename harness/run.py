@@ -1,0 +1,395 @@
+"""``aichaos run``: one game day from inputs to exit code.
+
+Lifecycle: validate every input (nothing started before) → run directory and manifest → stack
+up (or check the target answers) → server metrics source → load and experiment on one clock,
+with live progress → rollbacks → stop load → collect server metrics → evaluate → render →
+stack down → exit code (DESIGN: 0 met, 1 an SLO failed, 2 bad input, 3 could not run).
+
+Ctrl-C or SIGTERM stops the load and rolls every fault back, then evaluates and renders what
+was recorded, marked aborted. Later signals are counted but never interrupt the clean-up: no
+fault is ever left in place because the user pressed Ctrl-C twice.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+import aichaos
+from aichaos.rundir import EVENTS_JSONL, RUN_JSON, SUMMARY_MD, EventLog, InputError, write_json
+
+from .progress import Progress
+from .run_plan import RunOptions, RunPlan, plan_run
+from .server_metrics import PrometheusSource, Scraper, metrics_summary, write_metrics
+from .stack import Stack
+from .supervisor import SignalFlag, StackError
+from .topology import TopologyError
+
+EXIT_OK, EXIT_SLO_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
+START_LEAD_S = 2.0  # schedule time 0 this far after the load is started: workers are ready
+DRAIN_S = 30.0  # requests in flight at the end of the schedule get this long to finish
+TICK_S = 0.5
+UNSCRAPED_KINDS = ("proxy", "prometheus")
+
+
+class CouldNotRun(Exception):
+    """The game day could not run (stack, target or load generator); one line."""
+
+
+def run_game_day(options: RunOptions) -> int:
+    try:
+        plan = plan_run(options)
+    except (InputError, TopologyError) as exc:
+        print(f"aichaos run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return GameDay(plan).execute()
+
+
+@dataclass
+class Signals:
+    """SIGINT / SIGTERM set a flag and are counted; they never raise inside the clean-up."""
+
+    flag: SignalFlag = field(default_factory=SignalFlag)
+    count: int = 0
+    _previous: dict[int, Any] = field(default_factory=dict)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        self.flag.set()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class GameDay:
+    def __init__(self, plan: RunPlan):
+        self.plan = plan
+        self.run_dir = plan.run_dir
+        self.signals = Signals()
+        self.progress = Progress(tty=False if plan.options.ci else None)
+        self.events: EventLog | None = None
+        self.stack: Stack | None = None
+        self.target: str | None = plan.target
+        self.prometheus_url: str | None = plan.options.prometheus_url
+        self.scraper: Scraper | None = None
+        self.load: Any = None
+        self.chaos: Any = None
+        self.configuration: dict[str, Any] = {}
+        self.t0: float | None = None
+        self.status = "running"
+        self.problem: str | None = None
+        self.started_at = time.time()
+
+    # --- the lifecycle ---------------------------------------------------------------------
+
+    def execute(self) -> int:
+        self.signals.install()
+        try:
+            self.run_dir.mkdir(parents=True)
+            self.events = EventLog(self.run_dir / EVENTS_JSONL, "harness")
+            self._write_manifest()
+            try:
+                self._bring_up()
+                self._drive()
+            except CouldNotRun as exc:
+                self.status, self.problem = "failed", str(exc)
+                self.progress.say(str(exc))
+            finally:
+                self._wind_down()
+            result = self._evaluate()
+            self._render()
+            return self._exit_code(result)
+        finally:
+            self._stack_down()
+            self._write_manifest()
+            self.progress.close()
+            self.signals.restore()
+            self.progress.say(f"run directory {self.run_dir} ({self.status})")
+
+    def _bring_up(self) -> None:
+        plan = self.plan
+        if plan.topology is None:
+            self._check_target()
+        else:
+            self.progress.say(f"bringing the stack up ({plan.topology_source})")
+            try:
+                self.stack = Stack.up(
+                    plan.topology,
+                    self.run_dir,
+                    source=plan.topology_source,
+                    interrupt=self.signals.flag,
+                )
+            except StackError as exc:
+                raise CouldNotRun(str(exc)) from exc
+            self.target = self.stack.url(_gateway(self.stack.status()))
+        self._start_metrics()
+        self.configuration = self._experiment_configuration()
+        self._write_manifest()
+
+    def _check_target(self) -> None:
+        """Any HTTP answer from the target will do; no answer is exit 3."""
+        assert self.target is not None
+        try:
+            httpx.get(f"{self.target.rstrip('/')}/v1/models", timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise CouldNotRun(f"--target {self.target}: unreachable ({exc})") from exc
+
+    def _start_metrics(self) -> None:
+        if self.stack is not None and not self.prometheus_url:
+            self.prometheus_url = (self.stack.status().get("prometheus") or {}).get("url")
+        if self.prometheus_url:
+            if not PrometheusSource(self.prometheus_url).wait_scraping():
+                self.progress.say(f"Prometheus at {self.prometheus_url} has not scraped yet")
+            return
+        sources = {"target": self.target} if self.stack is None else _scrape_sources(self.stack)
+        self.scraper = Scraper(sources).start()
+
+    def _experiment_configuration(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "aichaos_run_dir": str(self.run_dir),
+            "aichaos_target": self.target,
+        }
+        if self.stack is not None:
+            state = self.stack.status()
+            config["aichaos_stack_file"] = str(self.run_dir / "stack.json")
+            toxiproxy = [s for s in state["services"].values() if s["kind"] == "proxy"]
+            if toxiproxy:
+                config["aichaos_toxiproxy_url"] = toxiproxy[0]["url"]
+        return config
+
+    def _drive(self) -> None:
+        from aichaos.experiments.runner import ChaosRun
+        from aichaos.scenarios.runner import LoadRunner
+
+        plan = self.plan
+        if self.signals.flag.is_set():
+            raise CouldNotRun("interrupted before the load started")
+        assert self.target is not None
+        self.t0 = time.time() + START_LEAD_S
+        self.load = LoadRunner(
+            plan.scenario, self.target, self.run_dir, workers=plan.options.workers
+        )
+        self.load.start(self.t0)
+        if plan.experiment is not None:
+            self.chaos = ChaosRun(
+                plan.experiment,
+                self.run_dir,
+                configuration=self.configuration,
+                t0=self.t0,
+                allowed=self._allowed(),
+            )
+            self.chaos.start()
+        self.events.emit("run", self.plan.run_id, "start", {"t0": self.t0}, t=self.t0)
+        self._watch()
+
+    def _watch(self) -> None:
+        """Progress until the schedule is done, the user stops it or the load generator dies."""
+        end = self.t0 + self.plan.scenario.duration_s
+        while True:
+            if self.signals.flag.is_set():
+                self.status = "aborted"
+                self.progress.say("interrupted: stopping the load and rolling faults back")
+                return
+            if not self.load.alive:
+                if time.time() < end - 1.0:
+                    raise CouldNotRun("the load generator stopped before the end of the run")
+                break
+            if time.time() > end + DRAIN_S:
+                break
+            self._show_progress(end)
+            time.sleep(TICK_S)
+        self.status = "completed"
+
+    def _show_progress(self, end: float) -> None:
+        now = time.time()
+        fault = None
+        if self.chaos is not None:
+            active = [w for w in self.chaos.windows() if w.get("end") is None]
+            fault = active[-1]["name"] if active else None
+        if now < self.t0 + self.plan.scenario.warmup_s:
+            phase = "warm-up"
+        elif fault:
+            phase = "fault"
+        elif self.chaos is not None and self.chaos.windows():
+            phase = "recovery"
+        else:
+            phase = "baseline"
+        self.progress.update(phase, fault, end - now, self.load.progress())
+
+    def _wind_down(self) -> None:
+        """Rollbacks first, then the load, then server metrics; each step runs even when the
+        one before it failed."""
+        self.progress.close()
+        if self.chaos is not None:
+            with suppress(Exception):
+                self.chaos.stop()
+                self.chaos.wait(timeout=60)
+        if self.configuration:
+            from aichaos.experiments.safety import restore_all
+
+            for note in _guarded(restore_all, self.configuration) or []:
+                self.progress.say(f"restored: {note}")
+        if self.load is not None:
+            _guarded(self.load.stop)
+            _guarded(self.load.wait, 30)
+        if self.events is not None and self.t0 is not None:
+            self.events.emit("run", self.plan.run_id, "end", {"status": self.status})
+        self._collect_metrics()
+
+    def _collect_metrics(self) -> None:
+        rows: list = []
+        if self.scraper is not None:
+            rows = self.scraper.stop()
+        elif self.prometheus_url and self.t0 is not None:
+            source = PrometheusSource(self.prometheus_url)
+            rows = _guarded(source.collect, self.started_at, time.time()) or []
+        write_metrics(self.run_dir, rows)
+        self.metrics_rows = metrics_summary(rows)
+
+    def _evaluate(self) -> dict[str, Any] | None:
+        from aichaos.slo.evaluate import evaluate_run, write_result
+
+        self._write_manifest()
+        baseline = self.plan.options.baseline
+        try:
+            result = evaluate_run(
+                self.run_dir,
+                self.plan.slo,
+                prometheus_url=self.prometheus_url,
+                baseline_dir=baseline if baseline and baseline.is_dir() else None,
+            )
+        except Exception as exc:  # the report still shows what was recorded
+            self.problem = self.problem or f"evaluation failed: {exc}"
+            self.progress.say(self.problem)
+            traceback.print_exc(file=sys.stderr)
+            return None
+        write_result(self.run_dir, result)
+        return result
+
+    def _render(self) -> None:
+        from aichaos.reports.render import render_run
+
+        paths = _guarded(render_run, self.run_dir)
+        report = self.run_dir / "report.html"
+        if paths and report.exists():
+            self.progress.say(f"report: {report.resolve().as_uri()}")
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if self.plan.options.ci and summary and (self.run_dir / SUMMARY_MD).exists():
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write((self.run_dir / SUMMARY_MD).read_text(encoding="utf-8") + "\n")
+        if self.plan.options.open_report and report.exists():
+            import webbrowser
+
+            webbrowser.open(report.resolve().as_uri())
+
+    def _exit_code(self, result: dict[str, Any] | None) -> int:
+        from aichaos.slo.evaluate import exit_code
+
+        if self.status != "completed" or result is None:
+            return EXIT_NOT_RUN
+        code = exit_code(result)
+        verdict = result.get("verdict")
+        self.progress.say(f"verdict: {verdict}, score {result.get('score')}")
+        options = self.plan.options
+        if code == EXIT_OK and options.promote and options.baseline is not None:
+            from aichaos.slo.baseline import promote
+
+            promoted = promote(self.run_dir, options.baseline)
+            self.progress.say(f"promoted into the baseline: {promoted}")
+        return code
+
+    def _stack_down(self) -> None:
+        if self.stack is not None:
+            _guarded(self.stack.down)
+            self.stack = None
+
+    # --- the manifest ----------------------------------------------------------------------
+
+    def _allowed(self) -> set[str] | None:
+        if self.stack is None:
+            return None
+        state = self.stack.status()
+        return set(state["services"]) | set(state["proxies"])
+
+    def _write_manifest(self) -> None:
+        if not self.run_dir.exists():
+            return
+        ended = None if self.status == "running" else time.time()
+        manifest = {
+            "id": self.plan.run_id,
+            "status": self.status,
+            "problem": self.problem,
+            "command": self.plan.options.command or sys.argv,
+            "versions": versions(),
+            "started_at": self.started_at,
+            "t0": self.t0,
+            "ended_at": ended,
+            **self.plan.manifest_inputs(),
+            "target": self.target,
+            "stack": _stack_summary(self.stack, self.plan.topology_source),
+            "prometheus_url": self.prometheus_url,
+            "metrics_rows": getattr(self, "metrics_rows", None),
+        }
+        write_json(self.run_dir / RUN_JSON, manifest)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"aichaos": aichaos.__version__, "python": platform.python_version()}
+    for name in ("locust", "chaostoolkit-lib", "prometheus-api-client", "vllm"):
+        with suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+
+
+def _gateway(state: dict[str, Any]) -> str:
+    gateways = [name for name, s in state["services"].items() if s["kind"] == "gateway"]
+    if not gateways:
+        raise CouldNotRun("the topology has no service of kind 'gateway' to send load to")
+    return gateways[0]
+
+
+def _scrape_sources(stack: Stack) -> dict[str, str]:
+    services = stack.status()["services"]
+    return {n: s["url"] for n, s in services.items() if s["kind"] not in UNSCRAPED_KINDS}
+
+
+def _stack_summary(stack: Stack | None, source: str | None) -> dict[str, Any] | None:
+    if stack is None:
+        return None
+    state = stack.status()
+    return {
+        "topology": source,
+        "services": {n: {"kind": s["kind"], "url": s["url"]} for n, s in state["services"].items()},
+        "proxies": {
+            n: {"url": p["url"], "upstream": p["upstream"]} for n, p in state["proxies"].items()
+        },
+        "prometheus": state.get("prometheus"),
+    }
+
+
+def _guarded(fn: Any, *args: Any) -> Any:
+    """Run one clean-up step; a failure is reported and the next step still runs."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        print(f"aichaos run: {getattr(fn, '__qualname__', fn)}: {exc}", file=sys.stderr)
+        return None
+
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_NOT_RUN", "EXIT_OK", "EXIT_SLO_FAILED", "run_game_day"]

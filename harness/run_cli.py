@@ -1,0 +1,102 @@
+"""``aichaos run``: the game day command."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .run import EXIT_BAD_INPUT, run_game_day
+from .run_plan import RunOptions
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1.5h`` → seconds; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run(
+    scenario: Annotated[
+        str | None, typer.Option(help="Built-in scenario name or a YAML file (default: tiered).")
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="Built-in experiment, a file, or 'none' (default: provider-outage)."),
+    ] = None,
+    slo: Annotated[
+        str | None, typer.Option(help="Built-in SLO spec name or a YAML file (default: tiered).")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="Run length: 90, 90s, 5m (default: the scenario's).")
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="Send the load to this OpenAI-compatible URL instead of a stack."),
+    ] = None,
+    topology: Annotated[
+        Path | None, typer.Option(help="Topology file (default: the embedded stack).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="LLM replicas: sim or vllm.")] = "sim",
+    model: Annotated[str | None, typer.Option(help="Model for --backend vllm.")] = None,
+    workers: Annotated[int, typer.Option(help="Locust worker processes.")] = 1,
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Read server metrics from this Prometheus.")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Baseline directory to compare with (and promote into).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Parent of the run directory.")] = Path("runs"),
+    seed: Annotated[int | None, typer.Option(help="Seed of arrivals and prompts.")] = None,
+    quick: Annotated[bool, typer.Option(help="A one-minute game day.")] = False,
+    ci: Annotated[
+        bool, typer.Option(help="Nightly CI mode: plain logs, step summary, baseline gate.")
+    ] = False,
+    promote: Annotated[
+        bool, typer.Option(help="With --baseline: add this run to it when it passes.")
+    ] = False,
+    replay: Annotated[
+        Path | None, typer.Option(help="Run the game day recorded in this run directory again.")
+    ] = None,
+    open_report: Annotated[
+        bool, typer.Option("--open", help="Open the report in a browser at the end.")
+    ] = False,
+) -> None:
+    """Run a game day: stack, traffic, faults, SLO evaluation and report, one exit code
+    (0 SLOs met, 1 an SLO failed, 2 bad input, 3 could not run)."""
+    try:
+        seconds = parse_duration(duration) if duration is not None else None
+    except ValueError:
+        message = f"command line: --duration: expected 90, 90s or 5m, got {duration!r}"
+        print(f"aichaos run: {message}", file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    options = RunOptions(
+        scenario=scenario,
+        experiment=experiment,
+        slo=slo,
+        duration_s=seconds,
+        target=target,
+        topology=topology,
+        backend=backend,
+        model=model,
+        workers=workers,
+        prometheus_url=prometheus_url,
+        baseline=baseline,
+        out=out,
+        seed=seed,
+        quick=quick,
+        ci=ci,
+        promote=promote,
+        replay=replay,
+        open_report=open_report,
+        command=["aichaos", *sys.argv[1:]],
+    )
+    raise typer.Exit(run_game_day(options))
