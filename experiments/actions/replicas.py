@@ -1,0 +1,174 @@
+"""Replica faults, as a pod kill or a crashed engine would hit a Deployment.
+
+A killed replica is brought back by the stack's supervisor after its ``restart_delay``; the
+rollback (``wait_replicas_ready``) waits for that. The PID signalled is read from the state
+file at action time and checked against its recorded start time, so a PID the kernel has given
+to another process since is never signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+import time
+from pathlib import Path
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+
+from .. import context
+from . import network, provider
+
+POLL_S = 0.2
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _alive(svc: dict[str, Any]) -> bool:
+    pid, started = svc.get("pid"), svc.get("start_time")
+    if not pid:
+        return False
+    now = _start_time(int(pid))
+    return now is not None and (started is None or now == started)
+
+
+def _signal(value: str | int) -> signals.Signals:
+    try:
+        return signals.Signals[value] if isinstance(value, str) else signals.Signals(value)
+    except (KeyError, ValueError):
+        raise ActivityFailed(f"signal: expected SIGKILL or SIGTERM, got {value!r}") from None
+
+
+def kill_replica(
+    service: str = "llm",
+    count: int = 1,
+    signal: str = "SIGKILL",
+    configuration: dict | None = None,
+) -> list[dict[str, Any]]:
+    """Signal the process group of ``count`` running instances of ``service`` (an instance
+    name such as ``llm-1``, a service name, or a kind such as ``llm``). SIGKILL is a pod kill,
+    SIGTERM a graceful termination. Returns ``[{name, pid, signal}]``."""
+    sig = _signal(signal)
+    if count < 1:
+        raise ActivityFailed(f"count: expected at least 1, got {count}")
+    candidates = [
+        (name, svc)
+        for name, svc in context.match_services(configuration, service)
+        if svc.get("state") == "ready" and _alive(svc)
+    ]
+    if len(candidates) < count:
+        raise ActivityFailed(
+            f"kill {count} of {service!r}: only {len(candidates)} instance(s) running and ready"
+        )
+    killed = []
+    for name, svc in candidates[:count]:
+        pid = int(svc["pid"])
+        try:
+            os.killpg(pid, sig)  # the supervisor starts each service in its own group
+        except ProcessLookupError:
+            raise ActivityFailed(f"kill {name}: process {pid} is gone") from None
+        killed.append({"name": name, "pid": pid, "signal": sig.name})
+    return killed
+
+
+def terminate_replica(
+    service: str = "llm", count: int = 1, configuration: dict | None = None
+) -> list[dict[str, Any]]:
+    """SIGTERM: the replica shuts down as on a rolling update; the supervisor restarts it."""
+    return kill_replica(service, count, "SIGTERM", configuration)
+
+
+def replicas_state(service: str, configuration: dict | None) -> dict[str, bool]:
+    """Per matching instance: ready in a live process?"""
+    return {
+        name: svc.get("state") == "ready" and _alive(svc)
+        for name, svc in context.match_services(configuration, service)
+    }
+
+
+def wait_replicas_ready(
+    service: str = "llm", timeout_s: float = 60.0, configuration: dict | None = None
+) -> dict[str, bool]:
+    """Rollback of the replica faults: wait until every instance of ``service`` is ready again
+    (the supervisor restarts exited ones); fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    state: dict[str, bool] = {}
+    for _ in range(int(timeout_s / POLL_S) + 2):
+        state = replicas_state(service, configuration)
+        if all(state.values()):
+            return state
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    down = [name for name, ok in state.items() if not ok]
+    raise ActivityFailed(f"{', '.join(down)} not ready again within {timeout_s:g}s")
+
+
+def engine_death(
+    service: str = "llm-1",
+    count: int = 1,
+    exit_after: float = 1.0,
+    stay: bool = False,
+    configuration: dict | None = None,
+) -> list[dict[str, Any]]:
+    """The engine dies (vLLM's EngineDeadError): in-flight streams get an error chunk, new
+    requests a 500, /health 503; the process exits after ``exit_after`` seconds (and the
+    supervisor restarts it) unless ``stay``, when it stays dead until the rollback."""
+    fault = {"kind": "engine_death", "exit_after": exit_after, "stay": stay}
+    names = [name for name, _ in context.match_services(configuration, service)][:count]
+    return [provider.inject_fault(name, fault, configuration) for name in names]
+
+
+def revive_replicas(
+    service: str = "llm", timeout_s: float = 60.0, configuration: dict | None = None
+) -> dict[str, bool]:
+    """Rollback of ``engine_death``: clear the fault on those still up, then wait for all."""
+    provider.clear_faults(service, configuration)
+    return wait_replicas_ready(service, timeout_s, configuration)
+
+
+def _replica_proxies(name: str, svc: dict[str, Any], configuration: dict | None) -> list[str]:
+    proxies = context.stack_state(configuration).get("proxies") or {}
+    return sorted(
+        p for p, decl in proxies.items() if decl.get("upstream") in (name, svc.get("service"))
+    )
+
+
+def slow_start(
+    service: str = "llm-1", count: int = 1, configuration: dict | None = None
+) -> list[dict[str, Any]]:
+    """A replica restarts and takes long to load its model: it is killed and its edge (the
+    proxies in front of it) stays closed until the rollback, so for the fault's duration the
+    gateway finds the port shut, as it would while weights load. (The simulator's own
+    ``slow_start`` is a start-up flag, which the supervisor's restart does not pass.)"""
+    matched = context.match_services(configuration, service)[:count]
+    closed = []
+    for name, svc in matched:
+        proxies = _replica_proxies(name, svc, configuration)
+        if not proxies:
+            raise ActivityFailed(f"slow start of {name}: no proxy in front of it to hold closed")
+        network.disable_proxies(proxies, configuration)
+        killed = kill_replica(name, 1, "SIGKILL", configuration)
+        closed.append({"name": name, "pid": killed[0]["pid"], "proxies": proxies})
+    return closed
+
+
+def finish_slow_start(
+    service: str = "llm-1", timeout_s: float = 60.0, configuration: dict | None = None
+) -> dict[str, bool]:
+    """Rollback of ``slow_start``: the replica's edge opens and the replica is ready."""
+    proxies: list[str] = []
+    for name, svc in context.match_services(configuration, service):
+        proxies += _replica_proxies(name, svc, configuration)
+    if proxies:
+        network.enable_proxies(proxies, configuration)
+    return wait_replicas_ready(service, timeout_s, configuration)

@@ -1,0 +1,62 @@
+"""The Chaos Toolkit control that puts an experiment's method on the run's clock.
+
+``ChaosRun`` adds it to the experiment's ``controls``; chaoslib calls it around every activity.
+A method action may carry::
+
+    "x-aichaos": {"at": 30, "duration": 45, "rollback": "remove-latency"}
+
+``at``: seconds after the run's ``t0`` when the action starts (it waits until then);
+``duration``: how long the fault stays, after which the rollback named ``rollback`` (one of the
+experiment's ``rollbacks``) ends it; without a duration the fault lasts until the rollbacks.
+Every wait here returns at once when the run is stopped, and the stop then interrupts the
+method (``InterruptExecution``) so chaoslib goes straight to the rollbacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaoslib.exceptions import InterruptExecution
+
+from .context import RUN_KEY
+
+CONTROL = {
+    "name": "aichaos-clock",
+    "provider": {"type": "python", "module": "aichaos.experiments.clock"},
+}
+# ChaosRun instances by key, so the control (called by module path) finds its run.
+RUNS: dict[str, Any] = {}
+
+
+def _run(configuration: dict | None) -> Any:
+    return RUNS.get((configuration or {}).get(RUN_KEY, ""))
+
+
+def before_activity_control(context: dict, configuration: dict | None = None, **kw: Any) -> None:
+    run = _run(configuration)
+    if run is None or run.phase == "rollback":
+        return
+    if run.stopping():
+        raise InterruptExecution("aichaos: the run was stopped")
+    if run.phase == "method":
+        run.wait_for_start(context)
+        if run.stopping():
+            raise InterruptExecution("aichaos: the run was stopped")
+
+
+def after_activity_control(
+    context: dict, state: Any = None, configuration: dict | None = None, **kw: Any
+) -> None:
+    run = _run(configuration)
+    if run is None or run.phase == "rollback":
+        return
+    if run.phase == "method":
+        run.hold_window(context, configuration)
+    if run.stopping():
+        raise InterruptExecution("aichaos: the run was stopped")
+
+
+def after_method_control(context: dict, configuration: dict | None = None, **kw: Any) -> None:
+    run = _run(configuration)
+    if run is not None and not run.stopping():
+        run.settle()

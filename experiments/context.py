@@ -1,0 +1,154 @@
+"""What the activities know about the run and the stack they act on: the experiment
+``configuration`` keys aichaos passes in, and the stack's state file read at action time.
+
+Configuration keys (Chaos Toolkit ``configuration`` of an experiment; ``aichaos run`` and
+``aichaos chaos`` set them, an experiment file may declare them with ``env`` defaults):
+
+- ``aichaos_run_dir``        the run directory: ``requests/*.parquet`` for the probes,
+                             ``events.jsonl`` for the timeline.
+- ``aichaos_stack_file``     the running stack's ``stack.json`` (services with PID, start time,
+                             URL and state; proxies). Every local target is checked against it.
+- ``aichaos_target``         the gateway URL (default: the ``gateway`` kind service's URL).
+- ``aichaos_toxiproxy_url``  the Toxiproxy API (default: the ``proxy`` kind service's URL).
+- ``aichaos_allowed``        extra target names the blast-radius guard accepts besides the
+                             stack's services and proxies: Kubernetes namespaces, or proxy names
+                             of a real Toxiproxy (a list, or a comma-separated string).
+
+``experiments/`` never imports ``harness``: it reads the state file the supervisor writes, as
+another shell would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+
+RUN_DIR = "aichaos_run_dir"
+STACK_FILE = "aichaos_stack_file"
+TARGET = "aichaos_target"
+TOXIPROXY_URL = "aichaos_toxiproxy_url"
+ALLOWED = "aichaos_allowed"
+RUN_KEY = "aichaos_run_key"  # set by ChaosRun: which run the clock control belongs to
+CONFIG_KEYS = (RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL, ALLOWED)
+
+REPLICA_KINDS = ("llm", "fallback")
+HTTP_TIMEOUT = 5.0
+
+
+def _get(configuration: Mapping[str, Any] | None, key: str) -> Any:
+    return (configuration or {}).get(key) or None
+
+
+def run_dir(configuration: Mapping[str, Any] | None) -> Path:
+    value = _get(configuration, RUN_DIR)
+    if value is None:
+        raise ActivityFailed(f"configuration {RUN_DIR!r} is not set (the run directory)")
+    return Path(value)
+
+
+def allowed_names(configuration: Mapping[str, Any] | None) -> set[str]:
+    value = _get(configuration, ALLOWED)
+    if value is None:
+        return set()
+    if isinstance(value, str):
+        return {v.strip() for v in value.split(",") if v.strip()}
+    return {str(v) for v in value}
+
+
+def stack_state(configuration: Mapping[str, Any] | None, required: bool = True) -> dict[str, Any]:
+    """The stack's state file as it is now; ``{}`` when none is configured and not required."""
+    value = _get(configuration, STACK_FILE)
+    if value is None:
+        if required:
+            raise ActivityFailed(f"configuration {STACK_FILE!r} is not set (the stack.json path)")
+        return {}
+    path = Path(value)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ActivityFailed(f"{path}: no stack state (is the stack up?)") from None
+    except (OSError, ValueError) as exc:
+        raise ActivityFailed(f"{path}: unreadable stack state: {exc}") from None
+
+
+def services(configuration: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return dict(stack_state(configuration).get("services") or {})
+
+
+def _service_of_kind(state: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    for svc in (state.get("services") or {}).values():
+        if svc.get("kind") == kind:
+            return svc
+    return None
+
+
+def target_url(configuration: Mapping[str, Any] | None) -> str:
+    value = _get(configuration, TARGET)
+    if value is not None:
+        return str(value).rstrip("/")
+    svc = _service_of_kind(stack_state(configuration, required=False), "gateway")
+    if svc is None or not svc.get("url"):
+        raise ActivityFailed(f"configuration {TARGET!r} is not set and the stack has no gateway")
+    return str(svc["url"]).rstrip("/")
+
+
+def toxiproxy_url(configuration: Mapping[str, Any] | None) -> str:
+    value = _get(configuration, TOXIPROXY_URL)
+    if value is not None:
+        return str(value).rstrip("/")
+    svc = _service_of_kind(stack_state(configuration, required=False), "proxy")
+    if svc is None or not svc.get("url"):
+        raise ActivityFailed(
+            f"configuration {TOXIPROXY_URL!r} is not set and the stack has no proxy server"
+        )
+    return str(svc["url"]).rstrip("/")
+
+
+def match_services(
+    configuration: Mapping[str, Any] | None, service: str, kinds: tuple[str, ...] = REPLICA_KINDS
+) -> list[tuple[str, dict[str, Any]]]:
+    """Instances named ``service``, or of that service, or of that kind (``llm`` is every LLM
+    replica), in name order; only replica kinds: the gateway or the proxy server is no target."""
+    found = []
+    for name, svc in sorted(services(configuration).items()):
+        if svc.get("kind") not in kinds:
+            continue
+        if service in (name, svc.get("service"), svc.get("kind")):
+            found.append((name, svc))
+    if not found:
+        raise ActivityFailed(
+            f"service {service!r}: not a replica of this stack "
+            f"(replicas: {', '.join(replica_names(configuration)) or 'none'})"
+        )
+    return found
+
+
+def replica_names(configuration: Mapping[str, Any] | None) -> list[str]:
+    return sorted(
+        name for name, svc in services(configuration).items() if svc.get("kind") in REPLICA_KINDS
+    )
+
+
+def check_proxy(configuration: Mapping[str, Any] | None, proxy: str) -> None:
+    """A proxy may be touched when the stack declares it, or the run allows it by name."""
+    if proxy in allowed_names(configuration):
+        return
+    state = stack_state(configuration, required=False)
+    declared = set((state.get("proxies") or {}).keys())
+    if proxy not in declared:
+        raise ActivityFailed(
+            f"proxy {proxy!r}: not a proxy of this run's stack "
+            f"(proxies: {', '.join(sorted(declared)) or 'none'}); refused"
+        )
+
+
+def as_list(value: str | list[str], field: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ActivityFailed(f"{field}: expected a name or a non-empty list of names, got {value!r}")
