@@ -1,0 +1,515 @@
+"""One Locust process of a load run: standalone, master or worker.
+
+``python -m aichaos.scenarios.locust_proc run CONFIG.json`` runs the whole schedule in this
+process (``workers`` = 1) or, as a Locust master, hands a share of it to each of ``workers``
+Locust workers and gathers their records. ``python -m aichaos.scenarios.locust_proc worker
+--master HOST [--master-port P]`` joins a master from any machine: the master sends the
+scenario, t0 and the worker's share through Locust's messaging, and the worker sends its
+records back the same way, so one run directory holds every request.
+
+Locust (gevent, monkey-patched) lives only in these processes, never in aichaos's asyncio code.
+Each process watches its own CPU and event-loop lag and warns when they make its timings
+untrustworthy. Locust's request statistics (console and web UI) are fed from the same
+measurements, but no SLI is ever taken from them.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402 - monkey-patching must come first
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+from geventhttpclient.url import URL  # noqa: E402
+from locust import events as locust_events  # noqa: E402
+from locust import task  # noqa: E402
+from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
+from locust.env import Environment  # noqa: E402
+from locust.exception import StopUser  # noqa: E402
+
+from aichaos.rundir import EVENTS_JSONL, EventLog  # noqa: E402
+
+from .engine import MAX_IN_FLIGHT, Dispatcher  # noqa: E402
+from .records import RecordWriter  # noqa: E402
+from .schedule import Schedule, build_schedule  # noqa: E402
+from .spec import Scenario  # noqa: E402
+
+FLUSH_S = 1.0  # records reach the run directory at least this often (the contract says 2 s)
+PROGRESS_S = 0.5
+HEALTH_TICK_S = 0.05
+CPU_WARN_PERCENT = 90.0
+LAG_WARN_S = 0.005
+RECENT = 10_000  # samples kept for the live TTFT p95 and lag p99
+
+
+class ScheduleUser(FastHttpUser):
+    """The one Locust user of a process: its task is the dispatcher for this process's share
+    of the schedule. Requests run on the dispatcher's own greenlet pool, on this user's
+    geventhttpclient connection pool (sized for every request in flight)."""
+
+    host = "http://127.0.0.1"
+    concurrency = MAX_IN_FLIGHT
+    connection_timeout = 10.0
+    network_timeout = 60.0
+    job: Any = None  # set by the process before the user is spawned
+
+    @task
+    def dispatch(self) -> None:
+        client = self.client.client.clientpool.get_client(URL(self.host))
+        type(self).job(client)
+        raise StopUser()
+
+
+class Health:
+    """CPU of this process and lag of its event loop (how late a short sleep wakes up)."""
+
+    def __init__(self, worker: str):
+        self.worker = worker
+        self.proc = psutil.Process()
+        self.proc.cpu_percent(None)
+        self.lags: list[float] = []
+        self.last_warning = 0.0
+
+    def loop_lag(self) -> None:
+        while True:
+            start = time.perf_counter()
+            gevent.sleep(HEALTH_TICK_S)
+            self.lags.append(time.perf_counter() - start - HEALTH_TICK_S)
+
+    def sample(self, in_flight: int) -> dict[str, Any]:
+        lags, self.lags = self.lags, []
+        lag = np.asarray(lags or [0.0])
+        return {
+            "t": time.time(),
+            "worker": self.worker,
+            "cpu_percent": self.proc.cpu_percent(None),
+            "loop_lag_p99_s": float(np.percentile(lag, 99)),
+            "loop_lag_max_s": float(lag.max()),
+            "in_flight": in_flight,
+        }
+
+    def warning(self, sample: dict[str, Any]) -> str | None:
+        why = []
+        if sample["cpu_percent"] >= CPU_WARN_PERCENT:
+            why.append(f"CPU {sample['cpu_percent']:.0f}%")
+        if sample["loop_lag_max_s"] >= LAG_WARN_S:
+            why.append(f"event-loop lag {sample['loop_lag_max_s'] * 1000:.1f} ms")
+        if not why:
+            return None
+        return f"{self.worker}: {', '.join(why)}: timings may no longer be trustworthy"
+
+
+class Progress:
+    """Totals over the processes of one run, written to ``load/<runner>.progress.json``."""
+
+    def __init__(self, path: Path, scheduled: int):
+        self.path = path
+        self.scheduled = scheduled
+        self.parts: dict[str, dict[str, Any]] = {}
+        self.ttfts: list[float] = []
+        self.lags: list[float] = []
+        self.history: list[tuple[float, int]] = []
+        self.warnings: list[str] = []
+        self.started = time.time()
+        self.finished = False
+
+    def update(self, worker: str, report: dict[str, Any]) -> None:
+        self.parts[worker] = report
+        self.ttfts = (self.ttfts + report.get("new_ttfts", []))[-RECENT:]
+        self.lags = (self.lags + report.get("new_lags", []))[-RECENT:]
+
+    def snapshot(self, t0: float) -> dict[str, Any]:
+        sent = sum(p["sent"] for p in self.parts.values())
+        done = sum(p["done"] for p in self.parts.values())
+        closed_scheduled = sum(p.get("scheduled", 0) for p in self.parts.values())
+        errors: dict[str, int] = {}
+        for p in self.parts.values():
+            for k, v in p["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        now = time.time()
+        self.history = [(t, s) for t, s in self.history if now - t <= 5.0] + [(now, sent)]
+        t_old, s_old = self.history[0]
+        rps = (sent - s_old) / (now - t_old) if now - t_old > 0.2 else 0.0
+        return {
+            "scheduled": self.scheduled or closed_scheduled,
+            "sent": sent,
+            "done": done,
+            "errors_by_kind": errors,
+            "rps": rps,
+            "ttft_p95_s": float(np.percentile(self.ttfts, 95)) if self.ttfts else None,
+            "lag_p99_s": float(np.percentile(self.lags, 99)) if self.lags else None,
+            "elapsed_s": max(0.0, now - t0),
+            "t0": t0,
+            "workers": sorted(self.parts),
+            "warnings": self.warnings[-5:],
+            "finished": self.finished,
+            "updated_at": now,
+        }
+
+    def write(self, t0: float) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.snapshot(t0)))
+        tmp.replace(self.path)
+
+
+def locust_stats_event(env: Environment) -> Any:
+    """Feed Locust's own statistics (console, web UI) from our records."""
+
+    def fire(record: dict[str, Any]) -> None:
+        failed = record["error_kind"] is not None
+        e2e = record["e2e_s"] if record["e2e_s"] is not None else 0.0
+        env.events.request.fire(
+            request_type="POST",
+            name=f"{record['tier']} e2e",
+            response_time=e2e * 1000.0,
+            response_length=record["output_tokens"] or 0,
+            exception=RuntimeError(record["error_kind"]) if failed else None,
+            context={},
+        )
+        if record["ttft_s"] is not None:
+            env.events.request.fire(
+                request_type="TTFT",
+                name=record["tier"],
+                response_time=record["ttft_s"] * 1000.0,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+
+    return fire
+
+
+class Share:
+    """This process's part of a run: a dispatcher, its records and its health."""
+
+    def __init__(self, cfg: dict[str, Any], schedule: Schedule, worker: str, env: Environment,
+                 sink_rows: Any, sink_progress: Any) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.scenario = Scenario.from_dict(cfg["scenario"])
+        self.schedule = schedule
+        self.worker = worker
+        self.env = env
+        self.sink_rows = sink_rows
+        self.sink_progress = sink_progress
+        self.rows: list[dict[str, Any]] = []
+        self.health = Health(worker)
+        self.dispatcher: Dispatcher | None = None
+        self.done = gevent.event.Event()
+        self.t0 = float(cfg["t0"])
+
+    def run(self, client: Any) -> None:
+        model = self.cfg.get("model")
+        self.dispatcher = Dispatcher(
+            self.scenario,
+            self.schedule,
+            client,
+            self.worker,
+            self.t0,
+            self._add_row,
+            locust_stats_event(self.env),
+            model=model,
+            id_prefix=self.worker,
+        )
+        if time.time() > self.t0 + 0.05:
+            print(f"{self.worker}: started {time.time() - self.t0:.2f}s after t0", file=sys.stderr)
+        gevent.spawn(self.health.loop_lag)
+        flusher = gevent.spawn(self._flush_loop)
+        try:
+            self.dispatcher.run()
+        finally:
+            flusher.kill()
+            self._flush()
+            self._report()
+            self.done.set()
+
+    def _add_row(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)  # not a bound list.append: _flush swaps the list
+
+    def stop(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        else:
+            self.done.set()
+
+    def _flush_loop(self) -> None:
+        next_flush = time.monotonic() + FLUSH_S
+        while True:
+            gevent.sleep(PROGRESS_S)
+            self._report()
+            if time.monotonic() >= next_flush:
+                self._flush()
+                next_flush = time.monotonic() + FLUSH_S
+
+    def _flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if rows:
+            self.sink_rows(self.worker, rows)
+
+    def _report(self) -> None:
+        d = self.dispatcher
+        if d is None:
+            return
+        ttfts, lags = d.counters.take_new()
+        health = self.health.sample(len(d.pool))
+        self.sink_progress(
+            self.worker,
+            {
+                "scheduled": d.counters.scheduled,
+                "sent": d.counters.sent,
+                "done": d.counters.done,
+                "errors": dict(d.counters.errors),
+                "new_ttfts": ttfts,
+                "new_lags": lags,
+                "health": health,
+                "warning": self.health.warning(health),
+            },
+        )
+
+
+class Collector:
+    """Where records and progress end up: the run directory, written by this process (the
+    standalone process or the master)."""
+
+    def __init__(self, cfg: dict[str, Any], scheduled: int):
+        self.run_dir = Path(cfg["run_dir"])
+        self.runner_id = cfg["runner_id"]
+        load_dir = self.run_dir / "load"
+        load_dir.mkdir(parents=True, exist_ok=True)
+        self.load_dir = load_dir
+        self.writers: dict[str, RecordWriter] = {}
+        self.progress = Progress(load_dir / f"{self.runner_id}.progress.json", scheduled)
+        self.events = EventLog(self.run_dir / EVENTS_JSONL, source="load")
+        self.t0 = float(cfg["t0"])
+        self.last_warning_at: dict[str, float] = {}
+        self.threadpool = gevent.get_hub().threadpool
+
+    def rows(self, worker: str, rows: list[dict[str, Any]]) -> None:
+        writer = self.writers.get(worker)
+        if writer is None:
+            writer = self.writers[worker] = RecordWriter(self.run_dir, worker)
+        writer.extend(rows)
+        # Parquet encoding off the event loop, so the dispatcher's timers keep their time
+        self.threadpool.apply(writer.flush)
+
+    def report(self, worker: str, report: dict[str, Any]) -> None:
+        self.progress.update(worker, report)
+        health = report.get("health")
+        if health:
+            with open(self.load_dir / f"{worker}.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(health) + "\n")
+        warning = report.get("warning")
+        now = time.time()
+        if warning and now - self.last_warning_at.get(worker, 0.0) >= 10.0:
+            self.last_warning_at[worker] = now
+            self.progress.warnings.append(warning)
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+            self.events.emit("load", "timing_warning", detail={"worker": worker, "why": warning})
+        self.progress.write(self.t0)
+
+    def finish(self) -> None:
+        for writer in self.writers.values():
+            writer.flush()
+        self.progress.finished = True
+        self.progress.write(self.t0)
+
+
+def _watch_parent(parent_pid: int | None, stop: Any) -> None:
+    """Stop when the process that started us is gone (no orphaned load generators)."""
+    if not parent_pid:
+        return
+    while True:
+        gevent.sleep(1.0)
+        if os.getppid() != parent_pid:
+            stop()
+            return
+
+
+def _resolve_model(target_url: str, scenario: Scenario) -> str | None:
+    """The target's first served model, when the scenario names none (vLLM wants one)."""
+    if scenario.target.model:
+        return scenario.target.model
+    from geventhttpclient import HTTPClient
+
+    try:
+        client = HTTPClient.from_url(target_url, connection_timeout=3, network_timeout=3)
+        try:
+            resp = client.get("/v1/models")
+            if resp.status_code == 200:
+                data = json.loads(resp.read())
+                models = data.get("data") or []
+                if models:
+                    return models[0].get("id")
+        finally:
+            client.close()
+    except Exception:  # unreachable or not OpenAI-shaped: requests go without a model
+        return None
+    return None
+
+
+def _environment(target_url: str, scenario: Scenario) -> Environment:
+    ScheduleUser.host = target_url.rstrip("/")
+    ScheduleUser.network_timeout = scenario.target.timeout_s
+    return Environment(user_classes=[ScheduleUser], events=locust_events)
+
+
+def run_standalone(cfg: dict[str, Any]) -> int:
+    scenario = Scenario.from_dict(cfg["scenario"])
+    schedule = build_schedule(scenario)
+    env = _environment(cfg["target_url"], scenario)
+    runner = env.create_local_runner()
+    if cfg.get("web_ui"):
+        env.create_web_ui("127.0.0.1", int(cfg.get("web_port") or 8089))
+    collector = Collector(cfg, len(schedule) if scenario.mode == "open" else 0)
+    cfg["model"] = _resolve_model(cfg["target_url"], scenario)
+    worker = f"{cfg['runner_id']}-w0"
+    share = Share(cfg, schedule, worker, env, collector.rows, collector.report)
+    ScheduleUser.job = share.run
+    _install_stop(share.stop)
+    gevent.spawn(_watch_parent, cfg.get("parent_pid"), share.stop)
+    runner.start(1, spawn_rate=1)
+    share.done.wait()
+    collector.finish()
+    runner.quit()
+    if env.web_ui:
+        env.web_ui.stop()
+    return 0
+
+
+def run_master(cfg: dict[str, Any]) -> int:
+    scenario = Scenario.from_dict(cfg["scenario"])
+    schedule = build_schedule(scenario)
+    env = _environment(cfg["target_url"], scenario)
+    runner = env.create_master_runner(cfg.get("master_bind", "127.0.0.1"), int(cfg["master_port"]))
+    if cfg.get("web_ui"):
+        env.create_web_ui("127.0.0.1", int(cfg.get("web_port") or 8089))
+    count = int(cfg["workers"])
+    collector = Collector(cfg, len(schedule) if scenario.mode == "open" else 0)
+    done: set[str] = set()
+    all_done = gevent.event.Event()
+    stopping = gevent.event.Event()
+
+    def on_rows(environment: Any, msg: Any, **_: Any) -> None:
+        collector.rows(msg.data["worker"], msg.data["rows"])
+
+    def on_progress(environment: Any, msg: Any, **_: Any) -> None:
+        collector.report(msg.data["worker"], msg.data["report"])
+
+    def on_done(environment: Any, msg: Any, **_: Any) -> None:
+        done.add(msg.data["worker"])
+        if len(done) >= count:
+            all_done.set()
+
+    runner.register_message("aichaos_rows", on_rows)
+    runner.register_message("aichaos_progress", on_progress)
+    runner.register_message("aichaos_done", on_done)
+
+    def stop() -> None:
+        if not stopping.is_set():
+            stopping.set()
+            runner.send_message("aichaos_stop", {})
+
+    _install_stop(stop)
+    gevent.spawn(_watch_parent, cfg.get("parent_pid"), stop)
+    deadline = time.monotonic() + float(cfg.get("join_timeout_s", 60.0))
+    while len(runner.clients.ready) < count:
+        if stopping.is_set() or time.monotonic() > deadline:
+            print(f"only {len(runner.clients.ready)} of {count} workers joined", file=sys.stderr)
+            collector.finish()
+            runner.quit()
+            return 3
+        gevent.sleep(0.05)
+    cfg["model"] = _resolve_model(cfg["target_url"], scenario)
+    wire = {k: v for k, v in cfg.items() if k not in ("parent_pid",)}
+    for index, client_id in enumerate(sorted(runner.clients.keys())):
+        data = {"cfg": wire, "index": index, "count": count,
+                "schedule": schedule.split(index, count).to_wire()}  # fmt: skip
+        runner.send_message("aichaos_assign", data, client_id=client_id)
+    runner.start(count, spawn_rate=count)
+    limit = scenario.duration_s + scenario.target.timeout_s + 30.0
+    all_done.wait(timeout=max(0.0, float(cfg["t0"]) - time.time()) + limit)
+    if stopping.is_set() and not all_done.is_set():
+        all_done.wait(timeout=10.0)
+    collector.finish()
+    runner.quit()
+    if env.web_ui:
+        env.web_ui.stop()
+    return 0
+
+
+def run_worker(master_host: str, master_port: int) -> int:
+    env = Environment(user_classes=[ScheduleUser], events=locust_events)
+    runner = env.create_worker_runner(master_host, master_port)
+    state: dict[str, Any] = {}
+    assigned = gevent.event.Event()
+
+    def send_rows(worker: str, rows: list[dict[str, Any]]) -> None:
+        runner.send_message("aichaos_rows", {"worker": worker, "rows": rows})
+
+    def send_progress(worker: str, report: dict[str, Any]) -> None:
+        runner.send_message("aichaos_progress", {"worker": worker, "report": report})
+
+    def on_assign(environment: Any, msg: Any, **_: Any) -> None:
+        cfg = msg.data["cfg"]
+        scenario = Scenario.from_dict(cfg["scenario"])
+        ScheduleUser.host = cfg["target_url"].rstrip("/")
+        ScheduleUser.network_timeout = scenario.target.timeout_s
+        schedule = Schedule.from_wire(msg.data["schedule"])
+        worker = f"{cfg['runner_id']}-w{msg.data['index']}"
+        share = Share(cfg, schedule, worker, env, send_rows, send_progress)
+        state["share"] = share
+
+        def job(client: Any) -> None:
+            share.run(client)
+            runner.send_message("aichaos_done", {"worker": worker})
+
+        ScheduleUser.job = job
+        assigned.set()
+
+    def on_stop(environment: Any, msg: Any, **_: Any) -> None:
+        share = state.get("share")
+        if share is not None:
+            share.stop()
+
+    runner.register_message("aichaos_assign", on_assign)
+    runner.register_message("aichaos_stop", on_stop)
+    _install_stop(lambda: on_stop(env, None))
+    runner.greenlet.join()
+    return 0
+
+
+def _install_stop(stop: Any) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aichaos.scenarios.locust_proc")
+    sub = parser.add_subparsers(dest="role", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("config")
+    worker = sub.add_parser("worker")
+    worker.add_argument("--master", required=True)
+    worker.add_argument("--master-port", type=int, default=5557)
+    args = parser.parse_args(argv)
+    if args.role == "worker":
+        return run_worker(args.master, args.master_port)
+    cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    if cfg.get("master") or int(cfg.get("workers", 1)) > 1:
+        return run_master(cfg)
+    return run_standalone(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

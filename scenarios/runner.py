@@ -1,0 +1,189 @@
+"""LoadRunner: drive a scenario at a target from Locust processes, from plain (non-gevent) code.
+
+The runner writes a config next to the run, starts one Locust process (``workers`` = 1) or a
+Locust master and ``workers`` local Locust workers, and reads their progress from a small JSON
+file they rewrite twice a second. Records land in ``RUN_DIR/requests/`` as Parquet chunks
+named after the runner's ``name``, so a second runner (a noisy neighbour) can write into the
+same run directory under another name.
+
+    runner = LoadRunner(scenario, "http://127.0.0.1:8000", run_dir, workers=2)
+    runner.start(t0=time.time() + 3)      # t0: epoch of schedule time 0
+    while runner.alive: print(runner.progress()); time.sleep(1)
+    code = runner.wait()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .schedule import build_schedule
+from .spec import Scenario
+
+PROC_MODULE = "aichaos.scenarios.locust_proc"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LoadRunner:
+    def __init__(self, scenario: Scenario, target_url: str, run_dir: Path, *, workers: int = 1,
+                 web_ui: bool = False, name: str = "load", remote_workers: int = 0,
+                 master_bind: str = "127.0.0.1", master_port: int | None = None,
+                 web_port: int | None = None) -> None:  # fmt: skip
+        if workers < 0 or workers + remote_workers < 1:
+            raise ValueError("at least one worker is needed")
+        self.scenario = scenario
+        self.target_url = target_url.rstrip("/")
+        self.run_dir = Path(run_dir)
+        self.workers = workers
+        self.remote_workers = remote_workers
+        self.web_ui = web_ui
+        self.web_port = web_port
+        self.name = name
+        self.master_bind = master_bind
+        self.master_port = master_port
+        self.t0: float | None = None
+        self.procs: list[subprocess.Popen] = []
+        self._logs: list[Any] = []
+        self._stop_requested = False
+        self._scheduled = len(build_schedule(scenario)) if scenario.mode == "open" else 0
+        self.load_dir = self.run_dir / "load"
+        self.progress_path = self.load_dir / f"{name}.progress.json"
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers + self.remote_workers > 1 or self.remote_workers > 0
+
+    def start(self, t0: float | None = None) -> float:
+        """Start the Locust process(es) without waiting; returns t0 (epoch of schedule 0)."""
+        if self.procs:
+            raise RuntimeError("this LoadRunner was already started")
+        self.load_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "requests").mkdir(parents=True, exist_ok=True)
+        lead = 2.5 + (1.0 + 0.5 * self.workers if self.distributed else 0.0)
+        self.t0 = float(t0) if t0 is not None else time.time() + lead
+        port = self.master_port or _free_port()
+        cfg = {
+            "runner_id": self.name,
+            "run_dir": str(self.run_dir.resolve()),
+            "target_url": self.target_url,
+            "scenario": self.scenario.to_dict(),
+            "t0": self.t0,
+            "workers": self.workers + self.remote_workers,
+            "master": self.distributed,
+            "master_bind": self.master_bind,
+            "master_port": port,
+            "web_ui": self.web_ui,
+            "web_port": self.web_port,
+            "parent_pid": os.getpid(),
+        }
+        config_path = self.load_dir / f"{self.name}.config.json"
+        config_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+        self._spawn([sys.executable, "-m", PROC_MODULE, "run", str(config_path)], self.name)
+        if self.distributed:
+            for i in range(self.workers):
+                cmd = [sys.executable, "-m", PROC_MODULE, "worker", "--master", "127.0.0.1",
+                       "--master-port", str(port)]  # fmt: skip
+                self._spawn(cmd, f"{self.name}-worker{i}")
+        return self.t0
+
+    def _spawn(self, cmd: list[str], log_name: str) -> None:
+        log = open(self.load_dir / f"{log_name}.log", "ab")  # noqa: SIM115 - closed in wait()
+        self._logs.append(log)
+        # its own session: a Ctrl-C in the terminal reaches the caller, which stops us in order
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.procs) and self.procs[0].poll() is None
+
+    def progress(self) -> dict[str, Any]:
+        """Totals so far: scheduled, sent, done, errors_by_kind, rps, ttft_p95_s, elapsed_s,
+        lag_p99_s (and t0, warnings, finished)."""
+        base = {
+            "scheduled": self._scheduled,
+            "sent": 0,
+            "done": 0,
+            "errors_by_kind": {},
+            "rps": 0.0,
+            "ttft_p95_s": None,
+            "elapsed_s": max(0.0, time.time() - self.t0) if self.t0 else 0.0,
+            "lag_p99_s": None,
+            "t0": self.t0,
+            "warnings": [],
+            "finished": False,
+        }
+        try:
+            data = json.loads(self.progress_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return base
+        base.update(data)
+        if not self.alive:
+            base["rps"] = 0.0
+        else:
+            base["elapsed_s"] = max(0.0, time.time() - self.t0) if self.t0 else 0.0
+        return base
+
+    def request_stop(self) -> None:
+        """Ask the processes to stop sending and flush; safe in a signal handler."""
+        self._stop_requested = True
+        if self.procs:
+            self._signal(self.procs[0], signal.SIGTERM)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Stop sending, flush the records and end the processes. Safe to call twice."""
+        if not self.procs:
+            return 0
+        if self.alive:
+            self.request_stop()
+        return self.wait(timeout=timeout, kill=True)
+
+    def wait(self, timeout: float | None = None, kill: bool = False) -> int:
+        """The exit code of the load (0: the schedule ran to its end). With a timeout, returns
+        -1 if still running (or kills everything when ``kill``)."""
+        if not self.procs:
+            return 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        main = self.procs[0]
+        try:
+            main.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            if not kill:
+                return -1
+            self._signal(main, signal.SIGKILL)
+            main.wait()
+        for proc in self.procs[1:]:  # workers end when the master quits them
+            try:
+                proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self._signal(proc, signal.SIGKILL)
+                proc.wait()
+        for log in self._logs:
+            log.close()
+        self._logs = []
+        return main.returncode
+
+    def _signal(self, proc: subprocess.Popen, sig: int) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        path = self.load_dir / f"{self.name}.log"
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return ""
