@@ -1,0 +1,112 @@
+"""How numbers, times and statuses read in every report format (HTML, Markdown, JUnit), so a
+value looks the same wherever a reviewer meets it."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+STATUSES = ("pass", "warn", "fail", "insufficient_data")
+STATUS_LABELS = {
+    "pass": "pass",
+    "warn": "warn",
+    "fail": "fail",
+    "insufficient_data": "insufficient data",
+    "not_evaluated": "not evaluated",
+}
+DASH = "—"
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def sig(value: float, digits: int = 3) -> str:
+    """``digits`` significant digits, without an exponent for everyday magnitudes."""
+    if value == 0:
+        return "0"
+    text = f"{value:.{digits}g}"
+    if "e" in text:
+        exponent = int(text.split("e")[1])
+        if -5 <= exponent < 9:
+            decimals = max(0, digits - 1 - exponent)
+            text = f"{value:.{decimals}f}"
+    return text
+
+
+def seconds(value: Any) -> str:
+    """A latency: milliseconds below one second, seconds above."""
+    if not is_number(value):
+        return DASH
+    if abs(value) < 1:
+        return f"{sig(value * 1000)} ms"
+    return f"{sig(value)} s"
+
+
+def duration(value: Any) -> str:
+    """A span of time as a reader says it: 45 s, 3 min 20 s, 1 h 05 min."""
+    if not is_number(value):
+        return DASH
+    if value < 60:
+        return f"{sig(value)} s"
+    total = round(value)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s"
+
+
+def percent(value: Any) -> str:
+    """A ratio 0..1 as a percentage, keeping small ratios visible (0.05 %, not 0 %)."""
+    if not is_number(value):
+        return DASH
+    return f"{sig(value * 100)} %"
+
+
+def value(value: Any, unit: str | None) -> str:
+    """An SLI value in its unit as slo.json gives it."""
+    if not is_number(value):
+        return DASH
+    if unit == "s":
+        return seconds(value)
+    if unit in ("ratio", "fraction"):
+        return percent(value)
+    if unit in ("%", "percent"):
+        return f"{sig(value)} %"
+    suffix = f" {unit}" if unit else ""
+    return f"{sig(value)}{suffix}"
+
+
+def interval(ci: Any, unit: str | None) -> str:
+    if not isinstance(ci, list | tuple) or len(ci) != 2 or not all(is_number(v) for v in ci):
+        return DASH
+    return f"{value(ci[0], unit)} – {value(ci[1], unit)}"
+
+
+def number(value: Any, digits: int = 3) -> str:
+    if not is_number(value):
+        return DASH
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
+        return f"{int(value):,}"
+    return sig(float(value), digits)
+
+
+def rate(value: Any) -> str:
+    """A burn rate: how many times the budget's sustainable pace."""
+    return f"{sig(value)}×" if is_number(value) else DASH
+
+
+def utc(epoch: Any) -> str:
+    if not is_number(epoch):
+        return DASH
+    return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def status_label(status: Any) -> str:
+    return STATUS_LABELS.get(str(status), str(status) if status else "not evaluated")
+
+
+def status_class(status: Any) -> str:
+    return str(status) if status in STATUSES else "none"

@@ -1,0 +1,177 @@
+"""``report.html``: one self-contained page (styles, Plotly and chart data inline).
+
+Safety: every string from the run goes through jinja2's autoescape; chart data is embedded as
+JSON inside ``<script type="application/json">`` with ``<``, ``>`` and ``&`` written as
+``\\u003c``..., so a planted ``</script>`` cannot close the element. A Content-Security-Policy
+allows only the page's own two scripts (by hash) and no network at all, so even a mistake in
+escaping could neither run code nor fetch anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+import aichaos
+from aichaos.reports import charts, fmt, tables
+from aichaos.reports.journal import journal_view
+from aichaos.reports.rundata import RunData
+
+PLOTLY_JS = "plotly-basic.min.js"
+
+
+@cache
+def _asset(name: str) -> str:
+    return resources.files("aichaos.reports").joinpath("assets", name).read_text("utf-8")
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("aichaos.reports", "templates"),
+        autoescape=True,
+        # slo.json may lack optional figures (no alerts, no budget): they render as a dash
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        {
+            "seconds": fmt.seconds,
+            "duration": fmt.duration,
+            "percent": fmt.percent,
+            "value": fmt.value,
+            "interval": fmt.interval,
+            "number": fmt.number,
+            "rate": fmt.rate,
+            "utc": fmt.utc,
+            "status_label": fmt.status_label,
+            "status_class": fmt.status_class,
+            "raw_number": _raw_number,
+        }
+    )
+    return env
+
+
+def _raw_number(value: Any) -> str:
+    """The exact number slo.json holds, for ``data-value`` attributes (tests and copy-paste)."""
+    return json.dumps(value) if fmt.is_number(value) else ""
+
+
+def json_for_script(data: Any) -> str:
+    """JSON safe inside a <script> element: no ``<``, ``>``, ``&`` or JS line separators."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    for char, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(char, escaped)
+    return text
+
+
+def _csp_hash(script: str) -> str:
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+def render_html(run: RunData) -> str:
+    series = run.series
+    slo = run.slo or {}
+    timeline = charts.timeline_figures(series)
+    server = charts.server_figures(series)
+    cdfs = charts.cdf_figures(series)
+    figures = {
+        p["id"]: {**p["figure"], "timeline": bool(p.get("timeline"))}
+        for p in (*timeline, *server, *cdfs)
+        if "figure" in p
+    }
+    for p in server:
+        if "figure" in p:
+            figures[p["id"]]["timeline"] = True
+    app_js = _asset("report.js")
+    plotly_js = _asset(PLOTLY_JS)
+    csp = (
+        "default-src 'none'; "
+        f"script-src {_csp_hash(plotly_js)} {_csp_hash(app_js)}; "
+        "style-src 'unsafe-inline'; img-src data: blob:; "
+        "connect-src 'none'; font-src 'none'; form-action 'none'; base-uri 'none'"
+    )
+    manifest = run.manifest
+    context = {
+        "run": run,
+        "m": manifest,
+        "slo": slo,
+        "facts": _facts(run),
+        "counts": tables.status_counts(run.slo),
+        "phases": tables.phase_rows(slo, series["t0"]) if run.slo else [],
+        "objective_groups": tables.objectives_by_phase(slo) if run.slo else [],
+        "latency": tables.latency_rows(slo) if run.slo else [],
+        "tiers": tables.tier_rows(slo) if run.slo else [],
+        "tier_objectives": [o for o in run.objectives if o.get("tier")],
+        "budget": slo.get("budget") or {},
+        "alerts": [a for a in slo.get("alerts") or [] if isinstance(a, dict)],
+        "server_checks": [s for s in slo.get("server") or [] if isinstance(s, dict)],
+        "comparison": slo.get("comparison") if isinstance(slo.get("comparison"), dict) else None,
+        "timeline": timeline,
+        "server_panels": server,
+        "cdf_panels": cdfs,
+        "series": series,
+        "journal": journal_view(run.journal),
+        "faults": series.get("faults", []),
+        "error_samples": series.get("error_samples", []),
+        "notes": run.notes,
+        "chart_json": json_for_script({"figures": figures}),
+        "plotly_js": plotly_js,
+        "app_js": app_js,
+        "css": _asset("report.css"),
+        "csp": csp,
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "aichaos_version": aichaos.__version__,
+    }
+    return _environment().get_template("report.html.j2").render(context)
+
+
+def _facts(run: RunData) -> list[tuple[str, str]]:
+    """The header's run facts, as (label, text) pairs, in the order a reviewer asks them."""
+    m = run.manifest
+    scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
+    experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
+    stack = m.get("stack") if isinstance(m.get("stack"), dict) else {}
+    versions = m.get("versions") if isinstance(m.get("versions"), dict) else {}
+    spec = (run.slo or {}).get("spec") or {}
+    started, ended = m.get("started_at"), m.get("ended_at")
+    length = ended - started if fmt.is_number(started) and fmt.is_number(ended) else None
+    if length is None:
+        length = run.series.get("duration_s")
+    topology = stack.get("topology") if stack else None
+    return [
+        ("Scenario", _name(scenario, m.get("scenario"))),
+        ("Experiment", _name(experiment, m.get("experiment"), key="title") or "none"),
+        ("Topology", str(topology) if topology else "none (external target)"),
+        ("Target", str(m.get("target") or fmt.DASH)),
+        ("SLO spec", str(spec.get("name") or fmt.DASH) if run.slo else "not evaluated"),
+        ("Seed", str(m.get("seed")) if m.get("seed") is not None else fmt.DASH),
+        ("Start", fmt.utc(started)),
+        ("Duration", fmt.duration(length) + ("" if fmt.is_number(ended) else " (recorded)")),
+        ("Versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or fmt.DASH),
+    ]
+
+
+def _name(resolved: dict[str, Any], raw: Any, key: str = "name") -> str:
+    if resolved:
+        name = resolved.get(key) or resolved.get("name") or resolved.get("title")
+        source = resolved.get("source")
+        if name and source:
+            return f"{name} ({source})"
+        return str(name or source or fmt.DASH)
+    return str(raw) if raw else ""

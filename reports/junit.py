@@ -1,0 +1,95 @@
+"""``junit.xml``: one test case per objective and phase (and tier when scoped), one test suite
+per phase, so CI systems list SLOs as tests. A failed objective is a ``<failure>`` whose message
+carries the measured value and the threshold; insufficient data is ``<skipped>``; a warning
+passes with the warning in ``system-out``. A run that was not evaluated, or was aborted, gets a
+test case saying so, so a CI gate cannot pass on it by accident."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from aichaos.reports import fmt
+from aichaos.reports.rundata import RunData
+
+# XML 1.0 forbids most control characters; error details from a server may hold any.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _text(value: Any) -> str:
+    return _XML_INVALID.sub("\ufffd", str(value))
+
+
+def failure_message(o: dict[str, Any]) -> str:
+    unit = o.get("unit")
+    where = f"{o.get('phase')}" + (f"/{o.get('tier')}" if o.get("tier") else "")
+    return (
+        f"{o.get('objective')} @ {where}: measured {fmt.value(o.get('value'), unit)}"
+        f" (value={o.get('value')}), threshold {o.get('op')} {fmt.value(o.get('threshold'), unit)}"
+        f" (threshold={o.get('threshold')}), 95% CI {fmt.interval(o.get('ci'), unit)},"
+        f" n={o.get('samples')}"
+    )
+
+
+def render_junit(run: RunData) -> str:
+    root = ET.Element("testsuites", name=_text(f"aichaos {run.run_id}"))
+    run_suite = ET.SubElement(root, "testsuite", name="run")
+    _case(
+        run_suite,
+        "run completed",
+        "aichaos.run",
+        failure=None if run.status == "completed" else f"run {run.status}: results incomplete",
+    )
+    _case(
+        run_suite,
+        "run evaluated",
+        "aichaos.run",
+        error=None if run.evaluated else "not evaluated: no slo.json in the run directory",
+    )
+    suites: dict[str, ET.Element] = {}
+    for o in run.objectives:
+        phase = str(o.get("phase"))
+        if phase not in suites:
+            suites[phase] = ET.SubElement(root, "testsuite", name=_text(phase))
+        name = str(o.get("objective")) + (f" [{o.get('tier')}]" if o.get("tier") else "")
+        status = o.get("status")
+        case = _case(
+            suites[phase],
+            name,
+            f"aichaos.slo.{phase}",
+            failure=failure_message(o) if status == "fail" else None,
+            skipped="insufficient data: " + failure_message(o)
+            if status == "insufficient_data"
+            else None,
+        )
+        out = ET.SubElement(case, "system-out")
+        prefix = "warn: " if status == "warn" else ""
+        out.text = _text(prefix + str(o.get("detail") or failure_message(o)))
+    for suite in root.iter("testsuite"):
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+            suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _case(
+    suite: ET.Element,
+    name: str,
+    classname: str,
+    failure: str | None = None,
+    error: str | None = None,
+    skipped: str | None = None,
+) -> ET.Element:
+    case = ET.SubElement(suite, "testcase", name=_text(name), classname=_text(classname))
+    case.set("time", "0")
+    if failure:
+        element = ET.SubElement(case, "failure", message=_text(failure), type="slo")
+        element.text = _text(failure)
+    if error:
+        ET.SubElement(case, "error", message=_text(error), type="run")
+    if skipped:
+        ET.SubElement(case, "skipped", message=_text(skipped))
+    return case

@@ -1,0 +1,148 @@
+"""``summary.md``: the verdict and what failed, short enough for a GitHub Actions step summary
+(GitHub caps one at 1 MiB; this stays far below by listing only failures in full)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aichaos.reports import fmt, tables
+from aichaos.reports.rundata import RunData
+
+MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "insufficient_data": "❔"}
+MAX_ROWS = 200  # objective rows in the collapsed full table
+MAX_NOTES = 20
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def cell(value: Any) -> str:
+    """Text from the run made inert in a Markdown table cell: no HTML, no table break, no
+    formatting, one line."""
+    text = " ".join(str(value).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def render_markdown(run: RunData) -> str:
+    slo = run.slo or {}
+    m = run.manifest
+    verdict = run.verdict
+    mark = MARKS.get(verdict, "❔")
+    score = f" — score {fmt.number(slo.get('score'))}/100" if run.evaluated else ""
+    lines = [f"## {mark} Game day: {fmt.status_label(verdict).upper()}{score}", ""]
+    experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
+    scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
+    started, ended = m.get("started_at"), m.get("ended_at")
+    length = ended - started if fmt.is_number(started) and fmt.is_number(ended) else None
+    facts = [
+        f"**Run** `{cell(run.run_id)}`",
+        f"**status** {cell(run.status)}",
+        f"**scenario** {cell(scenario.get('name') or '—')}",
+        f"**experiment** {cell(experiment.get('title') or 'none')}",
+        f"**duration** {fmt.duration(length if length is not None else run.series['duration_s'])}",
+        f"**started** {fmt.utc(started)}",
+    ]
+    lines += [" · ".join(facts), ""]
+    if run.status != "completed":
+        lines += [
+            f"> **Run {cell(run.status)}**: results cover what was recorded (incomplete).",
+            "",
+        ]
+    elif run.incomplete:
+        lines += ["> **Incomplete**: the evaluation saw missing data (see notes).", ""]
+    if not run.evaluated:
+        lines += ["> **Not evaluated**: no slo.json in the run directory, so no verdict.", ""]
+        return "\n".join([*lines, *_notes(run)]) + "\n"
+    counts = tables.status_counts(slo)
+    lines.append(
+        "**Objectives:** " + " · ".join(f"{n} {fmt.status_label(s)}" for s, n in counts.items())
+    )
+    if slo.get("key_failed"):
+        keys = ", ".join(f"`{cell(k)}`" for k in slo["key_failed"])
+        lines.append(f"  \n**Key objectives failed:** {keys}")
+    lines.append("")
+    objectives = run.objectives
+    at_risk = [o for o in objectives if o.get("status") in ("fail", "warn", "insufficient_data")]
+    order = {"fail": 0, "warn": 1, "insufficient_data": 2}
+    at_risk.sort(key=lambda o: order.get(str(o.get("status")), 3))
+    if at_risk:
+        lines += ["### Failed and at-risk objectives", "", *_objective_table(at_risk), ""]
+    lines += _phase_table(slo, run.series["t0"])
+    if objectives:
+        shown = objectives[:MAX_ROWS]
+        lines += [
+            f"<details><summary>All {len(objectives)} objectives</summary>",
+            "",
+            *_objective_table(shown),
+            "",
+        ]
+        if len(objectives) > len(shown):
+            lines += [f"… and {len(objectives) - len(shown)} more in report.html", ""]
+        lines += ["</details>", ""]
+    return "\n".join([*lines, *_notes(run)]) + "\n"
+
+
+def _objective_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| Status | Objective | Phase | Tier | Value | Threshold | 95% CI | Samples |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for o in rows:
+        status = str(o.get("status"))
+        unit = o.get("unit")
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    f"{MARKS.get(status, '')} {fmt.status_label(status)}",
+                    f"`{cell(o.get('objective'))}`",
+                    cell(o.get("phase")),
+                    cell(o.get("tier") or "all"),
+                    fmt.value(o.get("value"), unit),
+                    f"{cell(o.get('op') or '')} {fmt.value(o.get('threshold'), unit)}",
+                    fmt.interval(o.get("ci"), unit),
+                    fmt.number(o.get("samples")),
+                ]
+            )
+            + " |"
+        )
+    return out
+
+
+def _phase_table(slo: dict[str, Any], t0: float) -> list[str]:
+    rows = tables.phase_rows(slo, t0)
+    if not rows:
+        return []
+    out = [
+        "### Phases",
+        "",
+        "| Phase | Requests | Error ratio | Burn rate | Budget spent | Time to detect "
+        "| Time to recover |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        b = r["budget"]
+        detect = fmt.duration((r["alert"] or {}).get("time_to_detect_s"))
+        recover = ", ".join(
+            f"{fmt.duration(x.get('time_to_recover_s'))} ({cell(x.get('sli'))})"
+            for x in r["recovery"]
+        )
+        out.append(
+            f"| {cell(r['name'])} | {fmt.number(r['requests'])}"
+            f" | {fmt.percent(b.get('error_ratio'))}"
+            f" | {fmt.rate(b.get('burn_rate'))} | {fmt.percent(b.get('budget_spent'))}"
+            f" | {detect} | {recover or fmt.DASH} |"
+        )
+    spent = (slo.get("budget") or {}).get("spent_total")
+    out += ["", f"Error budget spent by the run: **{fmt.percent(spent)}**", ""]
+    return out
+
+
+def _notes(run: RunData) -> list[str]:
+    if not run.notes:
+        return []
+    shown = run.notes[:MAX_NOTES]
+    lines = ["### Data notes", "", *(f"- {cell(n)}" for n in shown)]
+    if len(run.notes) > len(shown):
+        lines.append(f"- … {len(run.notes) - len(shown)} more in report.html")
+    return [*lines, ""]

@@ -1,0 +1,117 @@
+"""Everything the renderers show, read once from a run directory.
+
+A report must render whatever a run left behind: an aborted run has no end time and maybe no
+journal, a run that was never evaluated has no slo.json, a run against a bare target has no
+server metrics. Missing pieces become notes in the report; only a directory that is not a run
+at all (or a file that is not JSON) is an ``InputError``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aichaos.rundir import (
+    JOURNAL_JSON,
+    METRICS_PARQUET,
+    REQUESTS_DIR,
+    RUN_JSON,
+    SLO_JSON,
+    InputError,
+    read_events,
+)
+from aichaos.slo.series import build_series
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    manifest: dict[str, Any]
+    slo: dict[str, Any] | None
+    journal: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    series: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("id") or (self.slo or {}).get("run_id") or self.run_dir.name)
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status") or "unknown")
+
+    @property
+    def evaluated(self) -> bool:
+        return self.slo is not None
+
+    @property
+    def incomplete(self) -> bool:
+        """Aborted, still running, or the evaluator saw missing data."""
+        return self.status != "completed" or bool((self.slo or {}).get("incomplete"))
+
+    @property
+    def verdict(self) -> str:
+        return str(self.slo.get("verdict")) if self.slo else "not_evaluated"
+
+    @property
+    def has_server_metrics(self) -> bool:
+        return self.series.get("server") is not None
+
+    @property
+    def objectives(self) -> list[dict[str, Any]]:
+        return [o for o in (self.slo or {}).get("objectives") or [] if isinstance(o, dict)]
+
+
+def load_run(run_dir: Path) -> RunData:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "RUN_DIR", "an existing run directory")
+    present = [n for n in (RUN_JSON, SLO_JSON, REQUESTS_DIR) if (run_dir / n).exists()]
+    if not present:
+        raise InputError(run_dir, "RUN_DIR", f"a run directory holding {RUN_JSON} or {SLO_JSON}")
+    notes: list[str] = []
+    manifest = _json_object(run_dir / RUN_JSON, required=False) or {}
+    if not manifest:
+        notes.append(f"{RUN_JSON} missing: run facts unknown")
+    slo = _json_object(run_dir / SLO_JSON, required=False)
+    if slo is None:
+        notes.append(f"{SLO_JSON} missing: this run was not evaluated")
+    journal = _journal(run_dir / JOURNAL_JSON, notes)
+    events, _ = read_events(run_dir)
+    if not (run_dir / METRICS_PARQUET).exists():
+        notes.append(f"{METRICS_PARQUET} missing: no server metrics")
+    phases = [p for p in (slo or {}).get("phases") or [] if isinstance(p, dict)]
+    series = build_series(run_dir, phases or None)
+    notes += series.get("notes", [])
+    notes += [str(n) for n in (slo or {}).get("data_notes") or []]
+    return RunData(run_dir, manifest, slo, journal, events, series, notes)
+
+
+def _json_object(path: Path, required: bool) -> dict[str, Any] | None:
+    if not path.exists():
+        if required:
+            raise InputError(path, "file", "present")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, "content", "a JSON object", f"unreadable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "content", "a JSON object", type(data).__name__)
+    return data
+
+
+def _journal(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    """The Chaos Toolkit journal is the toolkit's own file: a broken one is a note, not a
+    reason to refuse the whole report."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        notes.append(f"{JOURNAL_JSON}: unreadable, not shown")
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,60 @@
+"""``summary.json``: the verdict and failures in a few fields, for scripts that gate on a run
+without reading the whole of slo.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aichaos.reports import tables
+from aichaos.reports.rundata import RunData
+
+SUMMARY_SCHEMA_VERSION = 1
+OBJECTIVE_FIELDS = (
+    "id",
+    "objective",
+    "phase",
+    "tier",
+    "sli",
+    "op",
+    "threshold",
+    "unit",
+    "value",
+    "ci",
+    "samples",
+    "status",
+    "key",
+    "detail",
+)
+
+
+def build_summary(run: RunData) -> dict[str, Any]:
+    slo = run.slo or {}
+    m = run.manifest
+    experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
+    scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
+    not_passing = [o for o in run.objectives if o.get("status") in ("fail", "warn")]
+    return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "status": run.status,
+        "incomplete": run.incomplete,
+        "evaluated": run.evaluated,
+        "verdict": run.verdict,
+        "score": slo.get("score"),
+        "key_failed": list(slo.get("key_failed") or []),
+        "counts": tables.status_counts(run.slo),
+        "not_passing": [{k: o.get(k) for k in OBJECTIVE_FIELDS} for o in not_passing],
+        "budget_spent_total": (slo.get("budget") or {}).get("spent_total"),
+        "started_at": m.get("started_at"),
+        "ended_at": m.get("ended_at"),
+        "duration_s": run.series.get("duration_s"),
+        "scenario": scenario.get("name"),
+        "experiment": experiment.get("title"),
+        # seconds since the run started, as on the report's timeline
+        "faults": [
+            {"name": f["name"], "start_s": f["start"], "end_s": f["end"], "open": f["open"]}
+            for f in run.series["faults"]
+        ],
+        "comparison_verdict": (slo.get("comparison") or {}).get("verdict"),
+        "notes": run.notes,
+    }

@@ -1,0 +1,367 @@
+"""Time series and distribution points of one run directory, for the report's charts.
+
+The SLO numbers come from ``slo.evaluate`` over the raw records; this module only feeds the
+charts, so it bins requests into per-interval series and samples CDFs, downsampling long runs
+to at most ``max_points`` bins. Everything it returns is plain JSON (lists of floats or None,
+times in seconds since the run started) so the HTML report can embed it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from aichaos.rundir import METRICS_PARQUET, read_events, read_manifest, read_requests
+
+# Bin widths (seconds) a long run is downsampled to: the smallest that keeps max_points.
+BIN_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+MAX_POINTS = 1200
+# ITL gaps pooled for the charts; above this, every k-th request's gaps are used.
+ITL_SAMPLE_CAP = 2_000_000
+# CDF points: dense in the tail, where SLOs live.
+CDF_PROBS = np.unique(
+    np.concatenate(
+        [
+            np.linspace(0.0, 0.9, 46),
+            np.linspace(0.9, 0.99, 19),
+            np.linspace(0.99, 0.999, 10),
+            np.linspace(0.999, 1.0, 5),
+        ]
+    )
+)
+SUPERVISOR_MARKS = ("exit", "restart", "kill")
+SERVER_PANELS = {
+    # panel key: (metric, how bins are combined)
+    "running": ("vllm:num_requests_running", "mean"),
+    "waiting": ("vllm:num_requests_waiting", "mean"),
+    "kv_cache": ("vllm:kv_cache_usage_perc", "mean"),
+    "preemptions": ("vllm:num_preemptions_total", "rate"),
+    "ttft_p95": ("vllm:time_to_first_token_seconds:p95", "mean"),
+    "breakers": ("gateway_breaker_state", "max"),
+    "in_flight": ("gateway_in_flight", "mean"),
+}
+ERROR_SAMPLES = 5  # distinct error details listed per error kind
+
+
+def build_series(
+    run_dir: Path,
+    phases: Sequence[dict[str, Any]] | None = None,
+    max_points: int = MAX_POINTS,
+) -> dict[str, Any]:
+    """Chart data for ``run_dir``. ``phases`` are slo.json's phases (name, start, end in epoch
+    seconds); without them the CDFs cover the whole run and each fault window."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    table, notes = read_requests(run_dir)
+    events, event_notes = read_events(run_dir)
+    notes += event_notes
+    t0, t_end = _time_span(manifest, table, events)
+    duration = max(t_end - t0, 1.0)
+    bin_s = next((s for s in BIN_STEPS if duration / s <= max_points), BIN_STEPS[-1])
+    n_bins = max(1, math.ceil(duration / bin_s))
+    grid = _Grid(t0, bin_s, n_bins)
+    faults = fault_windows(events, t0, t_end)
+    series: dict[str, Any] = {
+        "t0": t0,
+        "duration_s": duration,
+        "bin_s": bin_s,
+        "points": n_bins,
+        "x": _round([(i + 0.5) * bin_s for i in range(n_bins)]),
+        "faults": faults,
+        "warmup": _warmup(manifest, events, t0),
+        "marks": _supervisor_marks(events, t0),
+        "notes": notes,
+    }
+    series.update(_request_series(table, grid))
+    series["server"] = _server_series(run_dir / METRICS_PARQUET, grid, notes)
+    if phases is None:
+        phases = [{"name": "all", "start": t0, "end": t_end}] + [
+            {"name": f"fault:{f['name']}", "start": t0 + f["start"], "end": t0 + f["end"]}
+            for f in faults
+        ]
+    series["cdf"] = _cdfs(table, phases)
+    series["error_samples"] = _error_samples(table)
+    return series
+
+
+class _Grid:
+    """Fixed-width bins from the run's start; values outside the run are dropped."""
+
+    def __init__(self, t0: float, bin_s: float, n: int):
+        self.t0, self.bin_s, self.n = t0, bin_s, n
+
+    def index(self, t: np.ndarray) -> np.ndarray:
+        """Bin of each time, -1 when outside the run or unknown (NaN)."""
+        with np.errstate(invalid="ignore"):
+            i = np.floor((t - self.t0) / self.bin_s)
+        i = np.where(np.isfinite(i), i, -1).astype(np.int64)
+        return np.where((i >= 0) & (i < self.n), i, -1)
+
+    def rate(self, index: np.ndarray) -> list[float]:
+        """Events per second in each bin."""
+        counts = np.bincount(index[index >= 0], minlength=self.n)[: self.n]
+        return _round(counts / self.bin_s)
+
+
+def _time_span(
+    manifest: dict[str, Any], table: pa.Table, events: list[dict[str, Any]]
+) -> tuple[float, float]:
+    """Start and end of the run: the manifest's, else what the records and events cover (an
+    aborted run has no end time)."""
+    times = [float(e["t"]) for e in events if isinstance(e.get("t"), int | float)]
+    for name in ("t_scheduled", "t_sent"):
+        col = table.column(name)
+        if len(col) and col.null_count < len(col):
+            times += [pc.min(col).as_py(), pc.max(col).as_py()]
+    start = manifest.get("started_at")
+    end = manifest.get("ended_at")
+    t0 = float(start) if isinstance(start, int | float) else min(times, default=0.0)
+    if isinstance(end, int | float):
+        t_end = float(end)
+    else:
+        t_end = max([t for t in times if t >= t0], default=t0 + 1.0)
+    return t0, max(t_end, t0 + 1.0)
+
+
+def fault_windows(events: Iterable[dict[str, Any]], t0: float, t_end: float) -> list[dict]:
+    """Fault windows from ``kind: fault`` start/end pairs with the same name, in seconds since
+    ``t0``; a fault still on when the run stopped (aborted) ends at ``t_end`` and is marked
+    open."""
+    open_faults: dict[str, list[dict[str, Any]]] = {}
+    windows = []
+    for e in events:
+        if e.get("kind") != "fault":
+            continue
+        name = str(e.get("name", "fault"))
+        if e.get("action") == "start":
+            open_faults.setdefault(name, []).append(e)
+        elif e.get("action") == "end" and open_faults.get(name):
+            start = open_faults[name].pop(0)
+            windows.append(_window(name, start, float(e["t"]), t0, closed=True))
+    for name, starts in open_faults.items():
+        windows += [_window(name, s, t_end, t0, closed=False) for s in starts]
+    return sorted(windows, key=lambda w: w["start"])
+
+
+def _window(name: str, start: dict, end_t: float, t0: float, closed: bool) -> dict[str, Any]:
+    detail = start.get("detail") if isinstance(start.get("detail"), dict) else {}
+    return {
+        "name": name,
+        "start": round(float(start["t"]) - t0, 3),
+        "end": round(end_t - t0, 3),
+        "open": not closed,
+        "activity": str(detail.get("activity", "")),
+    }
+
+
+def _warmup(manifest: dict[str, Any], events: list[dict[str, Any]], t0: float) -> list | None:
+    for e in events:
+        if e.get("kind") == "phase" and e.get("name") == "warmup" and e.get("action") == "end":
+            return [0.0, round(float(e["t"]) - t0, 3)]
+    warmup = manifest.get("warmup_s")
+    return [0.0, float(warmup)] if isinstance(warmup, int | float) and warmup > 0 else None
+
+
+def _supervisor_marks(events: list[dict[str, Any]], t0: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "t": round(float(e["t"]) - t0, 3),
+            "kind": str(e.get("kind")),
+            "name": str(e.get("name", "")),
+            "detail": json.dumps(e.get("detail") or {}, default=str)[:300],
+        }
+        for e in events
+        if e.get("kind") in SUPERVISOR_MARKS
+    ]
+
+
+def _request_series(table: pa.Table, grid: _Grid) -> dict[str, Any]:
+    sched = _floats(table, "t_scheduled")
+    sent = _floats(table, "t_sent")
+    # a request that never went out (aborted before sending) still counts as scheduled
+    when = np.where(np.isfinite(sent), sent, sched)
+    at = grid.index(when)
+    ok = np.array(table.column("status").to_pylist(), dtype=object) == "ok"
+    ttft = _floats(table, "ttft_s")
+    out: dict[str, Any] = {
+        "requests": {
+            "scheduled": grid.rate(grid.index(sched)),
+            "sent": grid.rate(grid.index(sent)),
+        },
+        "ttft": _bin_quantiles(at, ttft, grid.n, {"p50": 0.5, "p95": 0.95, "p99": 0.99}),
+        "itl": _itl_series(table, grid),
+    }
+    kinds = np.array([k or "unknown" for k in table.column("error_kind").to_pylist()], dtype=object)
+    out["errors"] = {
+        str(kind): grid.rate(at[(~ok) & (kinds == kind)]) for kind in sorted(set(kinds[~ok]))
+    }
+    served_by = np.array(table.column("served_by").to_pylist(), dtype=object)
+    cached = np.array(table.column("cached").to_pylist(), dtype=object) == True  # noqa: E712
+    degraded = np.array(table.column("degraded").to_pylist(), dtype=object) == True  # noqa: E712
+    who = np.where(cached, "cache", np.where(served_by == None, "unknown", served_by))  # noqa: E711
+    served = {}
+    for name in sorted(set(who[ok].tolist()), key=_served_order):
+        served[str(name)] = grid.rate(at[ok & (who == name)])
+    out["served"] = served
+    out["degraded"] = grid.rate(at[ok & degraded])
+    return out
+
+
+def _served_order(name: str) -> tuple[int, str]:
+    # replicas first, then the ways a request is answered without them
+    rank = {"fallback": 1, "cache": 2, "gateway": 3, "unknown": 4}
+    return rank.get(name, 0), name
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name)
+    return col.to_numpy(zero_copy_only=False).astype(np.float64) if len(col) else np.zeros(0)
+
+
+def _bin_quantiles(
+    index: np.ndarray, values: np.ndarray, n: int, quantiles: dict[str, float]
+) -> dict[str, list[float | None]]:
+    keep = (index >= 0) & np.isfinite(values)
+    out: dict[str, list[float | None]] = {k: [None] * n for k in quantiles}
+    if not keep.any():
+        return out
+    frame = pd.DataFrame({"bin": index[keep], "v": values[keep]})
+    grouped = frame.groupby("bin")["v"].quantile(list(quantiles.values())).unstack()
+    for key, q in quantiles.items():
+        column = out[key]
+        for b, v in grouped[q].items():
+            column[int(b)] = _round1(float(v))
+    return out
+
+
+def _itl_series(table: pa.Table, grid: _Grid) -> dict[str, Any]:
+    col = table.column("itl_s")
+    total = pc.sum(pc.list_value_length(col)).as_py() or 0 if len(col) else 0
+    every = max(1, math.ceil(total / ITL_SAMPLE_CAP))
+    rows = table.select(["t_sent", "itl_s"])
+    if every > 1:
+        rows = rows.take(pa.array(np.arange(0, rows.num_rows, every)))
+    lists = rows.column("itl_s").combine_chunks()
+    values = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.float64)
+    parents = pc.list_parent_indices(lists).to_numpy()
+    at = grid.index(_floats(rows, "t_sent"))[parents] if len(parents) else np.zeros(0, np.int64)
+    out: dict[str, Any] = _bin_quantiles(at, values, grid.n, {"p50": 0.5, "p99": 0.99})
+    out["sampled_every"] = every
+    return out
+
+
+def _server_series(path: Path, grid: _Grid, notes: list[str]) -> dict[str, Any] | None:
+    """Panels from metrics.parquet, one line per (source, labels); None when the run has no
+    server metrics."""
+    if not path.exists():
+        return None
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        notes.append(f"{path.name}: unreadable ({exc})")
+        return None
+    if frame.empty:
+        return None
+    frame["bin"] = grid.index(frame["t"].to_numpy(dtype=np.float64))
+    frame = frame[frame["bin"] >= 0]
+    panels: dict[str, Any] = {}
+    for key, (metric, how) in SERVER_PANELS.items():
+        rows = frame[frame["metric"] == metric]
+        lines = {}
+        for (source, labels), part in rows.groupby(["source", "labels"], sort=True):
+            lines[_line_name(str(source), str(labels), metric)] = _bin_metric(part, grid, how)
+        panels[key] = lines
+    return panels
+
+
+def _line_name(source: str, labels: str, metric: str) -> str:
+    try:
+        parsed = json.loads(labels) if labels else {}
+    except json.JSONDecodeError:
+        parsed = {}
+    # a breaker line is named by the dependency it guards, not by the gateway that holds it
+    if metric == "gateway_breaker_state" and isinstance(parsed, dict) and "dependency" in parsed:
+        return str(parsed["dependency"])
+    return source
+
+
+def _bin_metric(part: pd.DataFrame, grid: _Grid, how: str) -> dict[str, list]:
+    part = part.sort_values("t")
+    by_bin = part.groupby("bin")["value"]
+    if how == "rate":
+        # a counter: increase per second between bins; a restart resets it, so drops count as 0
+        last = by_bin.last()
+        diff = last.diff().clip(lower=0) / grid.bin_s
+        values = diff.iloc[1:]
+    elif how == "max":
+        values = by_bin.max()
+    else:
+        values = by_bin.mean()
+    x = [(int(b) + 0.5) * grid.bin_s for b in values.index]
+    return {"x": _round(x), "y": _round(values.to_numpy(dtype=np.float64))}
+
+
+def _cdfs(table: pa.Table, phases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    sent = _floats(table, "t_sent")
+    metrics = {"ttft": _floats(table, "ttft_s"), "e2e": _floats(table, "e2e_s")}
+    out: dict[str, Any] = {}
+    for phase in phases:
+        start, end = phase.get("start"), phase.get("end")
+        if not isinstance(start, int | float) or not isinstance(end, int | float):
+            continue
+        inside = (sent >= start) & (sent < end) if end > start else np.ones(len(sent), bool)
+        out[str(phase.get("name"))] = {
+            name: _cdf(values[inside & np.isfinite(values)]) for name, values in metrics.items()
+        }
+    return out
+
+
+def _cdf(values: np.ndarray) -> dict[str, Any]:
+    if not len(values):
+        return {"x": [], "y": [], "count": 0}
+    x = np.quantile(values, CDF_PROBS)
+    return {"x": _round(x), "y": _round(CDF_PROBS), "count": len(values)}
+
+
+def _error_samples(table: pa.Table) -> list[dict[str, Any]]:
+    """Per error kind: how many, and a few distinct details (as the run recorded them)."""
+    errors = table.filter(pc.equal(table.column("status"), "error")).select(
+        ["error_kind", "http_status", "error_detail"]
+    )
+    if not errors.num_rows:
+        return []
+    frame = errors.to_pandas()
+    frame["error_kind"] = frame["error_kind"].fillna("unknown")
+    samples = []
+    for kind, part in frame.groupby("error_kind", sort=True):
+        details = part["error_detail"].dropna().value_counts().head(ERROR_SAMPLES)
+        statuses = sorted({int(s) for s in part["http_status"].dropna()})
+        samples.append(
+            {
+                "kind": str(kind),
+                "count": len(part),
+                "http_status": statuses,
+                "details": [{"detail": str(d)[:500], "count": int(c)} for d, c in details.items()],
+            }
+        )
+    return sorted(samples, key=lambda s: -s["count"])
+
+
+def _round1(v: float) -> float | None:
+    if not math.isfinite(v):
+        return None
+    return float(f"{v:.5g}")
+
+
+def _round(values: Iterable[float] | np.ndarray) -> list[float | None]:
+    """Five significant digits: plenty for a chart, and a third of the bytes in the HTML."""
+    return [_round1(float(v)) for v in values]
