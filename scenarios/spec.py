@@ -25,7 +25,7 @@ from .lengths import Lengths, parse_lengths
 from .prompts import PROMPT_FORMATS
 from .shapes import Shape, parse_shape
 from .traces import TRACE_FORMATS
-from .validate import Fields
+from .validate import Fields, parse_duration
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 TARGET_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -229,6 +229,10 @@ def load_scenario(ref: str | Path, *, duration_s: float | None = None,
         if duration_s <= 0:
             raise InputError("--duration", "duration", "a positive number of seconds", duration_s)
         data["duration"] = duration_s
+        warmup = parse_duration(data.get("warmup", 0))
+        if warmup is not None and warmup > duration_s / 10:
+            # a shortened run (--duration, --quick) keeps a proportionate warm-up
+            data["warmup"] = duration_s / 10
     if seed is not None:
         data["seed"] = seed
     scenario = parse_scenario(data, file=str(path), base_dir=path.parent)

@@ -1,0 +1,370 @@
+"""``aichaos load``, ``aichaos scenarios`` and ``aichaos worker``: load only, no faults, no SLOs.
+
+``aichaos load SCENARIO --target URL`` writes a run directory (run.json, requests/,
+events.jsonl, load/) with one record per request; ``aichaos load calibrate`` measures this
+machine's load generator against the simulator's fixed-latency profile. Exit codes: 0 done,
+2 bad input, 3 target unreachable or the load generator failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+
+from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
+
+scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_args_is_help=True)
+
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+CALIBRATE_RATES = "5,10,20,40,80"
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError("--target", "target", "an http(s)://host[:port] URL", url)
+    return url.rstrip("/")
+
+
+def _reachable(url: str, timeout: float = 3.0) -> str | None:
+    """None if something answers HTTP at ``url``, else why not."""
+    import httpx
+
+    try:
+        httpx.get(f"{url}/v1/models", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("aichaos", "locust", "gevent", "geventhttpclient"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def _progress_line(p: dict[str, Any]) -> str:
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(p["errors_by_kind"].items())) or "none"
+    ttft = f"{p['ttft_p95_s'] * 1000:.1f} ms" if p.get("ttft_p95_s") is not None else "-"
+    lag = f"{p['lag_p99_s'] * 1000:.2f} ms" if p.get("lag_p99_s") is not None else "-"
+    return (
+        f"{p['elapsed_s']:6.1f}s  sent {p['sent']}/{p['scheduled']}  done {p['done']}  "
+        f"{p['rps']:.1f} rps  TTFT p95 {ttft}  lag p99 {lag}  errors: {errors}"
+    )
+
+
+def run_load(scenario_ref: str, target: str, duration: float | None, workers: int,
+             out: Path | None, seed: int | None, web_ui: bool, remote_workers: int = 0,
+             master_bind: str = "127.0.0.1", master_port: int | None = None) -> int:  # fmt: skip
+    from aichaos.scenarios.runner import LoadRunner
+    from aichaos.scenarios.spec import load_scenario
+
+    try:
+        scenario = load_scenario(scenario_ref, duration_s=duration, seed=seed)
+        url = _check_url(target)
+        if workers < 1 and remote_workers < 1:
+            raise InputError("--workers", "workers", "at least 1", workers)
+    except InputError as exc:
+        raise _fail(EXIT_BAD_INPUT, str(exc)) from None
+    why = _reachable(url)
+    if why is not None:
+        raise _fail(EXIT_UNREACHABLE, f"target {url} unreachable: {why}")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) if out else Path("runs") / f"load-{stamp}-{scenario.name}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise _fail(EXIT_BAD_INPUT, f"--out: {run_dir}: expected an empty or new directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    events = EventLog(run_dir / EVENTS_JSONL, source="load")
+    manifest: dict[str, Any] = {
+        "id": run_dir.name,
+        "status": "running",
+        "command": sys.argv,
+        "versions": _versions(),
+        "seed": scenario.seed,
+        "started_at": time.time(),
+        "ended_at": None,
+        "scenario": scenario.to_dict(),
+        "experiment": None,
+        "slo": None,
+        "target": url,
+        "stack": None,
+        "warmup_s": scenario.warmup_s,
+        "workers": workers,
+    }
+    write_json(run_dir / RUN_JSON, manifest)
+    runner = LoadRunner(
+        scenario,
+        url,
+        run_dir,
+        workers=workers,
+        web_ui=web_ui,
+        remote_workers=remote_workers,
+        master_bind=master_bind,
+        master_port=master_port,
+    )
+    interrupted = {"flag": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        interrupted["flag"] = True
+        runner.request_stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = runner.start()
+    manifest["t0"] = t0
+    write_json(run_dir / RUN_JSON, manifest)
+    events.emit("load", scenario.name, "start", {"t0": t0, "workers": workers}, t=t0)
+    tty = sys.stderr.isatty()
+    typer.echo(f"run directory: {run_dir}", err=True)
+    try:
+        while runner.alive:
+            line = _progress_line(runner.progress())
+            typer.echo(("\r" + line + "\033[K") if tty else line, err=True, nl=not tty)
+            time.sleep(1.0 if tty else 5.0)
+        code = runner.wait(timeout=30, kill=True)
+    finally:
+        if runner.alive:
+            runner.stop()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    final = runner.progress()
+    if tty:
+        typer.echo("", err=True)
+    typer.echo(_progress_line(final), err=True)
+    events.emit("load", scenario.name, "end", {"exit_code": code, "sent": final["sent"]})
+    manifest["ended_at"] = time.time()
+    manifest["status"] = (
+        "aborted" if interrupted["flag"] else ("completed" if code == 0 else "failed")
+    )
+    write_json(run_dir / RUN_JSON, manifest)
+    _summary(run_dir)
+    if code != 0 and not interrupted["flag"]:
+        typer.echo(f"error: the load generator exited with {code}:\n{runner.log_tail()}", err=True)
+        return EXIT_UNREACHABLE
+    return 0
+
+
+def _summary(run_dir: Path) -> None:
+    import numpy as np
+
+    from aichaos.rundir import read_requests
+
+    table, _ = read_requests(run_dir)
+    df = table.to_pandas()
+    ok = df[df.status == "ok"]
+    parts = [f"{len(df)} requests, {len(ok)} ok"]
+    if len(ok):
+        ttft = ok.ttft_s.dropna().to_numpy(dtype=float)
+        if len(ttft):
+            p50, p95, p99 = (np.percentile(ttft, q) * 1000 for q in (50, 95, 99))
+            parts.append(f"TTFT p50 {p50:.1f} / p95 {p95:.1f} / p99 {p99:.1f} ms")
+    typer.echo("; ".join(parts), err=True)
+
+
+def _start_fixed_sim(log_dir: Path) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(log_dir / "fixed-latency-sim.log", "wb")  # noqa: SIM115 - child owns it
+    cmd = [sys.executable, "-m", "aichaos.fixtures.llm_sim", "serve", "--port", str(port),
+           "--profile", "fixed-latency"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    _stop_proc(proc)
+    raise _fail(EXIT_UNREACHABLE, "the fixed-latency simulator did not start")
+
+
+def _stop_proc(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | None) -> int:
+    from aichaos.scenarios.calibrate import honest, sweep
+
+    try:
+        rates = [float(r) for r in rates_text.split(",") if r.strip()]
+        if not rates or min(rates) <= 0:
+            raise ValueError
+    except ValueError:
+        raise _fail(
+            EXIT_BAD_INPUT, f"--rates: expected positive numbers like 5,10,20, got {rates_text!r}"
+        ) from None
+    out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="aichaos-calibrate-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sim, url = _start_fixed_sim(out_dir)
+    typer.echo(f"fixed-latency simulator at {url} (TTFT 100 ms, ITL 10 ms, 50 tokens)")
+    typer.echo(
+        f"{'rate':>6} {'sent':>6} {'streams':>7} {'TTFT err p50/p99 ms':>21} "
+        f"{'ITL err p50/p99 ms':>20} {'lag p50/p99 ms':>16} {'CPU%':>5}  honest"
+    )
+
+    def show(r: dict[str, Any]) -> None:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v * 1000:.2f}"
+
+        cpu = "-" if r["cpu_max_percent"] is None else f"{r['cpu_max_percent']:.0f}"
+        typer.echo(
+            f"{r['rate']:>6g} {r['requests']:>6} {r['peak_streams']:>7} "
+            f"{ms(r['ttft_err_p50_s']) + ' / ' + ms(r['ttft_err_p99_s']):>21} "
+            f"{ms(r['itl_err_p50_s']) + ' / ' + ms(r['itl_err_p99_s']):>20} "
+            f"{ms(r['lag_p50_s']) + ' / ' + ms(r['lag_p99_s']):>16} {cpu:>5}  "
+            f"{'yes' if honest(r) else 'no'}"
+        )
+
+    try:
+        rows = sweep(url, rates, out_dir, duration_s=duration, workers=workers, on_step=show)
+    finally:
+        _stop_proc(sim)
+    (out_dir / "calibration.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    good = [r["rate"] for r in rows if honest(r)]
+    ceiling = f"{max(good):g} requests/s" if good else "below the lowest rate tried"
+    typer.echo(f"honest ceiling (TTFT error < 1 ms p50, < 5 ms p99; lag p99 < 5 ms): {ceiling}")
+    typer.echo(f"runs in {out_dir}")
+    return 0
+
+
+def load(
+    scenario: Annotated[
+        str, typer.Argument(help="Built-in name, a scenario file, or 'calibrate'.")
+    ],
+    target: Annotated[
+        str | None, typer.Option(help="Base URL of the OpenAI-compatible target.")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Override the duration (s).")] = None,
+    workers: Annotated[int, typer.Option(help="Local Locust worker processes.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/load-...).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    web_ui: Annotated[
+        bool, typer.Option("--web-ui", help="Serve Locust's web UI on 127.0.0.1:8089.")
+    ] = False,
+    remote_workers: Annotated[
+        int, typer.Option(help="Extra workers joining with 'aichaos worker'.")
+    ] = 0,
+    master_bind: Annotated[
+        str, typer.Option(help="Address the Locust master listens on.")
+    ] = "127.0.0.1",
+    master_port: Annotated[int | None, typer.Option(help="Port of the Locust master.")] = None,
+    rates: Annotated[str, typer.Option(help="calibrate: request rates to try.")] = CALIBRATE_RATES,
+) -> None:
+    """Drive a scenario at --target and record every request (or: load calibrate)."""
+    if scenario == "calibrate":
+        raise typer.Exit(run_calibrate(rates, duration or 8.0, workers, out))
+    if target is None:
+        raise _fail(EXIT_BAD_INPUT, "--target: expected the target's base URL (http://host:port)")
+    code = run_load(scenario, target, duration, workers, out, seed, web_ui, remote_workers,
+                    master_bind, master_port)  # fmt: skip
+    raise typer.Exit(code)
+
+
+def worker(
+    master: Annotated[str, typer.Option(help="Host of the Locust master ('aichaos load').")],
+    master_port: Annotated[int, typer.Option(help="Port of the Locust master.")] = 5557,
+) -> None:
+    """Join a load run's Locust master from this machine; records go back to the master."""
+    cmd = [sys.executable, "-m", "aichaos.scenarios.locust_proc", "worker", "--master", master,
+           "--master-port", str(master_port)]  # fmt: skip
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@scenarios_app.command("list")
+def list_scenarios() -> None:
+    """The built-in scenarios."""
+    from aichaos.scenarios.spec import builtin_names, load_scenario
+
+    for name in builtin_names():
+        s = load_scenario(name)
+        typer.echo(f"{name:10} {s.duration_s:>7g}s  {s.description.strip().splitlines()[0]}")
+
+
+@scenarios_app.command("show")
+def show_scenario(
+    scenario: Annotated[str, typer.Argument(help="Built-in name or scenario file.")],
+    schedule: Annotated[bool, typer.Option(help="Also summarise its schedule.")] = False,
+) -> None:
+    """Print the resolved scenario (as run.json records it)."""
+    from aichaos.scenarios.spec import load_scenario
+
+    try:
+        s = load_scenario(scenario)
+    except InputError as exc:
+        raise _fail(EXIT_BAD_INPUT, str(exc)) from None
+    typer.echo(json.dumps(s.to_dict(), indent=2))
+    if schedule:
+        from aichaos.scenarios.schedule import build_schedule
+
+        sch = build_schedule(s)
+        typer.echo(
+            f"{len(sch)} requests over {s.duration_s:g}s ({len(sch) / s.duration_s:.2f}/s), "
+            f"prompt tokens mean {sch.prompt_tokens.mean():.0f}, "
+            f"output tokens mean {sch.output_tokens.mean():.0f}"
+        )
+
+
+@scenarios_app.command("validate")
+def validate_scenario(
+    files: Annotated[list[str], typer.Argument(help="Scenario files or built-in names.")],
+) -> None:
+    """Check scenario files: one line per file, exit 2 on the first bad one."""
+    from aichaos.scenarios.schedule import build_schedule
+    from aichaos.scenarios.spec import load_scenario
+
+    bad = False
+    for ref in files:
+        try:
+            s = load_scenario(ref)
+            n = len(build_schedule(s))
+        except InputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            bad = True
+            continue
+        typer.echo(f"ok: {ref} ({s.name}, {s.duration_s:g}s, {n} requests)")
+    raise typer.Exit(EXIT_BAD_INPUT if bad else 0)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``load``, ``scenarios`` and ``worker`` to the ``aichaos`` app."""
+    app.command("load")(load)
+    app.command("worker")(worker)
+    app.add_typer(scenarios_app, name="scenarios")

@@ -1,0 +1,126 @@
+"""Self-calibration: how exact is this machine's load generator, and up to which rate?
+
+Runs the load runner against the simulator's ``fixed-latency`` profile (every request gets
+exactly ``ttft_s`` to its first token and ``itl_s`` between tokens) at increasing rates, and
+reports the measurement error (measured − configured) of TTFT and ITL and the schedule lag
+(t_sent − t_scheduled) at each: the honest ceiling of this load generator.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aichaos.rundir import read_requests
+
+from .runner import LoadRunner
+from .spec import Scenario
+
+FIXED_TTFT_S = 0.1
+FIXED_ITL_S = 0.01
+
+
+def calibration_scenario(rate: float, duration_s: float, output_tokens: int = 50,
+                         prompt_tokens: int = 64, seed: int = 1,
+                         process: str = "poisson") -> Scenario:  # fmt: skip
+    return Scenario.from_dict(
+        {
+            "name": f"calibrate-{rate:g}",
+            "duration": duration_s,
+            "seed": seed,
+            "arrival": {"process": process},
+            "rate": {"shape": "constant", "rps": rate},
+            "tiers": [{"name": "calibrate", "share": 1.0, "headers": {}}],
+            "workload": {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens},
+        }
+    )
+
+
+def run_once(scenario: Scenario, target: str, run_dir: Path, workers: int = 1,
+             name: str = "load") -> int:  # fmt: skip
+    runner = LoadRunner(scenario, target, run_dir, workers=workers, name=name)
+    runner.start()
+    limit = scenario.duration_s + scenario.target.timeout_s + 30.0 + 3 * workers
+    code = runner.wait(timeout=limit, kill=True)
+    return code
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def measure(run_dir: Path, ttft_s: float = FIXED_TTFT_S, itl_s: float = FIXED_ITL_S,
+            duration_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Errors against the configured latencies, schedule lag and peak concurrency."""
+    table, _ = read_requests(run_dir)
+    df = table.to_pandas()
+    ok = df[df.status == "ok"]
+    ttft_err = (ok.ttft_s.to_numpy(dtype=float) - ttft_s) if len(ok) else np.zeros(0)
+    itl = np.concatenate([np.asarray(x, dtype=float) for x in ok.itl_s]) if len(ok) else []
+    itl_err = np.asarray(itl, dtype=float) - itl_s
+    lag = (df.t_sent - df.t_scheduled).to_numpy(dtype=float) if len(df) else np.zeros(0)
+    streams = 0
+    if len(ok):
+        # peak number of streams open at once, from send and end times
+        starts = ok.t_sent.to_numpy(dtype=float)
+        ends = starts + ok.e2e_s.to_numpy(dtype=float)
+        edges = np.concatenate((np.stack([starts, np.ones(len(starts))], 1),
+                                np.stack([ends, -np.ones(len(ends))], 1)))  # fmt: skip
+        edges = edges[np.lexsort((edges[:, 1], edges[:, 0]))]
+        streams = int(np.max(np.cumsum(edges[:, 1])))
+    cpu = []
+    for path in (Path(run_dir) / "load").glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                cpu.append(json.loads(line)["cpu_percent"])
+            except (ValueError, KeyError):
+                continue
+    return {
+        "requests": len(df),
+        "ok": len(ok),
+        "errors": int((df.status != "ok").sum()) if len(df) else 0,
+        "achieved_rps": len(df) / duration_s if duration_s else None,
+        "ttft_err_p50_s": _pct(ttft_err, 50),
+        "ttft_err_p99_s": _pct(ttft_err, 99),
+        "itl_err_p50_s": _pct(itl_err, 50),
+        "itl_err_p99_s": _pct(itl_err, 99),
+        "lag_p50_s": _pct(lag, 50),
+        "lag_p99_s": _pct(lag, 99),
+        "peak_streams": streams,
+        "cpu_max_percent": max(cpu) if cpu else None,
+        "tokens_match": bool((ok.output_tokens == ok.output_tokens.iloc[0]).all())
+        if len(ok)
+        else False,
+    }
+
+
+def honest(m: dict[str, Any], ttft_p50: float = 0.001, ttft_p99: float = 0.005,
+           lag_p99: float = 0.005) -> bool:  # fmt: skip
+    """The bench's criterion: TTFT error < 1 ms p50, < 5 ms p99; schedule lag p99 < 5 ms."""
+    if not m["ok"] or m["errors"]:
+        return False
+    return (
+        abs(m["ttft_err_p50_s"]) < ttft_p50
+        and m["ttft_err_p99_s"] < ttft_p99
+        and m["lag_p99_s"] < lag_p99
+    )
+
+
+def sweep(target: str, rates: list[float], out_dir: Path, duration_s: float = 8.0,
+          workers: int = 1, on_step: Any = None) -> list[dict[str, Any]]:  # fmt: skip
+    rows = []
+    for rate in rates:
+        scenario = calibration_scenario(rate, duration_s)
+        run_dir = out_dir / f"rate-{rate:g}-w{workers}"
+        start = time.time()
+        code = run_once(scenario, target, run_dir, workers=workers)
+        row = {"rate": rate, "workers": workers, "exit_code": code}
+        row.update(measure(run_dir, duration_s=duration_s), wall_s=time.time() - start)
+        rows.append(row)
+        if on_step is not None:
+            on_step(row)
+    return rows
