@@ -9,8 +9,8 @@ import typer
 import aichaos
 from aichaos.experiments.toxiproxy.cli import app as toxiproxy_app
 from aichaos.fixtures.llm_sim.cli import app as sim_app
-from aichaos.harness.report_cli import report
 from aichaos.harness.load_cli import register as register_load
+from aichaos.harness.report_cli import report
 from aichaos.harness.stack_cli import app as stack_app
 
 app = typer.Typer(
@@ -21,8 +21,8 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(toxiproxy_app, name="toxiproxy")
 app.add_typer(stack_app, name="stack")
-register_load(app)  # aichaos load ..., aichaos scenarios ..., aichaos worker
 app.command("report")(report)
+register_load(app)  # aichaos load ..., aichaos scenarios ..., aichaos worker
 
 
 def _version(value: bool) -> None:
