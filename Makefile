@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEBIAN_PACKAGES ?= prometheus
+DEBIAN_PACKAGES ?= prometheus chromium
 
 .PHONY: run test lint bench setup debian clean
 
