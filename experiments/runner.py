@@ -92,8 +92,8 @@ class _Events(RunEventHandler):
 
     def activity_completed(self, activity: dict, run: dict) -> None:
         if self.run.phase == "rollback":
-            status = run.get("status")
-            self.run.emit_rollback(activity, "end", phase="rollbacks", status=status)
+            status, output = run.get("status"), run.get("output")
+            self.run.emit_rollback(activity, "end", phase="rollbacks", status=status, output=output)
             self.run.close_windows(undo=activity.get("name"), reason="rollback")
         elif (
             self.run.phase == "method"
@@ -165,7 +165,8 @@ class ChaosRun:
         self._stop.set()
 
     def wait(self, timeout: float | None = None) -> str:
-        """The final status, or ``running`` if it has not finished within ``timeout``."""
+        """The final status (the journal's; ``failed`` when the steady state did not hold
+        before the method, which then never ran), or ``running`` if not done in ``timeout``."""
         if not self._done.wait(timeout):
             return "running"
         return self.status or "failed"
@@ -207,12 +208,12 @@ class ChaosRun:
         undo = self._rollbacks.get(window.undo)
         if undo is not None:
             self.emit_rollback(undo, "start", phase="window")
-            status = "succeeded"
+            status, output = "succeeded", None
             try:
-                run_activity(undo, configuration, None)
+                output = run_activity(undo, configuration, None)
             except ChaosException as exc:
                 status = f"failed: {exc}"
-            self.emit_rollback(undo, "end", phase="window", status=status)
+            self.emit_rollback(undo, "end", phase="window", status=status, output=output)
         self._close(window, "duration")
 
     def settle(self) -> None:
@@ -300,6 +301,9 @@ class ChaosRun:
             self.close_windows(undo=None, reason="end")
             self.journal = journal
             status = (journal or {}).get("status") or "failed"
+            before = ((journal or {}).get("steady_states") or {}).get("before") or {}
+            if before.get("steady_state_met") is False:
+                status = "failed"  # chaoslib says completed, but the method never ran
             self.status = status
             try:
                 write_json(self.run_dir / JOURNAL_JSON, journal)

@@ -9,8 +9,10 @@ import typer
 import aichaos
 from aichaos.experiments.toxiproxy.cli import app as toxiproxy_app
 from aichaos.fixtures.llm_sim.cli import app as sim_app
+from aichaos.harness.chaos_cli import chaos, experiments_app
 from aichaos.harness.load_cli import register as register_load
 from aichaos.harness.report_cli import report
+from aichaos.harness.slo_cli import register as register_slo
 from aichaos.harness.stack_cli import app as stack_app
 
 app = typer.Typer(
@@ -21,8 +23,11 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(toxiproxy_app, name="toxiproxy")
 app.add_typer(stack_app, name="stack")
-app.command("report")(report)
+register_slo(app)  # aichaos slo ..., aichaos compare
 register_load(app)  # aichaos load ..., aichaos scenarios ..., aichaos worker
+app.command("report")(report)
+app.add_typer(experiments_app, name="experiments")
+app.command("chaos")(chaos)
 
 
 def _version(value: bool) -> None:

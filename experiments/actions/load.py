@@ -90,20 +90,25 @@ class Neighbour:
 class _ScenarioNeighbour:
     """The neighbour as a scenario driven by the load runner (issue 5's ``LoadRunner``)."""
 
-    def __init__(self, scenario: str, url: str, configuration: dict | None):
+    def __init__(self, scenario: str, tier: str, url: str, configuration: dict | None):
         try:
             from aichaos.scenarios.runner import LoadRunner
             from aichaos.scenarios.spec import load_scenario
         except ImportError as exc:
             raise ActivityFailed(f"scenario neighbours need aichaos.scenarios: {exc}") from None
-        self.runner = LoadRunner(load_scenario(scenario), url, context.run_dir(configuration))
+        run_dir = context.run_dir(configuration)
+        try:
+            spec = load_scenario(scenario)
+        except Exception as exc:  # InputError and friends: one line for the journal
+            raise ActivityFailed(f"scenario {scenario!r}: {exc}") from None
+        # its own name, so its files do not collide with the run's own load runner
+        self.runner = LoadRunner(spec, url, run_dir, name=f"noisy-{tier}")
 
     def start(self) -> None:
         self.runner.start(time.time())
 
     def stop(self) -> dict[str, int]:
-        self.runner.stop()
-        return {}
+        return {"exit_code": self.runner.stop()}
 
 
 _RUNNING: dict[str, Any] = {}
@@ -124,7 +129,7 @@ def noisy_neighbour(
     url = context.target_url(configuration)
     neighbour: Any
     if scenario is not None:
-        neighbour = _ScenarioNeighbour(scenario, url, configuration)
+        neighbour = _ScenarioNeighbour(scenario, tier, url, configuration)
     else:
         neighbour = Neighbour(url, tier, float(rate), int(max_tokens), float(max_duration_s))
     with _RUNNING_LOCK:

@@ -1,0 +1,218 @@
+"""``aichaos experiments list|show|validate`` and ``aichaos chaos EXPERIMENT``: run one
+experiment against a running stack (``aichaos stack up --detach``), with or without load, and
+restore everything after it, Ctrl-C and SIGTERM included."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aichaos.experiments import catalog
+from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
+from aichaos.rundir import InputError
+
+from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state, supervisor_alive
+
+experiments_app = typer.Typer(help="The shipped chaos experiments.", no_args_is_help=True)
+
+EXIT_OK, EXIT_DEVIATED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+ROLLBACK_WAIT_S = 120.0
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@experiments_app.command("list")
+def list_cmd() -> None:
+    """Name and title of every shipped experiment."""
+    for name, title in catalog.list_experiments():
+        typer.echo(f"{name:24} {title}")
+
+
+@experiments_app.command("show")
+def show_cmd(experiment: Annotated[str, typer.Argument(help="Name or file.")]) -> None:
+    """Print an experiment (validated) as JSON."""
+    try:
+        data = catalog.load_experiment(experiment)
+    except InputError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    typer.echo(json.dumps(data, indent=2))
+
+
+@experiments_app.command("validate")
+def validate_cmd(
+    experiments: Annotated[
+        list[str] | None, typer.Argument(help="Names or files (default: every shipped one).")
+    ] = None,
+) -> None:
+    """Check experiments as ``chaos validate`` does (activities resolvable) plus aichaos's
+    schedule fields; one line per experiment."""
+    refs = experiments or [name for name, _ in catalog.list_experiments()]
+    bad = 0
+    for ref in refs:
+        try:
+            catalog.load_experiment(ref)
+        except InputError as exc:
+            bad += 1
+            typer.echo(f"error: {exc}", err=True)
+        else:
+            typer.echo(f"ok: {ref}")
+    if bad:
+        raise typer.Exit(EXIT_USAGE)
+
+
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so the same path as Ctrl-C restores everything."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _start_load(scenario: str, duration: float | None, target: str, out: Path) -> Any:
+    from aichaos.scenarios.runner import LoadRunner
+    from aichaos.scenarios.spec import load_scenario
+
+    runner = LoadRunner(load_scenario(scenario, duration_s=duration), target, out)
+    return runner
+
+
+def chaos(
+    experiment: Annotated[str, typer.Argument(help="Shipped experiment name or file.")],
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run directory of the running stack (default: .aichaos/stack.json's)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where journal.json and events go (default: STACK_RUN_DIR/chaos-*)."),
+    ] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="Also drive this load scenario (name or file).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Scenario duration in seconds (with --scenario).")
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="A Kubernetes namespace or real-Toxiproxy proxy it may touch."),
+    ] = None,
+    toxiproxy_url: Annotated[
+        str | None, typer.Option(help="Toxiproxy API (default: the stack's proxy server).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Gateway URL (default: the stack's).")] = None,
+) -> None:
+    """Run EXPERIMENT against the running stack; rollbacks and a full restore always run."""
+    from aichaos.experiments.runner import ChaosRun
+    from aichaos.experiments.safety import restore_all
+
+    try:
+        data = catalog.load_experiment(experiment)
+    except InputError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    try:
+        stack_dir = find_run_dir(run_dir)
+        state = read_state(stack_dir)
+    except StackNotFound as exc:
+        raise _fail(str(exc), EXIT_INCOMPLETE) from None
+    if not supervisor_alive(state) or state.get("status") not in ("ready", "running"):
+        message = f"the stack in {stack_dir} is not running (status {state.get('status')})"
+        raise _fail(message, EXIT_INCOMPLETE)
+    name = catalog.resolve(experiment).stem
+    out = out or stack_dir / f"chaos-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    configuration: dict[str, Any] = {
+        RUN_DIR: str(out.resolve()),
+        STACK_FILE: str((stack_dir / STATE_FILE).resolve()),
+    }
+    if toxiproxy_url:
+        configuration[TOXIPROXY_URL] = toxiproxy_url
+    if target:
+        configuration[TARGET] = target
+    load = None
+    t0 = time.time()
+    try:
+        if scenario is not None:
+            gateway = target or _gateway_url(state)
+            load = _start_load(scenario, duration, gateway, out)
+        run = ChaosRun(data, out, configuration=configuration, t0=t0, allowed=set(allow or []))
+    except InputError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    status, interrupted = "failed", False
+    try:
+        if load is not None:
+            t0 = load.start()
+            run.t0 = t0
+        typer.echo(f"chaos: {data.get('title')} (journal and events in {out})")
+        run.start()
+        status = _follow(run, load)
+        while load is not None and load.alive:  # the scenario runs its course (Ctrl-C ends it)
+            time.sleep(0.5)
+    except (KeyboardInterrupt, _Terminated):
+        typer.echo("chaos: interrupted; rolling back", err=True)
+        interrupted = True
+        run.stop()
+        try:
+            status = run.wait(ROLLBACK_WAIT_S)
+        except (KeyboardInterrupt, _Terminated):
+            status = "interrupted"  # a second Ctrl-C: go straight to the restore below
+    finally:
+        try:
+            if load is not None:
+                load.stop()
+        finally:
+            for note in restore_all(configuration):
+                typer.echo(f"restore: {note}")
+            signal.signal(signal.SIGTERM, previous)
+    _summary(run, status, out)
+    raise typer.Exit(EXIT_INTERRUPTED if interrupted else _exit_code(status, run.deviated))
+
+
+def _gateway_url(state: dict[str, Any]) -> str:
+    for svc in (state.get("services") or {}).values():
+        if svc.get("kind") == "gateway":
+            return str(svc["url"])
+    raise InputError("stack.json", "services", "a gateway service (or pass --target)")
+
+
+def _follow(run: Any, load: Any) -> str:
+    """Print each fault window as it opens and closes; stop the experiment if the load dies."""
+    seen: dict[str, tuple[bool, bool]] = {}
+    while True:
+        status = run.wait(0.5)
+        for window in run.windows():
+            key = f"{window['name']}@{window['start']}"
+            opened, closed = seen.get(key, (False, False))
+            if not opened:
+                typer.echo(f"  +{window['start'] - run.t0:6.1f}s fault on:  {window['name']}")
+            if window["end"] is not None and not closed:
+                typer.echo(f"  +{window['end'] - run.t0:6.1f}s fault off: {window['name']}")
+            seen[key] = (True, window["end"] is not None)
+        if status != "running":
+            return status
+        if load is not None and not load.alive and not run.stopping():
+            typer.echo("chaos: the load generator stopped; ending the experiment", err=True)
+            run.stop()
+
+
+def _summary(run: Any, status: str, out: Path) -> None:
+    deviated = " (steady state deviated)" if run.deviated else ""
+    typer.echo(f"chaos: {status}{deviated}; journal {out / 'journal.json'}")
+
+
+def _exit_code(status: str, deviated: bool) -> int:
+    if status == "interrupted":
+        return EXIT_INTERRUPTED
+    if status == "completed":
+        return EXIT_DEVIATED if deviated else EXIT_OK
+    if status == "failed":
+        return EXIT_DEVIATED
+    return EXIT_INCOMPLETE
