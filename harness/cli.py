@@ -13,6 +13,7 @@ from aichaos.harness.chaos_cli import chaos, experiments_app
 from aichaos.harness.load_cli import register as register_load
 from aichaos.harness.report_cli import report
 from aichaos.harness.slo_cli import register as register_slo
+from aichaos.harness.slo_cli import register as register_slo
 from aichaos.harness.stack_cli import app as stack_app
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(toxiproxy_app, name="toxiproxy")
 app.add_typer(stack_app, name="stack")
+register_slo(app)  # aichaos slo ..., aichaos compare
 register_slo(app)  # aichaos slo ..., aichaos compare
 register_load(app)  # aichaos load ..., aichaos scenarios ..., aichaos worker
 app.command("report")(report)

@@ -31,6 +31,9 @@ A fault is a dict; times are seconds after ``started_at``:
   ``activity`` (default ``disable_proxy``), ``kill`` (a replica name: supervisor exit at the
   start, restart ``restart_after_s`` (default 5) later).
 
+``arrivals="uniform"`` spaces requests evenly (``(i + 0.5) / rps`` after the start, sent when
+scheduled) for tests that need exact counts per second; the default is Poisson.
+
 The signature is shared with the reports tests: add keyword arguments, never change these.
 """
 
@@ -90,6 +93,7 @@ def make_run_dir(
     base_error_ratio: float = 0.0005,
     chunk_s: float = 60.0,
     run_id: str | None = None,
+    arrivals: str = "poisson",
 ) -> Path:
     """Write a synthetic run directory into ``path`` and return it (see the module doc)."""
     path = Path(path)
@@ -97,7 +101,7 @@ def make_run_dir(
     faults = [dict(f) for f in faults]
     rng = np.random.default_rng(seed)
     ended_at = started_at + duration_s
-    table = _requests(rng, started_at, duration_s, rps, faults, tiers, base_error_ratio)
+    table = _requests(rng, started_at, duration_s, rps, faults, tiers, base_error_ratio, arrivals)
     _write_chunks(path / REQUESTS_DIR, table, started_at, chunk_s)
     _write_events(path / EVENTS_JSONL, started_at, ended_at, warmup_s, faults)
     if with_metrics:
@@ -132,10 +136,15 @@ def _requests(
     faults: list[dict[str, Any]],
     tiers: Sequence[str],
     base_error_ratio: float,
+    arrivals: str,
 ) -> pa.Table:
-    n = int(rng.poisson(rps * duration_s))
-    t_scheduled = np.sort(rng.uniform(started_at, started_at + duration_s, n))
-    t_sent = t_scheduled + rng.exponential(0.001, n)
+    if arrivals == "uniform":  # evenly spaced: exact hand-worked counts per second
+        n = round(rps * duration_s)
+        t_scheduled = started_at + (np.arange(n) + 0.5) / rps
+    else:
+        n = int(rng.poisson(rps * duration_s))
+        t_scheduled = np.sort(rng.uniform(started_at, started_at + duration_s, n))
+    t_sent = t_scheduled + (rng.exponential(0.001, n) if arrivals != "uniform" else 0.0)
     tier_idx = rng.integers(0, len(tiers), n) if tiers else np.zeros(n, dtype=int)
     tier = np.array(list(tiers) or ["default"], dtype=object)[tier_idx]
     # free requests queue behind paid ones in the gateway: a slower TTFT distribution
@@ -208,8 +217,14 @@ def _write_chunks(folder: Path, table: pa.Table, started_at: float, chunk_s: flo
 
 
 def _event(t: float, source: str, kind: str, name: str, action: str, **detail: Any) -> str:
-    event = {"t": t, "source": source, "kind": kind, "name": name, "action": action,
-             "detail": detail}  # fmt: skip
+    event = {
+        "t": t,
+        "source": source,
+        "kind": kind,
+        "name": name,
+        "action": action,
+        "detail": detail,
+    }
     return json.dumps(event)
 
 

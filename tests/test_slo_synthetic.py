@@ -12,9 +12,23 @@ from aichaos.rundir import METRICS_SCHEMA, REQUEST_SCHEMA, read_events, read_man
 
 
 def test_synthetic_run_matches_the_contract(tmp_path):
-    run = make_run_dir(tmp_path / "run", seed=3, duration_s=120, rps=10, warmup_s=5,
-                       faults=[{"name": "outage", "start": 40, "end": 70, "error_ratio": 0.5,
-                                "served_by": "fallback", "kill": "llm-2"}])  # fmt: skip
+    run = make_run_dir(
+        tmp_path / "run",
+        seed=3,
+        duration_s=120,
+        rps=10,
+        warmup_s=5,
+        faults=[
+            {
+                "name": "outage",
+                "start": 40,
+                "end": 70,
+                "error_ratio": 0.5,
+                "served_by": "fallback",
+                "kill": "llm-2",
+            }
+        ],
+    )
     table, notes = read_requests(run)
     assert notes == [] and table.schema == REQUEST_SCHEMA
     assert 900 < table.num_rows < 1500

@@ -1,0 +1,201 @@
+"""``aichaos slo check|list|show|validate|promote`` and ``aichaos compare``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from aichaos.rundir import InputError, read_manifest
+
+app = typer.Typer(help="Evaluate runs against SLO specs; manage baselines.", no_args_is_help=True)
+
+
+def _fail_input(exc: InputError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _spec_for(run_dir: Path, ref: str | None):
+    """The spec named on the command line, else the one the run resolved, else ``default``."""
+    from aichaos.slo.spec import SloSpec, load_spec
+
+    if ref:
+        return load_spec(ref)
+    try:
+        resolved = read_manifest(run_dir).get("slo")
+    except json.JSONDecodeError:
+        resolved = None
+    if isinstance(resolved, dict) and resolved.get("objectives"):
+        return SloSpec.from_dict(resolved, str(run_dir / "run.json") + ":slo")
+    return load_spec("default")
+
+
+def _value(row: dict[str, Any]) -> str:
+    from aichaos.slo.evaluate import _fmt
+
+    return _fmt(row["value"], row["unit"])
+
+
+def print_table(result: dict[str, Any]) -> None:
+    rows = result["objectives"]
+    width = max([len(r["id"]) for r in rows] + [9])
+    typer.echo(f"  {'objective':<{width}}  {'status':<17}  {'value':>10}  {'threshold':>10}")
+    for r in rows:
+        mark = "*" if r["key"] else " "
+        threshold = _value({"value": r["threshold"], "unit": r["unit"]})
+        line = f"{mark} {r['id']:<{width}}  {r['status']:<17}  {_value(r):>10}  {threshold:>10}"
+        typer.echo(line)
+    spent = result["budget"]["spent_total"]
+    budget = f"{100 * spent:.3g}%" if spent is not None else "-"
+    score = f"{result['score']:.1f}" if result["score"] is not None else "-"
+    typer.echo(
+        f"verdict: {result['verdict']}  score: {score}  budget spent: {budget}"
+        f"  requests: {result['requests']}"
+    )
+    for a in result["alerts"]:
+        if a["fault"] and a["time_to_detect_s"] is not None:
+            typer.echo(f"alert {a['name']} fired {a['time_to_detect_s']:.0f} s into {a['fault']}")
+    comparison = result.get("comparison")
+    if comparison:
+        worse = [c for c in comparison["changes"] if c["regression"]]
+        typer.echo(
+            f"regression vs {comparison['baseline']}: {comparison['verdict']}"
+            + "".join(f"\n  {c['sli']}@{c['phase']}: {_change(c)}" for c in worse)
+        )
+    typer.echo("* key objective")
+    for note in result["data_notes"]:
+        typer.echo(f"note: {note}")
+
+
+def _change(c: dict[str, Any]) -> str:
+    if c["threshold_kind"] == "relative" and c["rel_change"] is not None:
+        return f"{100 * c['rel_change']:+.1f}% (p={c['p_value']:.2g})"
+    return f"{100 * c['abs_change']:+.2f} pp (p={c['p_value']:.2g})"
+
+
+@app.callback()
+def _slo() -> None:
+    """SLO specs, evaluation and baselines."""
+
+
+@app.command()
+def check(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory to evaluate.")],
+    slo: Annotated[str | None, typer.Option("--slo", help="Spec file or built-in name.")] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Baseline directory (or run) to compare against.")
+    ] = None,
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Prometheus for server-side (promql) objectives.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="Write slo.json, print only the verdict.")] = False,
+) -> None:
+    """Evaluate RUN_DIR, write its slo.json; exit 0 pass/warn, 1 fail or regression, 2 bad
+    input."""
+    from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
+
+    try:
+        spec = _spec_for(run_dir, slo)
+        result = evaluate_run(run_dir, spec, prometheus_url=prometheus_url, baseline_dir=baseline)
+    except InputError as exc:
+        _fail_input(exc)
+    path = write_result(run_dir, result)
+    if quiet:
+        typer.echo(result["verdict"])
+    else:
+        print_table(result)
+        typer.echo(f"wrote {path}")
+    raise typer.Exit(exit_code(result))
+
+
+@app.command("list")
+def list_specs() -> None:
+    """The built-in specs."""
+    from aichaos.slo.spec import builtin_names, load_spec
+
+    for name in builtin_names():
+        spec = load_spec(name)
+        typer.echo(f"{name:<12} {len(spec.objectives):>2} objectives  {spec.description}")
+
+
+@app.command()
+def show(ref: Annotated[str, typer.Argument(help="Spec file or built-in name.")]) -> None:
+    """Print a spec as aichaos resolves it (defaults filled in)."""
+    from aichaos.slo.spec import load_spec
+
+    try:
+        spec = load_spec(ref)
+    except InputError as exc:
+        _fail_input(exc)
+    typer.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False).rstrip())
+
+
+@app.command()
+def validate(files: Annotated[list[str], typer.Argument(help="Spec files or names.")]) -> None:
+    """Check specs; one line per bad file; exit 2 if any is bad."""
+    from aichaos.slo.spec import load_spec
+
+    bad = 0
+    for ref in files:
+        try:
+            spec = load_spec(ref)
+            typer.echo(f"{ref}: ok ({len(spec.objectives)} objectives)")
+        except InputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            bad += 1
+    raise typer.Exit(2 if bad else 0)
+
+
+@app.command()
+def promote(
+    run_dir: Annotated[Path, typer.Argument(help="An evaluated run that passed.")],
+    baseline: Annotated[Path, typer.Option(help="Baseline directory.")],
+    keep: Annotated[int, typer.Option(help="Accepted runs to keep.")] = 10,
+) -> None:
+    """Accept RUN_DIR as the newest baseline run."""
+    from aichaos.slo.baseline import promote as do_promote
+
+    try:
+        target = do_promote(run_dir, baseline, keep)
+    except InputError as exc:
+        _fail_input(exc)
+    typer.echo(f"promoted {run_dir} -> {target}")
+
+
+def compare(
+    base_run: Annotated[Path, typer.Argument(help="Baseline run directory.")],
+    new_run: Annotated[Path, typer.Argument(help="New run directory.")],
+    slo: Annotated[str | None, typer.Option("--slo", help="Spec (regression thresholds).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Compare NEW_RUN against BASE_RUN; exit 1 on a significant regression beyond its
+    threshold."""
+    from aichaos.slo.compare import compare_runs
+    from aichaos.slo.spec import load_spec
+
+    try:
+        spec = load_spec(slo) if slo else _spec_for(new_run, None)
+        result = compare_runs(base_run, new_run, spec)
+    except InputError as exc:
+        _fail_input(exc)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for c in result["changes"]:
+            flag = "REGRESSION" if c["regression"] else ("significant" if c["significant"] else "")
+            typer.echo(
+                f"{c['sli'] + '@' + c['phase']:<40} {c['base']:>10.4g} -> {c['new']:<10.4g}"
+                f" {_change(c):<24} {flag}"
+            )
+        typer.echo(f"verdict: {result['verdict']}")
+    raise typer.Exit(1 if result["verdict"] == "fail" else 0)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``slo`` and ``compare`` to the root command."""
+    root.add_typer(app, name="slo")
+    root.command("compare")(compare)

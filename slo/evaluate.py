@@ -1,0 +1,669 @@
+"""Evaluate a run directory against an SLO spec: the ``slo.json`` dict.
+
+The records are read once into sorted numpy columns (``records.py``), so every phase is a
+slice and every objective a vectorised expression over it. Objectives give one row per
+(objective × phase × tier); rows score Keptn-style (weight on pass, half on warn, none on
+fail, rows without enough data left out) and a failed key objective fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aichaos.rundir import (
+    REQUESTS_DIR,
+    SLO_JSON,
+    InputError,
+    read_events,
+    read_manifest,
+    write_json,
+)
+
+from . import budget as bm
+from . import server, stats
+from .phases import Phase, build_phases, select
+from .records import load
+from .spec import LATENCY_SLIS, Objective, SloSpec
+
+SLO_SCHEMA_VERSION = 1
+CREDIT = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
+UNIT_SCALE = {"s": (1000.0, "ms"), "ratio": (100.0, "%")}
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
+    path = Path(run_dir) / SLO_JSON
+    write_json(path, result)
+    return path
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    """0 when the SLOs held (pass or warn); 1 when one failed, when nothing could be judged
+    (``insufficient_data``: the run does not show the SLOs were met) or on a regression."""
+    comparison = result.get("comparison") or {}
+    if comparison.get("verdict") == "fail":
+        return 1
+    return 0 if result.get("verdict") in ("pass", "warn") else 1
+
+
+class Run:
+    """One run directory loaded for evaluation."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        if not self.dir.is_dir():
+            raise InputError(self.dir, "run directory", "an existing run directory")
+        self.notes: list[str] = []
+        try:
+            self.manifest = read_manifest(self.dir)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self.manifest = {}
+            self.notes.append("run.json: unreadable; run span taken from events and records")
+        if not self.manifest:
+            self.notes.append("run.json: missing or empty")
+        events, notes = read_events(self.dir)
+        self.events = events
+        self.notes += notes
+        self.records, notes = load(self.dir)
+        self.notes += notes
+        r = self.records
+        first = float(r.t_sent[0]) if r.n else None
+        last = float(r.t_sent[-1]) if r.n else None
+        self.phases, notes = build_phases(self.manifest, events, first, last)
+        self.notes += notes
+        for p in self.phases:
+            p.requests = self.rows(p).stop - self.rows(p).start
+        if r.n > 1:
+            # a lost last chunk leaves no gap in the numbering: the records just stop early
+            end = max(p.end for p in self.phases)
+            silent = end - float(r.t_sent[-1])
+            spacing = (float(r.t_sent[-1]) - float(r.t_sent[0])) / (r.n - 1)
+            if silent > max(10.0, 50.0 * spacing):
+                self.notes.append(
+                    f"{REQUESTS_DIR}: no request records in the last "
+                    f"{silent:.0f} s of the run (a lost chunk?)"
+                )
+        self.incomplete = self.manifest.get("status") not in ("completed", None) or any(
+            any(w in n for w in ("unreadable", "missing", "never ended", "no request records"))
+            for n in self.notes
+        )
+        if self.manifest.get("status") not in ("completed", None):
+            self.notes.append(f"run.json: status is {self.manifest.get('status')!r}")
+
+    def rows(self, phase: Phase) -> slice:
+        return self.records.slice_of(phase.start, phase.end, inclusive_end=phase.kind == "all")
+
+    def phase(self, name: str) -> Phase | None:
+        return next((p for p in self.phases if p.name == name), None)
+
+
+class Evaluator:
+    def __init__(self, run: Run, spec: SloSpec, prometheus_url: str | None):
+        self.run, self.spec, self.r = run, spec, run.records
+        self.prometheus_url = prometheus_url
+        self.metrics: server.MetricsFile | None = None
+        r = self.r
+        self.bad = ~r.ok
+        if not spec.count_shed_as_errors:
+            self.bad &= ~self.shed_mask()
+        self.fallback_ok = r.ok & r.served_by.mask(*spec.fallback_names)
+        self.run_start = min(p.start for p in run.phases)
+        self.run_end = max(p.end for p in run.phases)
+        base = run.phase("baseline")
+        use = base if base is not None and run.rows(base).stop > run.rows(base).start else None
+        self.rate_phase = use or run.phase("all")
+        rows = run.rows(self.rate_phase)
+        n = rows.stop - rows.start
+        self.base_rate = n / self.rate_phase.duration if self.rate_phase.duration > 0 else 0.0
+        self.base_ratio = float(self.bad[rows].mean()) if n else 0.0
+        self._alerts: list[dict[str, Any]] | None = None
+        self._recovery: dict[str, dict[str, float | None]] | None = None
+
+    # --- masks ----------------------------------------------------------------------------
+
+    def shed_mask(self) -> np.ndarray:
+        r = self.r
+        return (r.http_status == 429) | r.error_kind.mask("http_429")
+
+    def tier_mask(self, rows: slice, tier: str | None) -> np.ndarray:
+        if tier is None:
+            return np.ones(rows.stop - rows.start, dtype=bool)
+        return self.r.tier.mask(tier)[rows]
+
+    def latency_values(self, sli: str, rows: slice, mask: np.ndarray, clock: str = "sent"):
+        r = self.r
+        ok = r.ok[rows] & mask
+        if sli == "itl":
+            values = r.itl(rows, ok)
+        else:
+            values = {"ttft": r.ttft, "e2e": r.e2e, "tpot": r.tpot}[sli][rows]
+            if clock == "scheduled" and sli in ("ttft", "e2e"):
+                values = values + (r.t_sent[rows] - r.t_scheduled[rows])
+            values = values[ok]
+        return values[~np.isnan(values)]
+
+    def good_mask(self, rows: slice, limits: dict[str, float] | None = None) -> np.ndarray:
+        """Answered requests within every latency limit: ``limits`` when given, else the
+        limits of the spec's latency objectives that apply to each request's tier."""
+        r = self.r
+        if limits is not None:
+            return r.ok[rows] & self._within(rows, limits)
+        good = np.zeros(rows.stop - rows.start, dtype=bool)
+        codes = r.tier.codes[rows]
+        for code in np.unique(codes):
+            tier = r.tier.names[code] if code >= 0 else None
+            mine = codes == code
+            good[mine] = (r.ok[rows] & self._within(rows, self.goodput_limits(tier)))[mine]
+        return good
+
+    def _within(self, rows: slice, limits: dict[str, float]) -> np.ndarray:
+        r = self.r
+        good = np.ones(rows.stop - rows.start, dtype=bool)
+        for sli, limit in limits.items():
+            values = {"ttft": r.ttft, "e2e": r.e2e, "tpot": r.tpot}[sli][rows]
+            # a one-token answer has no TPOT: it does not miss a TPOT limit
+            good &= (values <= limit) | (np.isnan(values) & (sli == "tpot"))
+        return good
+
+    def goodput_limits(self, tier: str | None) -> dict[str, float]:
+        limits: dict[str, float] = {}
+        for o in self.spec.objectives:
+            applies = not o.tiers or tier in o.tiers
+            if o.sli in ("ttft", "tpot", "e2e") and applies and o.op in ("<=", "<"):
+                limits[o.sli] = min(limits.get(o.sli, math.inf), o.threshold)
+        return limits
+
+    # --- objectives -----------------------------------------------------------------------
+
+    def objective_rows(self, obj: Objective) -> list[dict[str, Any]]:
+        if obj.sli in ("time_to_failover", "time_to_detect", "time_to_recover"):
+            phases = self.fault_scope(obj)
+            if not phases:
+                return [self.row(obj, "fault", None, None, None, 0, "no fault window in this run")]
+            return [self.time_row(obj, p) for p in phases]
+        out = []
+        for scope in obj.phases:
+            phases = select(self.run.phases, scope)
+            if not phases:
+                out.append(self.row(obj, scope, None, None, None, 0, f"no {scope} phase"))
+            for phase in phases:
+                for tier in obj.tiers or (None,):
+                    out.append(self.measure(obj, phase, tier))
+        return out
+
+    def fault_scope(self, obj: Objective) -> list[Phase]:
+        faults = [p for p in self.run.phases if p.kind == "fault"]
+        named = [s for s in obj.phases if s.startswith("fault:")]
+        return [p for p in faults if p.name in named] if named else faults
+
+    def measure(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
+        rows = self.run.rows(phase)
+        mask = self.tier_mask(rows, tier)
+        sli, spec, r = obj.sli, self.spec, self.r
+        if sli in LATENCY_SLIS:
+            values = self.latency_values(sli, rows, mask, obj.clock)
+            seed = zlib.crc32(f"{obj.id}@{phase.name}/{tier}".encode())
+            est = stats.estimate(
+                values,
+                obj.percentile or 50.0,
+                resamples=spec.bootstrap_resamples,
+                confidence=spec.confidence,
+                min_tail=spec.min_tail_samples,
+                seed=seed,
+            )
+            why = None
+            if not est.enough:
+                need = stats.required_samples(obj.percentile or 50.0, spec.min_tail_samples)
+                why = f"{est.samples} samples, p{obj.percentile:g} needs >= {need}"
+            return self.row(obj, phase.name, tier, est.value, est.ci, est.samples, why)
+        n = int(mask.sum())
+        ok = r.ok[rows] & mask
+        if sli in ("error_rate", "availability", "shed_share"):
+            flags = (self.bad if sli != "shed_share" else self.shed_mask())[rows] & mask
+            k = int(flags.sum())
+            ratio = k / n if n else None
+            ci = _wilson(k, n)
+            if sli == "availability" and ratio is not None and ci is not None:
+                ratio, ci = 1.0 - ratio, (1.0 - ci[1], 1.0 - ci[0])
+            return self.row(obj, phase.name, tier, ratio, ci, n, None if n else "no requests")
+        if sli in ("fallback_share", "degraded_share"):
+            if sli == "fallback_share":
+                flags = self.fallback_ok[rows] & mask
+            else:
+                flags = self.degraded(rows) & ok
+            k, m = int(flags.sum()), int(ok.sum())
+            why = None if m else "no answered requests"
+            return self.row(obj, phase.name, tier, k / m if m else None, _wilson(k, m), m, why)
+        if sli == "goodput":
+            good = self.good_mask(rows, obj.latency or None) & mask
+            k = int(good.sum())
+            why = None if n else "no requests"
+            return self.row(obj, phase.name, tier, k / n if n else None, _wilson(k, n), n, why)
+        if sli == "cost_per_request":
+            cost = self.costs(rows)[mask]
+            value = float(cost.mean()) if n else None
+            return self.row(obj, phase.name, tier, value, None, n, None if n else "no requests")
+        if sli == "promql":
+            return self.promql_row(obj, phase, tier)
+        if sli == "metric":
+            if self.metrics is None:
+                self.metrics = server.MetricsFile(self.run.dir)
+                if self.metrics.note:
+                    self.run.notes.append(self.metrics.note)
+            values = self.metrics.values(obj.metric or "", obj.labels, phase.start, phase.end)
+            value = server.aggregate(values, obj.agg)
+            why = None if value is not None else f"no {obj.metric} samples in metrics.parquet"
+            return self.row(obj, phase.name, tier, value, None, int(values.size), why)
+        raise AssertionError(f"unhandled sli {sli}")
+
+    def degraded(self, rows: slice) -> np.ndarray:
+        r, sources = self.r, self.spec.degraded_sources
+        out = np.zeros(rows.stop - rows.start, dtype=bool)
+        if "fallback" in sources:
+            out |= r.served_by.mask(*self.spec.fallback_names)[rows]
+        if "cache" in sources:
+            out |= r.cached[rows] | r.served_by.mask("cache")[rows]
+        if "flag" in sources:
+            out |= r.degraded[rows]
+        return out
+
+    def costs(self, rows: slice) -> np.ndarray:
+        """Each request's price: prompt and output tokens at its provider's price per 1M
+        tokens (``served_by``; ``default`` for a provider the spec does not price)."""
+        r, prices = self.r, self.spec.prices
+        default = prices.get("default", {"input": 0.0, "output": 0.0})
+        codes = r.served_by.codes[rows]
+        table_in = np.array(
+            [prices.get(n, default)["input"] for n in r.served_by.names] + [default["input"]]
+        )
+        table_out = np.array(
+            [prices.get(n, default)["output"] for n in r.served_by.names] + [default["output"]]
+        )
+        # code -1 (no provider) indexes the last entry, the default price
+        return (
+            r.prompt_tokens[rows] * table_in[codes] + r.output_tokens[rows] * table_out[codes]
+        ) / 1e6
+
+    def promql_row(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
+        if not self.prometheus_url:
+            return self.row(obj, phase.name, tier, None, None, 0, "no Prometheus URL given")
+        query = server.render_query(obj.query or "", phase.start, phase.end, tier)
+        value, note = server.query_value(self.prometheus_url, query, phase.end)
+        if note:
+            self.run.notes.append(f"{obj.id}@{phase.name}: {note}")
+        row = self.row(
+            obj, phase.name, tier, value, None, 1 if value is not None else 0, note or None
+        )
+        row["promql"] = query
+        return row
+
+    def time_row(self, obj: Objective, phase: Phase) -> dict[str, Any]:
+        fault = phase.name
+        if obj.sli == "time_to_failover":
+            value = bm.time_to_failover(
+                self.r.t_sent, self.r.ttft, self.fallback_ok, phase.start, phase.end
+            )
+        elif obj.sli == "time_to_detect":
+            hits = [
+                a["time_to_detect_s"]
+                for a in self.alerts()
+                if a["fault"] == fault and a["time_to_detect_s"] is not None
+            ]
+            value = min(hits) if hits else None
+        else:
+            value = self.recovery().get(fault, {}).get("all")
+        row = self.row(obj, fault, None, value, None, 1, None)
+        if value is None:
+            row["status"] = "fail"
+            row["detail"] = f"{obj.sli.replace('_', ' ')}: never (within the run)"
+        return row
+
+    def row(
+        self,
+        obj: Objective,
+        phase: str,
+        tier: str | None,
+        value: float | None,
+        ci: tuple[float, float] | None,
+        samples: int,
+        why: str | None,
+    ) -> dict[str, Any]:
+        status = "insufficient_data" if why or value is None else _status(obj, value)
+        rid = f"{obj.id}@{phase}" + (f"/{tier}" if tier else "")
+        return {
+            "id": rid,
+            "objective": obj.id,
+            "sli": obj.sli,
+            "phase": phase,
+            "tier": tier,
+            "percentile": obj.percentile,
+            "op": obj.op,
+            "threshold": obj.threshold,
+            "warn": obj.warn,
+            "unit": obj.unit,
+            "value": value,
+            "ci": list(ci) if ci else None,
+            "samples": samples,
+            "status": status,
+            "weight": obj.weight,
+            "key": obj.key,
+            "detail": why or _detail(obj, value, ci, samples, status, self.spec.confidence),
+        }
+
+    # --- budget, alerts, recovery ---------------------------------------------------------
+
+    def period_requests(self) -> tuple[float, str]:
+        if self.spec.period_requests is not None:
+            return self.spec.period_requests, "spec"
+        return self.base_rate * self.spec.period_days * 86400.0, "extrapolated"
+
+    def budget(self) -> dict[str, Any]:
+        objective = self.spec.availability_objective
+        period_requests, source = self.period_requests()
+        rows = []
+        for p in self.run.phases:
+            s = self.run.rows(p)
+            n, k = s.stop - s.start, int(self.bad[s].sum())
+            ratio = k / n if n else None
+            rows.append(
+                {
+                    "phase": p.name,
+                    "requests": n,
+                    "bad": k,
+                    "error_ratio": ratio,
+                    "burn_rate": bm.burn_rate(ratio, objective) if ratio is not None else None,
+                    "budget_spent": bm.budget_spent(k, objective, period_requests)
+                    if period_requests > 0
+                    else None,
+                }
+            )
+        total = next(r for r in rows if r["phase"] == "all")
+        return {
+            "objective": objective,
+            "period_days": self.spec.period_days,
+            "period_requests": period_requests,
+            "period_requests_source": source,
+            "baseline_rps": self.base_rate,
+            "baseline_error_ratio": self.base_ratio,
+            "by_phase": rows,
+            "spent_total": total["budget_spent"],
+        }
+
+    def alerts(self) -> list[dict[str, Any]]:
+        if self._alerts is not None:
+            return self._alerts
+        seconds = max(1, math.ceil(self.run_end - self.run_start))
+        total, bad = bm.per_second(self.r.t_sent, self.bad, self.run_start, seconds)
+        faults = [p for p in self.run.phases if p.kind == "fault"]
+        out = []
+        for rule in self.spec.alerts:
+            holds = bm.alert_holds(
+                rule, total, bad, self.spec.availability_objective, self.base_rate, self.base_ratio
+            )
+            for p in faults or [None]:
+                after = p.start if p else self.run_start
+                fired = bm.first_firing(holds, self.run_start, after)
+                out.append(
+                    {
+                        "name": rule.name,
+                        "severity": rule.severity,
+                        "burn_rate": rule.burn_rate,
+                        "long_window_s": rule.long_window_s,
+                        "short_window_s": rule.short_window_s,
+                        "fault": p.name if p else None,
+                        "fired_at": fired,
+                        "time_to_detect_s": (fired - p.start) if fired is not None and p else None,
+                        "seconds_firing": int(holds.sum()),
+                    }
+                )
+        self._alerts = out
+        return out
+
+    def recovery_slis(self) -> list[tuple[str, float, float | None]]:
+        """(sli, threshold, percentile) tracked after each fault: the error ratio against the
+        pooled error_rate objective (else the availability objective's budget), and every
+        pooled ttft / tpot / e2e percentile objective."""
+        out: list[tuple[str, float, float | None]] = []
+        error = [o for o in self.spec.objectives if o.sli == "error_rate" and not o.tiers]
+        out.append(
+            (
+                "error_rate",
+                error[0].threshold if error else 1.0 - self.spec.availability_objective,
+                None,
+            )
+        )
+        for o in self.spec.objectives:
+            if o.sli in ("ttft", "tpot", "e2e") and not o.tiers and o.op in ("<=", "<"):
+                out.append((o.sli, o.threshold, o.percentile))
+        return out
+
+    def recovery(self) -> dict[str, dict[str, float | None]]:
+        if self._recovery is not None:
+            return self._recovery
+        r, spec = self.r, self.spec
+        c_bad = np.concatenate([[0], np.cumsum(self.bad)])
+        result: dict[str, dict[str, float | None]] = {}
+        for p in (p for p in self.run.phases if p.kind == "fault"):
+            per: dict[str, float | None] = {}
+            for sli, threshold, pct in self.recovery_slis():
+
+                def within(a: float, b: float, sli=sli, threshold=threshold, pct=pct):
+                    i0, i1 = np.searchsorted(r.t_sent, [a, b], side="right")
+                    if i1 <= i0:
+                        return None
+                    if sli == "error_rate":
+                        return (c_bad[i1] - c_bad[i0]) / (i1 - i0) <= threshold
+                    v = self.latency_values(sli, slice(i0, i1), np.ones(i1 - i0, dtype=bool))
+                    return bool(v.size) and float(np.percentile(v, pct)) <= threshold
+
+                key = sli if pct is None else f"{sli}-p{pct:g}"
+                per[key] = bm.time_to_recover(
+                    p.end, self.run_end, spec.recovery_window_s, spec.recovery_hold_s, within
+                )
+            values = list(per.values())
+            per["all"] = None if any(v is None for v in values) else max(values, default=0.0)
+            result[p.name] = per
+        self._recovery = result
+        return result
+
+    # --- summaries ------------------------------------------------------------------------
+
+    def latency(self) -> dict[str, Any]:
+        out = {}
+        for p in self.run.phases:
+            rows = self.run.rows(p)
+            mask = np.ones(rows.stop - rows.start, dtype=bool)
+            out[p.name] = {
+                s: stats.percentiles(self.latency_values(s, rows, mask))
+                for s in ("ttft", "e2e", "tpot", "itl")
+            }
+        return out
+
+    def goodput(self) -> dict[str, Any]:
+        custom = [o.latency for o in self.spec.objectives if o.sli == "goodput" and o.latency]
+        limits = custom[0] if custom else None
+        criteria = limits or self.goodput_limits(None)
+        by_tier = {} if limits else {t: self.goodput_limits(t) for t in self.r.tier.names}
+        out = {}
+        for p in self.run.phases:
+            rows = self.run.rows(p)
+            n = rows.stop - rows.start
+            good = int(self.good_mask(rows, limits).sum())
+            out[p.name] = {
+                "rps": good / p.duration if p.duration > 0 else None,
+                "share": good / n if n else None,
+                "requests": n,
+                "good": good,
+                "criteria": criteria,
+                "criteria_by_tier": by_tier,
+            }
+        return out
+
+    def tiers(self) -> dict[str, Any]:
+        p = self.run.phase("all")
+        rows = self.run.rows(p)
+        out = {}
+        for tier in self.r.tier.names:
+            mask = self.tier_mask(rows, tier)
+            n, k = int(mask.sum()), int((self.bad[rows] & mask).sum())
+            out[tier] = {
+                "requests": n,
+                "errors": k,
+                "error_ratio": k / n if n else None,
+                "ttft": stats.percentiles(self.latency_values("ttft", rows, mask)),
+            }
+        return out
+
+    def failover(self) -> list[dict[str, Any]]:
+        out = []
+        for p in (p for p in self.run.phases if p.kind == "fault"):
+            value = bm.time_to_failover(
+                self.r.t_sent, self.r.ttft, self.fallback_ok, p.start, p.end
+            )
+            out.append({"fault": p.name, "time_to_failover_s": value})
+        return out
+
+
+def evaluate_run(
+    run_dir: Path,
+    spec: SloSpec,
+    *,
+    prometheus_url: str | None = None,
+    baseline_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The slo.json dict for a run directory (nothing is written)."""
+    run = Run(Path(run_dir))
+    ev = Evaluator(run, spec, prometheus_url)
+    rows = [row for obj in spec.objectives for row in ev.objective_rows(obj)]
+    verdict, score, key_failed = _verdict(rows, spec)
+    recovery = [
+        {"fault": fault, "sli": sli, "time_to_recover_s": value}
+        for fault, per in ev.recovery().items()
+        for sli, value in per.items()
+    ]
+    result: dict[str, Any] = {
+        "schema_version": SLO_SCHEMA_VERSION,
+        "run_id": run.manifest.get("id") or run.dir.name,
+        "run_dir": str(run.dir),
+        "evaluated_at": time.time(),
+        "spec": {
+            "name": spec.name,
+            "source": spec.source,
+            "period_days": spec.period_days,
+            "availability_objective": spec.availability_objective,
+        },
+        "verdict": verdict,
+        "score": score,
+        "key_failed": key_failed,
+        "data_notes": run.notes,
+        "incomplete": run.incomplete,
+        "requests": run.records.n,
+        "phases": [p.to_dict() for p in run.phases],
+        "objectives": rows,
+        "budget": ev.budget(),
+        "alerts": ev.alerts(),
+        "recovery": recovery,
+        "recovery_window_s": spec.recovery_window_s,
+        "recovery_hold_s": spec.recovery_hold_s,
+        "failover": ev.failover(),
+        "latency": ev.latency(),
+        "goodput": ev.goodput(),
+        "tiers": ev.tiers(),
+        "server": [
+            {
+                "name": r["objective"],
+                "promql": r.get("promql"),
+                "phase": r["phase"],
+                "value": r["value"],
+                "status": r["status"],
+            }
+            for r in rows
+            if r["sli"] == "promql"
+        ],
+        "comparison": None,
+    }
+    if baseline_dir is not None:
+        result["comparison"] = _compare_with_baseline(Path(baseline_dir), run.dir, spec, run.notes)
+    return result
+
+
+def _compare_with_baseline(
+    baseline_dir: Path, run_dir: Path, spec: SloSpec, notes: list[str]
+) -> dict[str, Any]:
+    from .baseline import latest
+    from .compare import compare_runs
+
+    base = latest(baseline_dir)
+    if base is None:
+        notes.append(f"{baseline_dir}: no accepted baseline run yet; nothing compared")
+        return {"baseline": None, "verdict": "no_baseline", "changes": []}
+    return compare_runs(base, run_dir, spec)
+
+
+def _verdict(rows: list[dict[str, Any]], spec: SloSpec) -> tuple[str, float | None, list[str]]:
+    judged = [r for r in rows if r["status"] in CREDIT]
+    key_failed = sorted({r["objective"] for r in judged if r["key"] and r["status"] == "fail"})
+    weight = sum(r["weight"] for r in judged)
+    if not judged or weight <= 0:
+        return "insufficient_data", None, key_failed
+    score = 100.0 * sum(r["weight"] * CREDIT[r["status"]] for r in judged) / weight
+    if key_failed:
+        return "fail", score, key_failed
+    if score >= spec.score_pass:
+        return "pass", score, key_failed
+    return ("warn" if score >= spec.score_warn else "fail"), score, key_failed
+
+
+def _holds(value: float, op: str, threshold: float) -> bool:
+    return {
+        "<=": value <= threshold,
+        "<": value < threshold,
+        ">=": value >= threshold,
+        ">": value > threshold,
+    }[op]
+
+
+def _status(obj: Objective, value: float) -> str:
+    if _holds(value, obj.op, obj.threshold):
+        return "pass"
+    if obj.warn is not None and _holds(value, obj.op, obj.warn):
+        return "warn"
+    return "fail"
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    scale, label = UNIT_SCALE.get(unit, (1.0, unit))
+    v = value * scale
+    return f"{v:.3g} {label}".strip() if abs(v) < 1000 else f"{v:,.0f} {label}".strip()
+
+
+def _detail(obj: Objective, value, ci, samples: int, status: str, confidence: float) -> str:
+    name = f"p{obj.percentile:g}" if obj.percentile is not None else obj.sli.replace("_", " ")
+    text = f"{name} {_fmt(value, obj.unit)} {obj.op} {_fmt(obj.threshold, obj.unit)}"
+    if status != "pass":
+        text = text.replace(f" {obj.op} ", f" not {obj.op} ", 1)
+    if ci:
+        pct = f"{100 * confidence:g}"
+        text += f" ({pct}% CI {_fmt(ci[0], obj.unit)}-{_fmt(ci[1], obj.unit)}, n={samples})"
+    elif samples:
+        text += f" (n={samples})"
+    return text
+
+
+def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (95%)."""
+    if n == 0:
+        return None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
