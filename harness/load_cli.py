@@ -141,10 +141,14 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     tty = sys.stderr.isatty()
     typer.echo(f"run directory: {run_dir}", err=True)
     try:
+        every = 1.0 if tty else 5.0  # a log file gets a line every 5 s
+        shown = 0.0
         while runner.alive:
-            line = _progress_line(runner.progress())
-            typer.echo(("\r" + line + "\033[K") if tty else line, err=True, nl=not tty)
-            time.sleep(1.0 if tty else 5.0)
+            if time.monotonic() - shown >= every:
+                shown = time.monotonic()
+                line = _progress_line(runner.progress())
+                typer.echo(("\r" + line + "\033[K") if tty else line, err=True, nl=not tty)
+            time.sleep(0.1)
         code = runner.wait(timeout=30, kill=True)
     finally:
         if runner.alive:

@@ -191,7 +191,9 @@ class Scenario:
         data = copy.deepcopy(d)
         source = data.pop("source", "") or "<replay>"
         base = Path(source).parent if source not in ("", "<replay>") else Path.cwd()
-        return parse_scenario(data, file=source, base_dir=base)
+        scenario = parse_scenario(data, file=source, base_dir=base)
+        scenario.source = "" if source == "<replay>" else source
+        return scenario
 
 
 def builtin_names() -> list[str]:
@@ -354,6 +356,8 @@ def _tiers(f: Fields, base_dir: Path) -> tuple[Tier, ...]:
     total = sum(t.share for t in tiers)
     if total <= 0:
         f.fail("tiers", "shares adding up to more than 0", total)
+    if abs(total - 1.0) < 1e-9:
+        return tuple(tiers)
     # shares are relative weights; stored normalised so the resolved form is explicit
     return tuple(Tier(t.name, t.share / total, t.headers, t.prompt_tokens, t.output_tokens)
                  for t in tiers)  # fmt: skip

@@ -1,0 +1,55 @@
+"""``aichaos load`` writes a complete run directory; bad input and a dead target exit cleanly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import free_port
+
+from aichaos.rundir import RUN_FIELDS, read_events, read_requests
+
+AICHAOS = str(Path(sys.executable).with_name("aichaos"))
+
+
+def aichaos(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([AICHAOS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_load_writes_a_run_directory(start_sim, tmp_path):
+    sim = start_sim("--profile", "fixed-latency")
+    out = tmp_path / "run"
+    proc = aichaos("load", "steady", "--target", sim.url, "--duration", "3", "--out", str(out),
+                   "--seed", "7")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "run.json").read_text())
+    assert set(RUN_FIELDS) <= set(manifest)
+    assert manifest["status"] == "completed" and manifest["seed"] == 7
+    assert manifest["target"] == sim.url and manifest["scenario"]["name"] == "steady"
+    assert manifest["ended_at"] > manifest["started_at"]
+    assert manifest["versions"]["locust"]
+    events, _ = read_events(out)
+    assert [(e["source"], e["action"]) for e in events] == [("load", "start"), ("load", "end")]
+    df = read_requests(out)[0].to_pandas()
+    assert len(df) > 0 and (df.status == "ok").all()
+    assert events[1]["detail"]["sent"] == len(df)
+    assert "requests" in proc.stderr and "TTFT p50" in proc.stderr  # the closing summary
+
+
+def test_bad_scenario_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("duration: 10\nrate: {shape: ramp, from: 1}\n")
+    proc = aichaos("load", str(bad), "--target", "http://127.0.0.1:9")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rate.to" in lines[0] and str(bad) in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unreachable_target_exits_3(tmp_path):
+    proc = aichaos("load", "steady", "--target", f"http://127.0.0.1:{free_port()}",
+                   "--out", str(tmp_path / "r"))  # fmt: skip
+    assert proc.returncode == 3
+    assert "unreachable" in proc.stderr and "Traceback" not in proc.stderr
