@@ -109,7 +109,10 @@ def chaos(
     ] = None,
     target: Annotated[str | None, typer.Option(help="Gateway URL (default: the stack's).")] = None,
 ) -> None:
-    """Run EXPERIMENT against the running stack; rollbacks and a full restore always run."""
+    """Run EXPERIMENT against the running stack; rollbacks and a full restore always run.
+
+    Kubernetes experiments (no local stack needed) name what they may touch: ``--allow
+    aichaos`` (a namespace), ``--allow retriever`` (a proxy of ``--toxiproxy-url``)."""
     from aichaos.experiments.runner import ChaosRun
     from aichaos.experiments.safety import restore_all
 
@@ -117,21 +120,14 @@ def chaos(
         data = catalog.load_experiment(experiment)
     except InputError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    try:
-        stack_dir = find_run_dir(run_dir)
-        state = read_state(stack_dir)
-    except StackNotFound as exc:
-        raise _fail(str(exc), EXIT_INCOMPLETE) from None
-    if not supervisor_alive(state) or state.get("status") not in ("ready", "running"):
-        message = f"the stack in {stack_dir} is not running (status {state.get('status')})"
-        raise _fail(message, EXIT_INCOMPLETE)
+    stack_dir, state = _running_stack(run_dir, without_stack=bool(allow) and run_dir is None)
     name = catalog.resolve(experiment).stem
-    out = out or stack_dir / f"chaos-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = f"chaos-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or (stack_dir / stamp if stack_dir else Path("runs") / stamp)
     out.mkdir(parents=True, exist_ok=True)
-    configuration: dict[str, Any] = {
-        RUN_DIR: str(out.resolve()),
-        STACK_FILE: str((stack_dir / STATE_FILE).resolve()),
-    }
+    configuration: dict[str, Any] = {RUN_DIR: str(out.resolve())}
+    if stack_dir is not None:
+        configuration[STACK_FILE] = str((stack_dir / STATE_FILE).resolve())
     if toxiproxy_url:
         configuration[TOXIPROXY_URL] = toxiproxy_url
     if target:
@@ -174,6 +170,24 @@ def chaos(
             signal.signal(signal.SIGTERM, previous)
     _summary(run, status, out)
     raise typer.Exit(EXIT_INTERRUPTED if interrupted else _exit_code(status, run.deviated))
+
+
+def _running_stack(run_dir: Path | None, without_stack: bool) -> tuple[Path | None, dict[str, Any]]:
+    """The running local stack's directory and state. With only ``--allow`` targets (a
+    Kubernetes cluster, a real Toxiproxy) and no local stack, ``(None, {})``."""
+    try:
+        stack_dir = find_run_dir(run_dir)
+        state = read_state(stack_dir)
+    except StackNotFound as exc:
+        if without_stack:
+            return None, {}
+        raise _fail(str(exc), EXIT_INCOMPLETE) from None
+    if not supervisor_alive(state) or state.get("status") not in ("ready", "running"):
+        if without_stack:
+            return None, {}
+        message = f"the stack in {stack_dir} is not running (status {state.get('status')})"
+        raise _fail(message, EXIT_INCOMPLETE)
+    return stack_dir, state
 
 
 def _gateway_url(state: dict[str, Any]) -> str:

@@ -232,6 +232,50 @@ def test_provider_outage(stack, tmp_path):
     assert_clean(stack)
 
 
+def action(name, module, func, rollback, at, **arguments):
+    provider = {"type": "python", "module": module, "func": func, "arguments": arguments}
+    schedule = {"at": at, "rollback": rollback}
+    return {"type": "action", "name": name, "provider": provider, "x-aichaos": schedule}
+
+
+def undo(name, module, func, **arguments):
+    provider = {"type": "python", "module": module, "func": func, "arguments": arguments}
+    return {"type": "action", "name": name, "provider": provider}
+
+
+def test_engine_death_then_slow_start(stack, tmp_path):
+    replicas = "aichaos.experiments.actions.replicas"
+    old_pid = stack.pid("llm-2")
+    death = action("llm-1-engine-dead", replicas, "engine_death", "llm-1-revived", 1,
+                   service="llm-1", stay=True)  # fmt: skip
+    death["x-aichaos"]["duration"] = 2
+    slow = action("llm-2-slow-start", replicas, "slow_start", "llm-2-loaded", 0, service="llm-2")
+    slow["x-aichaos"]["duration"] = 2
+    experiment = {
+        "title": "engine faults",
+        "description": "the engine of llm-1 dies, then llm-2 restarts slowly",
+        "method": [death, slow],
+        "rollbacks": [
+            undo("llm-1-revived", replicas, "revive_replicas", service="llm-1", timeout_s=30),
+            undo("llm-2-loaded", replicas, "finish_slow_start", service="llm-2", timeout_s=30),
+        ],
+    }
+    run_dir = tmp_path / "run"
+    with LightLoad(stack.url("gateway"), run_dir) as load:
+        run = ChaosRun(experiment, run_dir, configuration=config(stack, run_dir), t0=time.time())
+        run.start()
+        assert run.wait(60) == "completed"
+        time.sleep(1.0)
+    first, second = run.windows()
+    assert first["end"] <= second["start"]  # the method's windows come one after the other
+    served = {name: {r["served_by"] for r in ok(load.rows) if w["start"] <= r["t_sent"] <= w["end"]}
+              for name, w in (("death", first), ("slow", second))}  # fmt: skip
+    assert served["death"] and "llm-1" not in served["death"]
+    assert served["slow"] and "llm-2" not in served["slow"]
+    assert stack.pid("llm-2") != old_pid  # killed, then back once its edge opened
+    assert_clean(stack)
+
+
 def test_stop_before_the_fault_runs_the_rollbacks_only(stack, tmp_path):
     experiment = short("provider-outage", at=30)
     run = ChaosRun(experiment, tmp_path, configuration=config(stack, tmp_path), t0=time.time())
@@ -261,15 +305,7 @@ def test_ctrl_c_in_the_middle_of_faults_leaves_nothing_behind(stack, tmp_path):
     fresh_gateway(stack)
     actions = "aichaos.experiments.actions."
     net, sim, rep = (actions + m for m in ("network", "provider", "replicas"))
-
-    def act(name, module, func, rollback, at, **arguments):
-        provider = {"type": "python", "module": module, "func": func, "arguments": arguments}
-        schedule = {"at": at, "rollback": rollback}
-        return {"type": "action", "name": name, "provider": provider, "x-aichaos": schedule}
-
-    def undo(name, module, func, **arguments):
-        provider = {"type": "python", "module": module, "func": func, "arguments": arguments}
-        return {"type": "action", "name": name, "provider": provider}
+    act = action
 
     experiment = {
         "title": "everything at once",
