@@ -25,7 +25,16 @@ PALETTE = (
     "#64748b",
     "#f97316",
 )
-SERVED_COLORS = {"fallback": "#f59e0b", "cache": "#10b981", "gateway": "#64748b"}
+SERVED_COLORS = {
+    "fallback": "#f59e0b",
+    "cache": "#10b981",
+    "gateway": "#64748b",
+    "unknown": "#cbd2d9",
+}
+# replicas in cool colours, so the warm fallback and green cache stand out beside them
+REPLICA_COLORS = ("#2563eb", "#7c3aed", "#0891b2", "#4f46e5", "#0d9488", "#1e40af", "#6d28d9")
+# CDF axis ticks: latencies read as 1 ms, 20 ms, 500 ms, 2 s
+LATENCY_TICKS = [m * 10.0**e for e in range(-3, 3) for m in (1, 2, 5)]
 ERROR_COLORS = {
     "http_5xx": "#dc2626",
     "http_429": "#f59e0b",
@@ -115,15 +124,28 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
 def server_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
     """Server-side panels from metrics.parquet; each says so when the run has none."""
     specs = (
-        ("running", "Running requests", "vllm:num_requests_running per replica", "requests"),
-        ("waiting", "Waiting requests", "vllm:num_requests_waiting per replica", "requests"),
-        ("kv_cache", "KV-cache usage", "vllm:kv_cache_usage_perc per replica", "share"),
-        ("preemptions", "Preemptions", "increase of vllm:num_preemptions_total", "per second"),
-        ("in_flight", "Gateway in flight", "gateway_in_flight", "requests"),
+        ("running", "Running requests", "vllm:num_requests_running", "per replica", "requests"),
+        ("waiting", "Waiting requests", "vllm:num_requests_waiting", "per replica", "requests"),
+        ("kv_cache", "KV-cache usage", "vllm:kv_cache_usage_perc", "per replica", "share"),
+        (
+            "preemptions",
+            "Preemptions",
+            "vllm:num_preemptions_total",
+            "increase per second",
+            "per second",
+        ),
+        (
+            "in_flight",
+            "Gateway in flight",
+            "gateway_in_flight",
+            "requests in the gateway",
+            "requests",
+        ),
     )
     server = series.get("server")
     panels = []
-    for key, title, note, y_title in specs:
+    for key, title, metric, how, y_title in specs:
+        note = f"{metric}, {how}"
         if server is None:
             panels.append(_empty(f"server-{key}", title, NO_SERVER_METRICS))
             continue
@@ -141,7 +163,7 @@ def server_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
                 series,
                 y_title=y_title,
                 y_extra=y_extra,
-                empty_text=f"no {note.split()[0]} series in metrics.parquet",
+                empty_text=f"no {metric} series in metrics.parquet",
             )
         )
     if server is None:
@@ -187,8 +209,24 @@ def cdf_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             trace["hovertemplate"] = "%{x:.3s}s at p%{customdata}<extra>%{fullData.name}</extra>"
             trace["customdata"] = [f"{y * 100:.4g}" for y in ys]
             traces.append(trace)
-        layout = _layout(y_title="share of requests", x_title="seconds (log)")
-        layout["xaxis"]["type"] = "log"
+        layout = _layout(y_title="share of requests", x_title="latency (log scale)")
+        layout["xaxis"].update(
+            {
+                "type": "log",
+                "tickvals": LATENCY_TICKS,
+                "ticktext": [_latency_label(v) for v in LATENCY_TICKS],
+            }
+        )
+        layout["legend"] = {
+            "x": 0.01,
+            "y": 0.99,
+            "xanchor": "left",
+            "yanchor": "top",
+            "bgcolor": "rgba(255,255,255,0.85)",
+            "bordercolor": GRID,
+            "borderwidth": 1,
+        }
+        layout["height"] = 320
         layout["yaxis"].update({"tickformat": ".0%", "range": [0, 1.02]})
         layout["hovermode"] = "closest"
         panel = {"id": f"cdf-{metric}", "title": title, "note": "CDF per phase"}
@@ -198,6 +236,10 @@ def cdf_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             panel["empty"] = "no latency samples"
         panels.append(panel)
     return panels
+
+
+def _latency_label(seconds: float) -> str:
+    return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
 
 
 def _phase_color(i: int) -> str:
@@ -232,14 +274,18 @@ def _errors_panel(series: dict[str, Any]) -> dict[str, Any]:
 
 def _served_panel(series: dict[str, Any]) -> dict[str, Any]:
     traces = []
-    for i, (who, values) in enumerate(series["served"].items()):
-        color = SERVED_COLORS.get(who, PALETTE[i % len(PALETTE)])
+    replicas = 0
+    for who, values in series["served"].items():
+        color = SERVED_COLORS.get(who)
+        if color is None:
+            color = REPLICA_COLORS[replicas % len(REPLICA_COLORS)]
+            replicas += 1
         trace = _line(series["x"], values, who, color)
         trace.update({"stackgroup": "served", "line": {"width": 0.5, "color": color}})
         traces.append(trace)
     if traces and any(v for v in series["degraded"]):
         traces.append(_line(series["x"], series["degraded"], "degraded", INK, dash="dot"))
-    return _panel(
+    panel = _panel(
         "served",
         "Who served",
         "successful requests per second by who answered (replicas, fallback, cache); "
@@ -249,6 +295,9 @@ def _served_panel(series: dict[str, Any]) -> dict[str, Any]:
         y_title="requests/s",
         empty_text="no successful requests",
     )
+    if "figure" in panel:
+        panel["figure"]["layout"]["legend"]["traceorder"] = "normal"
+    return panel
 
 
 def _marks_panel(series: dict[str, Any]) -> dict[str, Any]:

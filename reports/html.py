@@ -112,6 +112,7 @@ def render_html(run: RunData) -> str:
         "m": manifest,
         "slo": slo,
         "facts": _facts(run),
+        "kpis": _kpis(slo) if run.slo else [],
         "counts": tables.status_counts(run.slo),
         "phases": tables.phase_rows(slo, series["t0"]) if run.slo else [],
         "objective_groups": tables.objectives_by_phase(slo) if run.slo else [],
@@ -164,6 +165,32 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
         ("Start", fmt.utc(started)),
         ("Duration", fmt.duration(length) + ("" if fmt.is_number(ended) else " (recorded)")),
         ("Versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or fmt.DASH),
+    ]
+
+
+def _kpis(slo: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Headline figures of the whole run, as slo.json gives them: (label, text, raw value)."""
+    by_phase = {
+        b.get("phase"): b
+        for b in (slo.get("budget") or {}).get("by_phase") or []
+        if isinstance(b, dict)
+    }
+    whole = by_phase.get("all") or {}
+    ttft = ((slo.get("latency") or {}).get("all") or {}).get("ttft") or {}
+    burns = [b.get("burn_rate") for b in by_phase.values() if fmt.is_number(b.get("burn_rate"))]
+    worst = max(burns, default=None)
+    spent = (slo.get("budget") or {}).get("spent_total")
+    return [
+        ("Requests", fmt.number(whole.get("requests")), _raw_number(whole.get("requests"))),
+        (
+            "Error ratio",
+            fmt.percent(whole.get("error_ratio")),
+            _raw_number(whole.get("error_ratio")),
+        ),
+        ("TTFT p95", fmt.seconds(ttft.get("p95")), _raw_number(ttft.get("p95"))),
+        ("TTFT p99", fmt.seconds(ttft.get("p99")), _raw_number(ttft.get("p99"))),
+        ("Worst burn rate", fmt.rate(worst), _raw_number(worst)),
+        ("Budget spent", fmt.percent(spent), _raw_number(spent)),
     ]
 
 

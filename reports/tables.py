@@ -24,7 +24,8 @@ def phase_rows(slo: dict[str, Any], t0: float) -> list[dict[str, Any]]:
     rows = []
     for phase in _dicts(slo.get("phases")):
         name = phase.get("name")
-        fired = [a for a in alerts if a.get("fault") == name]
+        mine = [a for a in alerts if a.get("fault") == name]
+        fired = [a for a in mine if _is_num(a.get("time_to_detect_s"))]
         first = min(fired, key=lambda a: _num(a.get("time_to_detect_s")), default=None)
         start, end = phase.get("start"), phase.get("end")
         rows.append(
@@ -38,7 +39,7 @@ def phase_rows(slo: dict[str, Any], t0: float) -> list[dict[str, Any]]:
                 "requests": phase.get("requests"),
                 "budget": budget.get(name) or {},
                 "alert": first,
-                "alerts": fired,
+                "alerts": mine,
                 "recovery": [r for r in recovery if r.get("fault") == name],
                 "failover": failover.get(name),
             }

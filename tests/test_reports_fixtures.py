@@ -1,13 +1,16 @@
-"""Run directories for the reports tests: a passing run, a failing run, an aborted run and a
-run without server metrics, each with an slo.json in the shape slo/ writes (agreed in
-``aichaos.slo``; here written from the synthetic records so every number is consistent with
-them). Also a planted ``<script>`` in an error detail and in the experiment title.
+"""Run directories for the reports tests: a passing run, a failing run (compared with the
+passing one as its baseline), an aborted run and a run without server metrics, each evaluated
+by the real SLO evaluator (``aichaos.slo.evaluate.evaluate_run`` with the ``tiered`` spec).
+``hand_run`` adds an slo.json written here in the agreed shape with figures the short synthetic
+runs cannot produce (burn-rate alerts that fired, insufficient data in a fault phase). The
+failing run has a planted ``<script>`` in an error detail and in the experiment title.
 
 No test lives here; ``test_reports_*`` modules import these builders.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -34,17 +37,38 @@ KILL = {"name": "replica-kill", "start": 130, "end": 150, "kill": "llm-2"}
 TIERS = ("free", "pro", "enterprise")
 
 
+def evaluate(run: Path, baseline: Path | None = None) -> dict[str, Any]:
+    """slo.json for ``run`` from the SLO evaluator (written into the run directory)."""
+    from aichaos.slo.evaluate import evaluate_run
+    from aichaos.slo.spec import load_spec
+
+    evaluation = evaluate_run(run, load_spec("tiered"), baseline_dir=baseline)
+    write_json(run / SLO_JSON, evaluation)
+    return evaluation
+
+
+# The evaluator lands in slo/ alongside the reports; until then the hand-written slo.json
+# stands in for it.
+EVALUATOR = importlib.util.find_spec("aichaos.slo.evaluate") is not None
+
+
 def passing_run(path: Path) -> Path:
-    faults = [{**OUTAGE, "error_ratio": 0.002, "ttft_shift_s": 0.02}, KILL]
-    run = make_run_dir(path, seed=1, duration_s=200, rps=15, faults=faults)
-    write_json(run / SLO_JSON, hand_slo(run, ttft_p95_s=0.4, error_ratio=0.05))
+    faults = [{**OUTAGE, "error_ratio": 0.0, "ttft_shift_s": 0.02}, KILL]
+    run = make_run_dir(path, seed=1, duration_s=200, rps=15, faults=faults, base_error_ratio=0)
+    if EVALUATOR:
+        evaluate(run)
+    else:
+        write_json(run / SLO_JSON, hand_slo(run, ttft_p95_s=0.4, error_ratio=0.05))
     return run
 
 
-def failing_run(path: Path) -> Path:
+def failing_run(path: Path, baseline: Path | None = None) -> Path:
     faults = [{**OUTAGE, "error_ratio": 0.25, "ttft_shift_s": 0.35}, KILL]
     run = make_run_dir(path, seed=2, duration_s=200, rps=15, faults=faults)
     plant(run)
+    if EVALUATOR:
+        evaluate(run, baseline)
+        return run
     slo = hand_slo(run, ttft_p95_s=0.3, error_ratio=0.01)
     slo["comparison"] = {
         "baseline": "runs/nightly-previous",
@@ -88,18 +112,32 @@ def aborted_run(path: Path) -> Path:
     kept = [e for e in events if json.loads(e)["t"] <= read_manifest(run)["started_at"] + 90]
     # a run killed mid-write leaves a torn last line
     (run / "events.jsonl").write_text("\n".join(kept) + '\n{"t": 17950', encoding="utf-8")
+    assert not (run / JOURNAL_JSON).exists()
+    if EVALUATOR:
+        evaluate(run)
+        return run
     slo = hand_slo(run, ttft_p95_s=0.4, error_ratio=0.05)
     slo["incomplete"] = True
     slo["data_notes"] = ["run aborted: fault provider-outage has no end; phase cut at run end"]
     write_json(run / SLO_JSON, slo)
-    assert not (run / JOURNAL_JSON).exists()
     return run
 
 
 def no_metrics_run(path: Path) -> Path:
     run = make_run_dir(path, seed=4, duration_s=120, rps=10, faults=[], with_metrics=False)
-    write_json(run / SLO_JSON, hand_slo(run, ttft_p95_s=0.4, error_ratio=0.05))
     assert not (run / METRICS_PARQUET).exists()
+    if EVALUATOR:
+        evaluate(run)
+    else:
+        write_json(run / SLO_JSON, hand_slo(run, ttft_p95_s=0.4, error_ratio=0.05))
+    return run
+
+
+def hand_run(path: Path) -> Path:
+    """A run whose slo.json is written here: objectives per phase and tier, a fired alert."""
+    faults = [{**OUTAGE, "error_ratio": 0.25, "ttft_shift_s": 0.35}, KILL]
+    run = make_run_dir(path, seed=5, duration_s=200, rps=15, faults=faults)
+    write_json(run / SLO_JSON, hand_slo(run, ttft_p95_s=0.3, error_ratio=0.01))
     return run
 
 

@@ -15,6 +15,7 @@ from test_reports_fixtures import (
     PLANTED,
     aborted_run,
     failing_run,
+    hand_run,
     no_metrics_run,
     passing_run,
 )
@@ -51,12 +52,11 @@ SERVER_PANELS = (
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("reports")
-    built = {
-        "passing": passing_run(base / "passing"),
-        "failing": failing_run(base / "failing"),
-        "aborted": aborted_run(base / "aborted"),
-        "no_metrics": no_metrics_run(base / "no_metrics"),
-    }
+    built = {"passing": passing_run(base / "passing")}
+    built["failing"] = failing_run(base / "failing", baseline=built["passing"])
+    built["aborted"] = aborted_run(base / "aborted")
+    built["no_metrics"] = no_metrics_run(base / "no_metrics")
+    built["hand"] = hand_run(base / "hand")
     unevaluated = base / "unevaluated"
     shutil.copytree(built["passing"], unevaluated)
     (unevaluated / SLO_JSON).unlink()
@@ -110,7 +110,9 @@ def slo(run: Path) -> dict:
     return json.loads((run / SLO_JSON).read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("name", ["passing", "failing", "aborted", "no_metrics", "unevaluated"])
+@pytest.mark.parametrize(
+    "name", ["passing", "failing", "aborted", "no_metrics", "hand", "unevaluated"]
+)
 def test_every_section_and_panel_is_present(runs: dict[str, Path], name: str) -> None:
     p = page(runs[name])
     for section in SECTIONS:
@@ -124,10 +126,12 @@ def test_every_section_and_panel_is_present(runs: dict[str, Path], name: str) ->
     assert "default-src 'none'" in csp and "connect-src 'none'" in csp
 
 
-def test_numbers_in_the_page_equal_slo_json(runs: dict[str, Path]) -> None:
-    run = runs["failing"]
+@pytest.mark.parametrize("name", ["passing", "failing", "aborted", "hand"])
+def test_numbers_in_the_page_equal_slo_json(runs: dict[str, Path], name: str) -> None:
+    run = runs[name]
     p, evaluation = page(run), slo(run)
-    assert p.find(**{"data-verdict": "fail"})
+    assert evaluation["verdict"] == ("pass" if name == "passing" else "fail")
+    assert p.find(**{"data-verdict": evaluation["verdict"]})
     assert (
         float(p.find(**{"data-score": json.dumps(evaluation["score"])})[0]["data-score"])
         == (evaluation["score"])
@@ -141,6 +145,10 @@ def test_numbers_in_the_page_equal_slo_json(runs: dict[str, Path]) -> None:
             for e in p.elements
             if e.get("data-field") and e in _after(p, rows[0], 14)
         }
+        if o["value"] is None:  # insufficient data: no number, a dash
+            assert o["status"] == "insufficient_data"
+            assert cells["value"]["data-value"] == "" and cells["value"]["_text"].strip() == "—"
+            continue
         assert float(cells["value"]["data-value"]) == o["value"]
         assert float(cells["threshold"]["data-value"]) == o["threshold"]
         assert int(cells["samples"]["data-value"]) == o["samples"]
@@ -151,17 +159,23 @@ def test_numbers_in_the_page_equal_slo_json(runs: dict[str, Path]) -> None:
     for b in evaluation["budget"]["by_phase"]:
         row = p.find(**{"data-phase": b["phase"]})[0]
         cells = {e["data-field"]: e for e in _after(p, row, 12) if e.get("data-field")}
-        assert float(cells["burn_rate"]["data-value"]) == b["burn_rate"]
-        assert float(cells["budget_spent"]["data-value"]) == b["budget_spent"]
-        assert float(cells["error_ratio"]["data-value"]) == b["error_ratio"]
+        for field in ("burn_rate", "budget_spent", "error_ratio"):
+            assert _number(cells[field]["data-value"]) == b[field], (b["phase"], field)
     total = p.find(
         _tag="strong", **{"data-budget-total": json.dumps(evaluation["budget"]["spent_total"])}
     )
     assert total
-    for alert in evaluation["alerts"]:
+    fired = [a for a in evaluation["alerts"] if a["time_to_detect_s"] is not None]
+    assert fired or name != "hand"
+    for alert in fired:
         row = p.find(**{"data-phase": alert["fault"]})[0]
         detect = next(e for e in _after(p, row, 12) if e.get("data-field") == "time_to_detect")
         assert float(detect["data-value"]) == alert["time_to_detect_s"]
+
+
+def _number(attribute: str) -> float | None:
+    """A ``data-value`` attribute back to the number (empty when slo.json held null)."""
+    return None if attribute == "" else float(attribute)
 
 
 def _after(p: Page, element: dict[str, str], n: int) -> list[dict[str, str]]:
