@@ -29,9 +29,12 @@ def render_query(query: str, start: float, end: float, tier: str | None = None) 
 def query_value(url: str, query: str, at: float, timeout: float = 10.0) -> tuple[float | None, str]:
     """The first sample of an instant query's result, and a note when there is none."""
     from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+    from urllib3.util.retry import Retry
 
     try:
-        prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+        # one quick retry: the client's default backs off for tens of seconds on a dead URL
+        retry = Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504))
+        prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=retry)
         result = prom.custom_query(query=query, params={"time": at})
     except (PrometheusApiClientException, OSError, ValueError) as exc:
         return None, f"Prometheus query failed: {str(exc).splitlines()[0][:200]}"

@@ -543,4 +543,6 @@ def _threshold(sli: str, value: Any, file: str, where: str) -> float:
         return parse_duration(value, file, where)
     if sli in RATIO_SLIS:
         return _ratio(value, file, where)
+    if sli in ("promql", "metric") and isinstance(value, str):
+        return parse_duration(value, file, where)  # a server-side latency: "500ms"
     return _number(value, file, where, minimum=None)

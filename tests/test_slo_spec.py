@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 
 from aichaos.rundir import InputError
 from aichaos.slo.spec import SloSpec, load_spec
@@ -113,3 +114,31 @@ def test_durations_percentages_and_defaults(tmp_path):
     assert e2e.id == "e2e-p99.9-pro" and e2e.phases == ("baseline", "fault")
     assert avail.op == ">=" and avail.threshold == 0.99
     assert cost.phases == ("all",) and spec.prices["fallback"] == {"input": 3.0, "output": 15.0}
+
+
+def test_openslo_documents_become_objectives():
+    spec = load_spec(REPO / "tests" / "data" / "slo" / "openslo.yaml")
+    assert spec.name == "rag-chat" and spec.period_days == 28
+    assert spec.availability_objective == 0.995
+    by_id = {o.id: o for o in spec.objectives}
+    assert by_id["chat-availability"].sli == "availability"
+    assert by_id["chat-availability"].threshold == 0.995
+    ttft = by_id["chat-ttft"]
+    assert (ttft.sli, ttft.percentile, ttft.threshold) == ("ttft", 95.0, 0.5)
+    server = by_id["server-ttft"]
+    assert server.sli == "promql" and "$window" in server.query and server.op == "<="
+    gw = by_id["gateway-success"]
+    assert gw.query.startswith("1 - (sum(increase(gateway_requests_total{status")
+    assert gw.op == ">=" and gw.threshold == 0.999
+
+
+def test_openslo_timeslices_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "ts.yaml"
+    path.write_text(
+        "apiVersion: openslo/v1\nkind: SLO\nmetadata: {name: x}\n"
+        "spec:\n  budgetingMethod: Timeslices\n  indicator: {spec: {}}\n  objectives: []\n"
+    )
+    with pytest.raises(
+        InputError, match=r"document\[0\].spec.budgetingMethod: expected Occurrences"
+    ):
+        load_spec(path)
