@@ -88,8 +88,8 @@ def interval(ci: Any, unit: str | None) -> str:
 def number(value: Any, digits: int = 3) -> str:
     if not is_number(value):
         return DASH
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
-        return f"{int(value):,}"
+    if isinstance(value, int) or float(value).is_integer() or abs(value) >= 1000:
+        return f"{round(value):,}"  # counts: whole numbers, grouped
     return sig(float(value), digits)
 
 
@@ -102,6 +102,14 @@ def utc(epoch: Any) -> str:
     if not is_number(epoch):
         return DASH
     return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+OPERATORS = {"<=": "≤", ">=": "≥", "<": "<", ">": ">", "==": "="}
+
+
+def op(operator: Any) -> str:
+    """A comparison as a reader writes it (slo.json keeps the ASCII form)."""
+    return OPERATORS.get(str(operator), str(operator or ""))
 
 
 def status_label(status: Any) -> str:

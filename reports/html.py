@@ -39,6 +39,8 @@ def _environment() -> jinja2.Environment:
         autoescape=True,
         # slo.json may lack optional figures (no alerts, no budget): they render as a dash
         undefined=jinja2.ChainableUndefined,
+        # a null from slo.json reads as a dash, never as "None"
+        finalize=lambda value: fmt.DASH if value is None else value,
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -51,6 +53,7 @@ def _environment() -> jinja2.Environment:
             "interval": fmt.interval,
             "number": fmt.number,
             "rate": fmt.rate,
+            "op": fmt.op,
             "utc": fmt.utc,
             "status_label": fmt.status_label,
             "status_class": fmt.status_class,

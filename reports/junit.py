@@ -26,7 +26,8 @@ def failure_message(o: dict[str, Any]) -> str:
     where = f"{o.get('phase')}" + (f"/{o.get('tier')}" if o.get("tier") else "")
     return (
         f"{o.get('objective')} @ {where}: measured {fmt.value(o.get('value'), unit)}"
-        f" (value={o.get('value')}), threshold {o.get('op')} {fmt.value(o.get('threshold'), unit)}"
+        f" (value={o.get('value')}), threshold {fmt.op(o.get('op'))}"
+        f" {fmt.value(o.get('threshold'), unit)}"
         f" (threshold={o.get('threshold')}), 95% CI {fmt.interval(o.get('ci'), unit)},"
         f" n={o.get('samples')}"
     )

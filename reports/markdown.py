@@ -99,7 +99,7 @@ def _objective_table(rows: list[dict[str, Any]]) -> list[str]:
                     cell(o.get("phase")),
                     cell(o.get("tier") or "all"),
                     fmt.value(o.get("value"), unit),
-                    f"{cell(o.get('op') or '')} {fmt.value(o.get('threshold'), unit)}",
+                    f"{fmt.op(o.get('op'))} {fmt.value(o.get('threshold'), unit)}",
                     fmt.interval(o.get("ci"), unit),
                     fmt.number(o.get("samples")),
                 ]

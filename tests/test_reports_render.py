@@ -154,7 +154,7 @@ def test_numbers_in_the_page_equal_slo_json(runs: dict[str, Path], name: str) ->
         assert int(cells["samples"]["data-value"]) == o["samples"]
         assert cells["value"]["_text"].strip() == _expected_text(o["value"], o["unit"])
         assert cells["threshold"]["_text"].strip() == (
-            f"{o['op']} {_expected_text(o['threshold'], o['unit'])}"
+            f"{ {'<=': '≤', '>=': '≥'}[o['op']] } {_expected_text(o['threshold'], o['unit'])}"
         )
     for b in evaluation["budget"]["by_phase"]:
         row = p.find(**{"data-phase": b["phase"]})[0]
