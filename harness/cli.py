@@ -12,7 +12,7 @@ from aichaos.fixtures.llm_sim.cli import app as sim_app
 from aichaos.harness.chaos_cli import chaos, experiments_app
 from aichaos.harness.load_cli import register as register_load
 from aichaos.harness.report_cli import report
-from aichaos.harness.slo_cli import register as register_slo
+from aichaos.harness.run_cli import run
 from aichaos.harness.slo_cli import register as register_slo
 from aichaos.harness.stack_cli import app as stack_app
 
@@ -25,11 +25,11 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(toxiproxy_app, name="toxiproxy")
 app.add_typer(stack_app, name="stack")
 register_slo(app)  # aichaos slo ..., aichaos compare
-register_slo(app)  # aichaos slo ..., aichaos compare
 register_load(app)  # aichaos load ..., aichaos scenarios ..., aichaos worker
 app.command("report")(report)
 app.add_typer(experiments_app, name="experiments")
 app.command("chaos")(chaos)
+app.command("run")(run)
 
 
 def _version(value: bool) -> None:

@@ -144,3 +144,18 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(bad, {})
     with pytest.raises(ConfigError, match="expected ID=http"):
         parse_replica("r1=localhost:80")
+
+
+def test_settings_on_the_command_line_merge_into_the_file(tmp_path):
+    file = tmp_path / "gw.yaml"
+    file.write_text("llm_breaker: {consecutive: 4}\nrate_limits_per_min: {free: 5}\n")
+    config = load_config(file, {}, ["llm_breaker.open_s=10", "rate_limits_per_min.free=180"])
+    assert config.llm_breaker.open_s == 10 and config.llm_breaker.consecutive == 4
+    assert config.rate_limits_per_min["free"] == 180
+    assert config.rate_limits_per_min["enterprise"] == 2000  # the other tiers keep defaults
+    config = load_config(None, {}, ["rate_limits_per_min.free=1"])
+    assert config.rate_limits_per_min == {"free": 1, "pro": 200, "enterprise": 2000}
+    with pytest.raises(ConfigError, match=r"--set: llm_breaker.open_s: "):
+        load_config(None, {}, ["llm_breaker.open_s=-1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, {}, ["open_s"])
