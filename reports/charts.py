@@ -409,6 +409,22 @@ def _windows(series: dict[str, Any]) -> tuple[list[dict], list[dict]]:
                 "bgcolor": "rgba(255,255,255,0.7)",
             }
         )
+    # replica exits and restarts as thin lines on every timeline, to line them up with spikes
+    for mark in series.get("marks", []):
+        color = MARK_STYLE.get(mark["kind"], ("", "#64748b"))[1]
+        shapes.append(
+            {
+                "type": "line",
+                "xref": "x",
+                "yref": "paper",
+                "x0": mark["t"],
+                "x1": mark["t"],
+                "y0": 0,
+                "y1": 1,
+                "line": {"width": 1, "color": color, "dash": "dot"},
+                "layer": "below",
+            }
+        )
     return shapes, annotations
 
 

@@ -93,6 +93,19 @@ def number(value: Any, digits: int = 3) -> str:
     return sig(float(value), digits)
 
 
+def change(value: Any) -> str:
+    """A relative change with its sign: +12.5 %, -3 %."""
+    if not is_number(value):
+        return DASH
+    return ("+" if value > 0 else "") + percent(value)
+
+
+def p_value(value: Any) -> str:
+    if not is_number(value):
+        return DASH
+    return "< 0.0001" if value < 0.0001 else sig(value, 2)
+
+
 def rate(value: Any) -> str:
     """A burn rate: how many times the budget's sustainable pace."""
     return f"{sig(value)}×" if is_number(value) else DASH

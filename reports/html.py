@@ -53,6 +53,8 @@ def _environment() -> jinja2.Environment:
             "interval": fmt.interval,
             "number": fmt.number,
             "rate": fmt.rate,
+            "change": fmt.change,
+            "p_value": fmt.p_value,
             "op": fmt.op,
             "utc": fmt.utc,
             "status_label": fmt.status_label,
@@ -126,6 +128,9 @@ def render_html(run: RunData) -> str:
         "alerts": [a for a in slo.get("alerts") or [] if isinstance(a, dict)],
         "server_checks": [s for s in slo.get("server") or [] if isinstance(s, dict)],
         "comparison": slo.get("comparison") if isinstance(slo.get("comparison"), dict) else None,
+        "comparison_rows": tables.comparison_rows(slo.get("comparison"))
+        if isinstance(slo.get("comparison"), dict)
+        else [],
         "timeline": timeline,
         "server_panels": server,
         "cdf_panels": cdfs,

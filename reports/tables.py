@@ -87,6 +87,29 @@ def tier_rows(slo: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"tier": name, **stats} for name, stats in tiers.items() if isinstance(stats, dict)]
 
 
+LATENCY_SLIS = ("ttft", "tpot", "itl", "e2e")
+
+
+def sli_unit(sli: str) -> str | None:
+    """The unit of a comparison's SLI, from its name (ttft-p95 is seconds, error_ratio a
+    ratio): the comparison rows do not carry one."""
+    name = sli.lower()
+    if name.startswith(LATENCY_SLIS):
+        return "s"
+    if "error" in name or "availability" in name or "goodput_share" in name:
+        return "ratio"
+    return None
+
+
+def comparison_rows(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """The baseline comparison's changes, regressions first, each with its unit."""
+    rows = [
+        {**c, "unit": sli_unit(str(c.get("sli", "")))} for c in _dicts(comparison.get("changes"))
+    ]
+    rank = lambda c: 0 if c.get("regression") else (1 if c.get("significant") else 2)  # noqa: E731
+    return sorted(rows, key=rank)
+
+
 def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
