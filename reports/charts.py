@@ -65,12 +65,16 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             "Requests sent vs scheduled",
             "per second; a gap between them is client-side queueing (coordinated omission)",
             [
-                _line(x, series["requests"]["scheduled"], "scheduled", "#94a3b8", dash="dash"),
+                # scheduled drawn last, dashed, so it shows where it parts from sent
                 _line(x, series["requests"]["sent"], "sent", PALETTE[0]),
+                _line(x, series["requests"]["scheduled"], "scheduled", INK, dash="dot"),
             ],
             series,
             y_title="requests/s",
-        ),
+            empty_text="no requests recorded",
+        )
+        if any(series["requests"]["scheduled"]) or any(series["requests"]["sent"])
+        else _empty("load", "Requests sent vs scheduled", "no requests recorded"),
         _panel(
             "ttft",
             "Time to first token",
@@ -82,6 +86,7 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             ],
             series,
             y_title="seconds",
+            empty_text="no TTFT samples",
         ),
         _panel(
             "itl",
@@ -95,6 +100,7 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             [_line(x, itl["p50"], "p50", PALETTE[2]), _line(x, itl["p99"], "p99", PALETTE[4])],
             series,
             y_title="seconds",
+            empty_text="no inter-token gaps recorded",
         ),
         _errors_panel(series),
         _served_panel(series),

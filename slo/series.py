@@ -64,6 +64,10 @@ def build_series(
     table, notes = read_requests(run_dir)
     events, event_notes = read_events(run_dir)
     notes += event_notes
+    timed = [e for e in events if isinstance(e, dict) and _is_time(e.get("t"))]
+    if len(timed) < len(events):
+        notes.append(f"events.jsonl: {len(events) - len(timed)} events without a time skipped")
+    events = timed
     t0, t_end = _time_span(manifest, table, events)
     duration = max(t_end - t0, 1.0)
     bin_s = next((s for s in BIN_STEPS if duration / s <= max_points), BIN_STEPS[-1])
@@ -91,6 +95,10 @@ def build_series(
     series["cdf"] = _cdfs(table, phases)
     series["error_samples"] = _error_samples(table)
     return series
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class _Grid:
@@ -190,7 +198,7 @@ def _request_series(table: pa.Table, grid: _Grid) -> dict[str, Any]:
     # a request that never went out (aborted before sending) still counts as scheduled
     when = np.where(np.isfinite(sent), sent, sched)
     at = grid.index(when)
-    ok = np.array(table.column("status").to_pylist(), dtype=object) == "ok"
+    ok = _objects(table, "status") == "ok"
     ttft = _floats(table, "ttft_s")
     out: dict[str, Any] = {
         "requests": {
@@ -200,13 +208,14 @@ def _request_series(table: pa.Table, grid: _Grid) -> dict[str, Any]:
         "ttft": _bin_quantiles(at, ttft, grid.n, {"p50": 0.5, "p95": 0.95, "p99": 0.99}),
         "itl": _itl_series(table, grid),
     }
-    kinds = np.array([k or "unknown" for k in table.column("error_kind").to_pylist()], dtype=object)
+    kinds = _objects(table, "error_kind")
+    kinds[kinds == None] = "unknown"  # noqa: E711
     out["errors"] = {
         str(kind): grid.rate(at[(~ok) & (kinds == kind)]) for kind in sorted(set(kinds[~ok]))
     }
-    served_by = np.array(table.column("served_by").to_pylist(), dtype=object)
-    cached = np.array(table.column("cached").to_pylist(), dtype=object) == True  # noqa: E712
-    degraded = np.array(table.column("degraded").to_pylist(), dtype=object) == True  # noqa: E712
+    served_by = _objects(table, "served_by")
+    cached = _objects(table, "cached") == True  # noqa: E712
+    degraded = _objects(table, "degraded") == True  # noqa: E712
     who = np.where(cached, "cache", np.where(served_by == None, "unknown", served_by))  # noqa: E711
     served = {}
     for name in sorted(set(who[ok].tolist()), key=_served_order):
@@ -220,6 +229,14 @@ def _served_order(name: str) -> tuple[int, str]:
     # replicas first, then the ways a request is answered without them
     rank = {"fallback": 1, "cache": 2, "gateway": 3, "unknown": 4}
     return rank.get(name, 0), name
+
+
+def _objects(table: pa.Table, name: str) -> np.ndarray:
+    """A column as an object array (None for nulls), so comparisons work on any type."""
+    col = table.column(name)
+    if not len(col):
+        return np.zeros(0, dtype=object)
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:

@@ -302,6 +302,40 @@ def test_unevaluated_run_renders_what_is_there(runs: dict[str, Path]) -> None:
     assert "Not evaluated" in (run / "summary.md").read_text(encoding="utf-8")
 
 
+def test_run_with_only_a_manifest_and_broken_events_renders(tmp_path: Path) -> None:
+    """Aborted before the first request: what there is, and notes on what could not be read."""
+    run = tmp_path / "early"
+    run.mkdir()
+    manifest = {"id": "early", "status": "aborted", "started_at": 1795000000.0, "ended_at": None}
+    (run / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
+    lines = [
+        json.dumps(
+            {
+                "t": 1795000001.0,
+                "source": "experiments",
+                "kind": "fault",
+                "name": "outage",
+                "action": "start",
+                "detail": {},
+            }
+        ),
+        json.dumps({"kind": "exit", "name": "llm-1"}),  # no time
+        json.dumps([1, 2]),  # not an event
+        '{"t": 17950',  # torn last line
+    ]
+    (run / "events.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    render_run(run)
+    p = page(run)
+    assert p.find(**{"data-banner": "incomplete"}) and p.find(**{"data-banner": "not-evaluated"})
+    assert p.find(**{"data-empty": "load"})[0]["_text"].strip() == "no requests recorded"
+    notes = " ".join(e["_text"] for e in p.elements if e["_tag"] == "li")
+    assert "events without a time skipped" in notes
+    assert notes.count("unreadable line skipped") == 2
+    assert "still on at abort" in (run / "report.html").read_text(encoding="utf-8")
+    junit = JUnitXml.fromfile(str(run / "junit.xml"))
+    assert sum(1 for s in junit for c in s for r in c.result if isinstance(r, Failure | Error)) == 2
+
+
 def test_summary_files_agree_with_slo_json(runs: dict[str, Path]) -> None:
     run = runs["failing"]
     evaluation = slo(run)

@@ -175,10 +175,15 @@ def read_events(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
+            event = None
+        if isinstance(event, dict):
+            events.append(event)
+        else:
             notes.append(f"{path}:{n}: unreadable line skipped")
-    events.sort(key=lambda e: e.get("t", 0.0))
+    # a hand-edited or foreign line may lack a numeric time: it sorts first instead of failing
+    events.sort(key=lambda e: e["t"] if isinstance(e.get("t"), int | float) else 0.0)
     return events, notes
 
 
