@@ -23,6 +23,13 @@ def cell(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def code(value: Any) -> str:
+    """Text from the run as a code span: Markdown does not apply inside one (backslashes would
+    show), so only what could end the span or the table row is replaced."""
+    text = " ".join(str(value).split()).replace("`", "'").replace("|", "\\|")
+    return f"`{text}`"
+
+
 def render_markdown(run: RunData) -> str:
     slo = run.slo or {}
     m = run.manifest
@@ -35,7 +42,7 @@ def render_markdown(run: RunData) -> str:
     started, ended = m.get("started_at"), m.get("ended_at")
     length = ended - started if fmt.is_number(started) and fmt.is_number(ended) else None
     facts = [
-        f"**Run** `{cell(run.run_id)}`",
+        f"**Run** {code(run.run_id)}",
         f"**status** {cell(run.status)}",
         f"**scenario** {cell(scenario.get('name') or '—')}",
         f"**experiment** {cell(experiment.get('title') or 'none')}",
@@ -58,7 +65,7 @@ def render_markdown(run: RunData) -> str:
         "**Objectives:** " + " · ".join(f"{n} {fmt.status_label(s)}" for s, n in counts.items())
     )
     if slo.get("key_failed"):
-        keys = ", ".join(f"`{cell(k)}`" for k in slo["key_failed"])
+        keys = ", ".join(code(k) for k in slo["key_failed"])
         lines.append(f"  \n**Key objectives failed:** {keys}")
     lines.append("")
     objectives = run.objectives
@@ -95,7 +102,7 @@ def _objective_table(rows: list[dict[str, Any]]) -> list[str]:
             + " | ".join(
                 [
                     f"{MARKS.get(status, '')} {fmt.status_label(status)}",
-                    f"`{cell(o.get('objective'))}`",
+                    code(o.get("objective")),
                     cell(o.get("phase")),
                     cell(o.get("tier") or "all"),
                     fmt.value(o.get("value"), unit),
