@@ -103,7 +103,7 @@ def run_experiment(
     tmp_path: Path,
     experiment: dict[str, Any],
     watch=None,
-    after_s: float = 1.5,
+    after: int = 3,
     **load_options: Any,
 ) -> Outcome:
     """Run under light load; ``watch()`` is sampled while a fault window is open."""
@@ -119,7 +119,12 @@ def run_experiment(
             windows = run.windows()
             if watch is not None and windows and windows[0]["end"] is None:
                 during.append(watch())
-        time.sleep(after_s)  # requests after the window: the fault must be gone
+        # requests sent after the window, to show the fault is gone (at most 15 s)
+        end = (run.windows() or [{"end": time.time()}])[-1]["end"] or time.time()
+        for _ in range(150):
+            if len([r for r in load.rows if r["t_sent"] > end]) >= after:
+                break
+            time.sleep(0.1)
     assert status in ("completed", "failed"), status
     journal = json.loads((run_dir / "journal.json").read_text())
     assert journal["status"] == run.journal["status"]
@@ -168,17 +173,31 @@ def test_kv_exhaustion(stack, tmp_path):
 
 
 def test_noisy_neighbour(stack, tmp_path):
-    outcome = run_experiment(stack, tmp_path, short("noisy-neighbour"))
+    experiment = short("noisy-neighbour")
+    experiment["method"][0]["provider"]["arguments"]["rate"] = 50.0
+    outcome = run_experiment(stack, tmp_path, experiment)
     events, _ = read_events(tmp_path / "run")
     stopped = [e for e in events if e["kind"] == "rollback" and e["action"] == "end"]
     answers = stopped[0]["detail"]["output"]["free"]
-    # the flood hits the free tier's rate limit; the measured (enterprise) traffic is served
-    assert answers.get("429", 0) > 0
-    assert outcome.inside() and all(r["status"] == "ok" for r in outcome.inside())
+    assert sum(answers.values()) >= 100 and answers.get("200", 0) > 0  # 50/s for 3 s
+    # the neighbour's traffic shares the gateway, retriever and pool with the measured tier
+    inside = [r["e2e_s"] for r in ok(outcome.inside())]
+    before = [r["e2e_s"] for r in ok(outcome.before())]
+    assert inside and before
+    assert statistics.median(inside) > statistics.median(before)
+    assert_clean(stack)
+
+
+def test_provider_outage(stack, tmp_path):
+    outcome = run_experiment(stack, tmp_path, short("provider-outage"))
+    inside = ok(outcome.inside())
+    assert inside and {r["served_by"] for r in inside} == {"fallback"}
+    assert all(r["status"] == "ok" for r in outcome.after())
     assert_clean(stack)
 
 
 def test_replica_kill(stack, tmp_path):
+    fresh_gateway(stack)  # the outage before opened the pool's breakers
     restarts = stack.status()["services"]["llm-1"]["restarts"]
     outcome = run_experiment(stack, tmp_path, short("replica-kill"))
     killed = outcome.run.journal["run"][0]["output"][0]
@@ -208,9 +227,9 @@ def test_slow_provider(stack, tmp_path):
     def breakers() -> dict[str, str]:
         return stack_probes.breaker_states(configuration)
 
-    experiment = short("slow-provider", duration=7)
+    experiment = short("slow-provider", duration=5)
     outcome = run_experiment(
-        stack, tmp_path, experiment, watch=breakers, workers=4, deadline_ms=1500
+        stack, tmp_path, experiment, watch=breakers, workers=4, deadline_ms=1000
     )
     inside = outcome.inside()
     # first the answers time out, then the breakers open and the fallback serves
@@ -220,15 +239,6 @@ def test_slow_provider(stack, tmp_path):
     direct = httpx.post(f"{stack.url('llm-1')}/v1/chat/completions", timeout=10, json={
         "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})  # fmt: skip
     assert direct.status_code == 200  # the replica answers at once again
-    assert_clean(stack)
-
-
-def test_provider_outage(stack, tmp_path):
-    fresh_gateway(stack)
-    outcome = run_experiment(stack, tmp_path, short("provider-outage"))
-    inside = ok(outcome.inside())
-    assert inside and {r["served_by"] for r in inside} == {"fallback"}
-    assert all(r["status"] == "ok" for r in outcome.after())
     assert_clean(stack)
 
 
@@ -302,7 +312,6 @@ def test_restore_all_undoes_every_fault_kind(stack, tmp_path):
 
 
 def test_ctrl_c_in_the_middle_of_faults_leaves_nothing_behind(stack, tmp_path):
-    fresh_gateway(stack)
     actions = "aichaos.experiments.actions."
     net, sim, rep = (actions + m for m in ("network", "provider", "replicas"))
     act = action

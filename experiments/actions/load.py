@@ -10,10 +10,11 @@ load runner of ``aichaos.scenarios`` (imported only then), writing its records t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -21,70 +22,86 @@ from chaoslib.exceptions import ActivityFailed
 
 from .. import context
 
-WORKERS = 8
-MAX_BACKLOG = 64  # requests waiting for a worker; beyond it a tick is skipped, not queued
+MAX_IN_FLIGHT = 256
 REQUEST_TIMEOUT = 30.0
 
 
 class Neighbour:
+    """Open loop on one asyncio loop in its own thread: a request every ``1/rate`` seconds
+    whatever the answers take, at most ``MAX_IN_FLIGHT`` at once (beyond, a tick is skipped
+    and counted, so a stalled gateway cannot pile up unbounded work here)."""
+
     def __init__(self, url: str, tier: str, rate: float, max_tokens: int, max_duration_s: float):
         self.url, self.tier, self.rate = url, tier, rate
         self.max_tokens, self.max_duration_s = max_tokens, max_duration_s
         self.counts: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._backlog = 0
-        self._client = httpx.Client(timeout=REQUEST_TIMEOUT)
-        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="aichaos-neighbour")
-        self._thread = threading.Thread(target=self._send_loop, daemon=True)
+        self._stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="aichaos-neighbour", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._ready.wait(5)
 
-    def _one(self, n: int) -> None:
+    def _main(self) -> None:
+        asyncio.run(self._send_loop())
+
+    async def _one(self, client: httpx.AsyncClient, n: int) -> None:
         body = {
             "messages": [{"role": "user", "content": f"noisy neighbour request {n}"}],
             "max_tokens": self.max_tokens,
             "ignore_eos": True,
         }
         try:
-            response = self._client.post(
+            response = await client.post(
                 f"{self.url}/v1/chat/completions", json=body, headers={"X-Tier": self.tier}
             )
-            key = str(response.status_code)
+            self.counts[str(response.status_code)] += 1
         except httpx.HTTPError as exc:
-            key = type(exc).__name__
-        with self._lock:
-            self.counts[key] += 1
-            self._backlog -= 1
+            self.counts[type(exc).__name__] += 1
 
-    def _send_loop(self) -> None:
-        started = time.monotonic()
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop, self._wake = loop, asyncio.Event()
+        self._ready.set()
+        started = loop.time()
         interval = 1.0 / self.rate
-        n = 0
-        while not self._stop.is_set():
-            due = started + n * interval
-            if due - started > self.max_duration_s:
-                break
-            self._stop.wait(max(0.0, due - time.monotonic()))
-            if self._stop.is_set():
-                break
-            with self._lock:
-                if self._backlog >= MAX_BACKLOG:
+        tasks: set[asyncio.Task] = set()
+        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT)
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits) as client:
+            n = 0
+            while not self._stopped.is_set():
+                due = started + n * interval
+                if due - started > self.max_duration_s:
+                    break
+                try:  # the stop wakes this at once, whatever the rate
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
+                    break
+                except TimeoutError:
+                    pass
+                if len(tasks) >= MAX_IN_FLIGHT:
                     self.counts["skipped"] += 1
-                    n += 1
-                    continue
-                self._backlog += 1
-            self._pool.submit(self._one, n)
-            n += 1
+                else:
+                    task = asyncio.create_task(self._one(client, n))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                n += 1
+            if tasks:  # the window is over: unanswered requests are abandoned, and counted
+                self.counts["abandoned"] += len(tasks)
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
-        with self._lock:
-            return dict(self.counts)
+        self._stopped.set()
+        if self._loop is not None and self._wake is not None:
+            # RuntimeError: the loop already ended (max_duration_s ran out)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+        self._thread.join(timeout=REQUEST_TIMEOUT + 5)
+        return dict(self.counts)
 
 
 class _ScenarioNeighbour:
