@@ -62,11 +62,19 @@ class ScheduleUser(FastHttpUser):
     host = "http://127.0.0.1"
     concurrency = MAX_IN_FLIGHT
     connection_timeout = 10.0
-    network_timeout = 60.0
+    # no per-recv timer (one per token would cost ~15 µs each): each request runs under its
+    # own whole-request timeout instead (the scenario's target.timeout)
+    network_timeout = None
     job: Any = None  # set by the process before the user is spawned
 
     @task
     def dispatch(self) -> None:
+        # on a worker, Locust may spawn this user before our assignment message is handled
+        deadline = time.monotonic() + 30.0
+        while type(self).job is None and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        if type(self).job is None:
+            raise StopUser()
         client = self.client.client.clientpool.get_client(URL(self.host))
         type(self).job(client)
         raise StopUser()
@@ -360,7 +368,6 @@ def _resolve_model(target_url: str, scenario: Scenario) -> str | None:
 
 def _environment(target_url: str, scenario: Scenario) -> Environment:
     ScheduleUser.host = target_url.rstrip("/")
-    ScheduleUser.network_timeout = scenario.target.timeout_s
     return Environment(user_classes=[ScheduleUser], events=locust_events)
 
 
@@ -378,6 +385,7 @@ def run_standalone(cfg: dict[str, Any]) -> int:
     ScheduleUser.job = share.run
     _install_stop(share.stop)
     gevent.spawn(_watch_parent, cfg.get("parent_pid"), share.stop)
+    collector.progress.write(collector.t0)  # ready: LoadRunner.wait_ready() sees this
     runner.start(1, spawn_rate=1)
     share.done.wait()
     collector.finish()
@@ -437,6 +445,7 @@ def run_master(cfg: dict[str, Any]) -> int:
                 "schedule": schedule.split(index, count).to_wire()}  # fmt: skip
         runner.send_message("aichaos_assign", data, client_id=client_id)
     runner.start(count, spawn_rate=count)
+    collector.progress.write(collector.t0)
     limit = scenario.duration_s + scenario.target.timeout_s + 30.0
     all_done.wait(timeout=max(0.0, float(cfg["t0"]) - time.time()) + limit)
     if stopping.is_set() and not all_done.is_set():
@@ -462,17 +471,17 @@ def run_worker(master_host: str, master_port: int) -> int:
 
     def on_assign(environment: Any, msg: Any, **_: Any) -> None:
         cfg = msg.data["cfg"]
-        scenario = Scenario.from_dict(cfg["scenario"])
         ScheduleUser.host = cfg["target_url"].rstrip("/")
-        ScheduleUser.network_timeout = scenario.target.timeout_s
         schedule = Schedule.from_wire(msg.data["schedule"])
         worker = f"{cfg['runner_id']}-w{msg.data['index']}"
         share = Share(cfg, schedule, worker, env, send_rows, send_progress)
         state["share"] = share
 
         def job(client: Any) -> None:
-            share.run(client)
-            runner.send_message("aichaos_done", {"worker": worker})
+            try:
+                share.run(client)
+            finally:  # the master waits for every worker's "done", even after a crash
+                runner.send_message("aichaos_done", {"worker": worker})
 
         ScheduleUser.job = job
         assigned.set()

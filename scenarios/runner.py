@@ -72,7 +72,9 @@ class LoadRunner:
             raise RuntimeError("this LoadRunner was already started")
         self.load_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "requests").mkdir(parents=True, exist_ok=True)
-        lead = 2.5 + (1.0 + 0.5 * self.workers if self.distributed else 0.0)
+        # Locust processes take 1-2 s to import and start, more on a busy machine; arrivals
+        # due before they are ready go out late (and say so in t_sent)
+        lead = 3.5 + (1.0 + 0.5 * self.workers if self.distributed else 0.0)
         self.t0 = float(t0) if t0 is not None else time.time() + lead
         port = self.master_port or _free_port()
         cfg = {
@@ -105,6 +107,16 @@ class LoadRunner:
         # its own session: a Ctrl-C in the terminal reaches the caller, which stops us in order
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Block until the Locust process(es) are ready to send (their first progress report),
+        so a caller can tell whether t0 was far enough ahead."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.progress_path.exists() or not self.alive:
+                return self.progress_path.exists()
+            time.sleep(0.05)
+        return False
 
     @property
     def alive(self) -> bool:

@@ -156,6 +156,8 @@ def _read_stream(response: Any, chat: bool, start: float, record: dict[str, Any]
     done = False
     readline = response.readline
     loads = json.loads
+    token_mark = b'"content":"' if chat else b'"text":"'
+    empty_mark = b'"content":""' if chat else b'"text":""'
     while True:
         line = readline(b"\n")
         if not line:
@@ -167,6 +169,16 @@ def _read_stream(response: Any, chat: bool, start: float, record: dict[str, Any]
             done = True
             continue  # read on to the end of the body so the connection can be reused
         now = time.perf_counter()
+        # fast path for the common compact token event (vLLM, OpenAI): no JSON parse needed
+        # to know it carries a non-empty delta; anything else is parsed in full below
+        if token_mark in payload and empty_mark not in payload and b'"usage":{' not in payload:
+            if first is None:
+                first = now
+            else:
+                itl.append(now - last)
+            last = now
+            chunks += 1
+            continue
         try:
             event = loads(payload)
         except ValueError:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from aichaos.rundir import InputError
 
@@ -60,6 +59,8 @@ def _columns(fmt: str) -> str:
 
 
 def _csv(fmt: str, path: Path) -> Trace:
+    import pandas as pd  # only for CSV traces: it is slow to import in every Locust process
+
     df = pd.read_csv(path)
     df.columns = [c.strip() for c in df.columns]
     if fmt == "azure":

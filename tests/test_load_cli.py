@@ -31,10 +31,12 @@ def test_load_writes_a_run_directory(start_sim, tmp_path):
     assert manifest["ended_at"] > manifest["started_at"]
     assert manifest["versions"]["locust"]
     events, _ = read_events(out)
-    assert [(e["source"], e["action"]) for e in events] == [("load", "start"), ("load", "end")]
+    # (a busy machine may add timing warnings in between: instants of the same source)
+    bounds = [e for e in events if e["name"] == "steady"]
+    assert [(e["source"], e["action"]) for e in bounds] == [("load", "start"), ("load", "end")]
     df = read_requests(out)[0].to_pandas()
     assert len(df) > 0 and (df.status == "ok").all()
-    assert events[1]["detail"]["sent"] == len(df)
+    assert bounds[1]["detail"]["sent"] == len(df)
     assert "requests" in proc.stderr and "TTFT p50" in proc.stderr  # the closing summary
 
 
