@@ -182,38 +182,10 @@ def _aichaos_rows(run_dir: Path) -> list[dict]:
     ]
 
 
-def _bare_socket_ttft(url: str, n: int = 20) -> float:
-    import socket
-
-    import numpy as np
-
-    port = int(url.rsplit(":", 1)[1])
-    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
-                       "ignore_eos": True, "stream": True}).encode()  # fmt: skip
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    out = []
-    for _ in range(n):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            start = time.perf_counter()
-            sock.sendall(head + body)
-            buf = b""
-            while True:
-                data = sock.recv(65536)
-                buf += data
-                if not data or buf.count(b'"content":"') > buf.count(b'"content":""'):
-                    break
-            out.append(time.perf_counter() - start)
-        time.sleep(0.05)
-    return float(np.median(out))
-
-
 def bench(rates: list[float], duration: float, out_dir: Path) -> list[dict]:
     import subprocess
 
-    from aichaos.scenarios.calibrate import calibration_scenario, run_once
+    from aichaos.scenarios.calibrate import bare_socket_ttft, calibration_scenario, run_once
     from aichaos.scenarios.schedule import build_schedule
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -223,7 +195,7 @@ def bench(rates: list[float], duration: float, out_dir: Path) -> list[dict]:
     sim = SimProcess(["--profile", "fixed-latency"], out_dir / "sim.log")
     results = []
     try:
-        baseline = _bare_socket_ttft(sim.url)
+        baseline = bare_socket_ttft(sim.url)
         print(f"simulator TTFT at no load, bare socket: {baseline * 1000:.2f} ms", flush=True)
         body = {"messages": [{"role": "user", "content": "x " * 64}], "max_tokens": TOKENS,
                 "ignore_eos": True, "stream": True,

@@ -225,7 +225,7 @@ def _stop_proc(proc: subprocess.Popen) -> None:
 
 
 def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | None) -> int:
-    from aichaos.scenarios.calibrate import honest, sweep
+    from aichaos.scenarios.calibrate import bare_socket_ttft, honest, sweep
 
     try:
         rates = [float(r) for r in rates_text.split(",") if r.strip()]
@@ -239,6 +239,15 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
     out_dir.mkdir(parents=True, exist_ok=True)
     sim, url = _start_fixed_sim(out_dir)
     typer.echo(f"fixed-latency simulator at {url} (TTFT 100 ms, ITL 10 ms, 50 tokens)")
+    try:
+        overhead = bare_socket_ttft(url) - 0.1
+    except OSError as exc:
+        _stop_proc(sim)
+        raise _fail(EXIT_UNREACHABLE, f"the simulator does not answer: {exc}") from None
+    typer.echo(
+        f"its own TTFT overhead at no load (bare socket): {overhead * 1000:.2f} ms; "
+        "TTFT errors below are measured against 100 ms plus that"
+    )
     typer.echo(
         f"{'rate':>6} {'sent':>6} {'streams':>7} {'TTFT err p50/p99 ms':>21} "
         f"{'ITL err p50/p99 ms':>20} {'lag p50/p99 ms':>16} {'CPU%':>5}  honest"
@@ -258,7 +267,8 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
         )
 
     try:
-        rows = sweep(url, rates, out_dir, duration_s=duration, workers=workers, on_step=show)
+        rows = sweep(url, rates, out_dir, duration_s=duration, workers=workers, on_step=show,
+                     server_overhead_s=overhead)  # fmt: skip
     finally:
         _stop_proc(sim)
     (out_dir / "calibration.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")

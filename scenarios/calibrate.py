@@ -9,6 +9,7 @@ reports the measurement error (measured − configured) of TTFT and ITL and the 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,33 @@ from .spec import Scenario
 
 FIXED_TTFT_S = 0.1
 FIXED_ITL_S = 0.01
+
+
+def bare_socket_ttft(url: str, n: int = 20) -> float:
+    """Median TTFT of sequential streams read by a bare blocking socket at no load: the
+    server's own overhead over its configured TTFT, to tell it apart from the load
+    generator's error."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    fields = {"max_tokens": 5, "ignore_eos": True, "stream": True}
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], **fields}).encode()
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    samples = []
+    for _ in range(n):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            start = time.perf_counter()
+            sock.sendall(request)
+            buf = b""
+            while True:
+                data = sock.recv(65536)
+                buf += data
+                if not data or buf.count(b'"content":"') > buf.count(b'"content":""'):
+                    break
+            samples.append(time.perf_counter() - start)
+        time.sleep(0.05)
+    return float(np.median(samples))
 
 
 def calibration_scenario(rate: float, duration_s: float, output_tokens: int = 50,
@@ -54,12 +82,15 @@ def _pct(values: np.ndarray, q: float) -> float | None:
 
 
 def measure(run_dir: Path, ttft_s: float = FIXED_TTFT_S, itl_s: float = FIXED_ITL_S,
-            duration_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+            duration_s: float | None = None,
+            server_overhead_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """Errors against the configured latencies, schedule lag and peak concurrency."""
     table, _ = read_requests(run_dir)
     df = table.to_pandas()
     ok = df[df.status == "ok"]
-    ttft_err = (ok.ttft_s.to_numpy(dtype=float) - ttft_s) if len(ok) else np.zeros(0)
+    # error against what the server delivers: configured TTFT plus its own idle overhead
+    expected = ttft_s + server_overhead_s
+    ttft_err = (ok.ttft_s.to_numpy(dtype=float) - expected) if len(ok) else np.zeros(0)
     itl = np.concatenate([np.asarray(x, dtype=float) for x in ok.itl_s]) if len(ok) else []
     itl_err = np.asarray(itl, dtype=float) - itl_s
     lag = (df.t_sent - df.t_scheduled).to_numpy(dtype=float) if len(df) else np.zeros(0)
@@ -111,7 +142,8 @@ def honest(m: dict[str, Any], ttft_p50: float = 0.001, ttft_p99: float = 0.005,
 
 
 def sweep(target: str, rates: list[float], out_dir: Path, duration_s: float = 8.0,
-          workers: int = 1, on_step: Any = None) -> list[dict[str, Any]]:  # fmt: skip
+          workers: int = 1, on_step: Any = None,
+          server_overhead_s: float = 0.0) -> list[dict[str, Any]]:  # fmt: skip
     rows = []
     for rate in rates:
         scenario = calibration_scenario(rate, duration_s)
@@ -119,7 +151,8 @@ def sweep(target: str, rates: list[float], out_dir: Path, duration_s: float = 8.
         start = time.time()
         code = run_once(scenario, target, run_dir, workers=workers)
         row = {"rate": rate, "workers": workers, "exit_code": code}
-        row.update(measure(run_dir, duration_s=duration_s), wall_s=time.time() - start)
+        m = measure(run_dir, duration_s=duration_s, server_overhead_s=server_overhead_s)
+        row.update(m, wall_s=time.time() - start)
         rows.append(row)
         if on_step is not None:
             on_step(row)
