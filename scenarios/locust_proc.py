@@ -38,6 +38,7 @@ from locust import task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
+from locust.runners import STATE_MISSING  # noqa: E402
 
 from aichaos.rundir import EVENTS_JSONL, EventLog  # noqa: E402
 
@@ -45,6 +46,7 @@ from .engine import MAX_IN_FLIGHT, Dispatcher  # noqa: E402
 from .records import RecordWriter, warm_up  # noqa: E402
 from .schedule import Schedule, build_schedule  # noqa: E402
 from .spec import Scenario  # noqa: E402
+from .stopwatch import Planned, new_record  # noqa: E402
 
 FLUSH_S = 1.0  # records reach the run directory at least this often (the contract says 2 s)
 PROGRESS_S = 0.5
@@ -417,8 +419,12 @@ def run_master(cfg: dict[str, Any]) -> int:
     all_done = gevent.event.Event()
     stopping = gevent.event.Event()
 
+    reported: dict[str, set[str]] = {}
+
     def on_rows(environment: Any, msg: Any, **_: Any) -> None:
-        collector.rows(msg.data["worker"], msg.data["rows"])
+        rows = msg.data["rows"]
+        reported.setdefault(msg.data["worker"], set()).update(r["request_id"] for r in rows)
+        collector.rows(msg.data["worker"], rows)
 
     def on_progress(environment: Any, msg: Any, **_: Any) -> None:
         collector.report(msg.data["worker"], msg.data["report"])
@@ -449,21 +455,61 @@ def run_master(cfg: dict[str, Any]) -> int:
         gevent.sleep(0.05)
     cfg["model"] = _resolve_model(cfg["target_url"], scenario)
     wire = {k: v for k, v in cfg.items() if k not in ("parent_pid",)}
-    for index, client_id in enumerate(sorted(runner.clients.keys())):
-        data = {"cfg": wire, "index": index, "count": count,
-                "schedule": schedule.split(index, count).to_wire()}  # fmt: skip
+    shares: dict[str, tuple[str, Schedule]] = {}  # client id -> (worker name, its arrivals)
+    for index, client_id in enumerate(sorted(runner.clients.keys())[:count]):
+        share = schedule.split(index, count)
+        shares[client_id] = (f"{cfg['runner_id']}-w{index}", share)
+        data = {"cfg": wire, "index": index, "count": count, "schedule": share.to_wire()}
         runner.send_message("aichaos_assign", data, client_id=client_id)
     runner.start(count, spawn_rate=count)
     collector.progress.write(collector.t0)
     limit = scenario.duration_s + scenario.target.timeout_s + 30.0
-    all_done.wait(timeout=max(0.0, float(cfg["t0"]) - time.time()) + limit)
-    if stopping.is_set() and not all_done.is_set():
-        all_done.wait(timeout=10.0)
+    end_by = time.time() + max(0.0, float(cfg["t0"]) - time.time()) + limit
+    stop_by = None
+    while not all_done.is_set() and time.time() < end_by:
+        all_done.wait(timeout=0.5)
+        if stopping.is_set():
+            stop_by = stop_by or time.time() + 10.0
+            if time.time() > stop_by:
+                break
+        for client_id, (worker, share) in shares.items():
+            node = runner.clients.get(client_id)
+            if worker not in done and (node is None or node.state == STATE_MISSING):
+                _record_lost_worker(collector, scenario, worker, share, reported.get(worker))
+                done.add(worker)
+        if len(done) >= count:
+            all_done.set()
     collector.finish()
     runner.quit()
     if env.web_ui:
         env.web_ui.stop()
     return 0
+
+
+def _record_lost_worker(collector: Collector, scenario: Scenario, worker: str, share: Schedule,
+                        reported: set[str] | None) -> None:  # fmt: skip
+    """A worker vanished (killed, machine gone): every arrival of its share it never reported
+    becomes an error row, so nothing is silently dropped."""
+    if scenario.mode != "open":
+        return
+    reported = reported or set()
+    rows = []
+    for i in range(len(share)):
+        rid = f"{worker}-{share.index[i]}"
+        if rid in reported:
+            continue
+        tier = share.tier_names[share.tier[i]]
+        planned = Planned(rid, tier, collector.t0 + float(share.t[i]), int(share.prompt_tokens[i]))
+        row = new_record(planned, worker, scenario.name)
+        row["error_kind"] = "incomplete_stream"
+        row["error_detail"] = f"load worker {worker} was lost before it reported this request"
+        rows.append(row)
+    message = f"{worker}: worker lost; {len(rows)} unreported requests recorded as errors"
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+    collector.progress.warnings.append(message)
+    collector.events.emit("load", "worker_lost", detail={"worker": worker, "requests": len(rows)})
+    if rows:
+        collector.rows(worker, rows)
 
 
 def run_worker(master_host: str, master_port: int) -> int:

@@ -222,3 +222,41 @@ def test_stop_flushes_and_is_safe_twice(fixed_sim, tmp_path):
     df = read_requests(Path(tmp_path))[0].to_pandas()
     assert 0 < len(df) < len(build_schedule(s))
     assert (df.t_scheduled < t0 + 3).all()
+
+
+def test_a_killed_worker_leaves_classified_rows_not_a_hang(fixed_sim, tmp_path):
+    s = scenario(rps=6, duration=4, tokens=5)
+    runner = LoadRunner(s, fixed_sim.url, tmp_path, workers=2)
+    t0 = runner.start()
+    time.sleep(max(0.0, t0 + 1.0 - time.time()))
+    victim = runner.procs[2]  # the master is procs[0]; workers follow
+    victim.kill()
+    assert runner.wait(timeout=60, kill=True) == 0, runner.log_tail()
+    df = read_requests(tmp_path)[0].to_pandas()
+    assert len(df) == len(build_schedule(s)) and df.request_id.is_unique
+    lost = df[df.worker == "load-w1"]
+    assert (df[df.worker == "load-w0"].status == "ok").all()
+    assert (lost.status == "ok").any()  # what it reported before it died is kept
+    unreported = lost[lost.status == "error"]
+    assert len(unreported) > 0 and set(unreported.error_kind) == {"incomplete_stream"}
+    assert unreported.error_detail.str.contains("lost").all()
+    assert any("worker lost" in w for w in runner.progress()["warnings"])
+
+
+def test_closed_loop_keeps_a_fixed_number_in_flight(fixed_sim, tmp_path):
+    s = Scenario.from_dict(
+        {
+            "name": "closed",
+            "duration": 2,
+            "arrival": {"mode": "closed", "concurrency": 3},
+            "workload": {"prompt_tokens": 16, "output_tokens": 10},
+        }
+    )
+    run(LoadRunner(s, fixed_sim.url, tmp_path))
+    df = read_requests(tmp_path)[0].to_pandas().sort_values("t_sent")
+    assert (df.status == "ok").all() and df.request_id.is_unique
+    # each request is 0.1 + 9 × 0.01 s: three loops fit about 2 / 0.19 × 3 of them
+    assert 15 <= len(df) <= 3 * (2 / 0.19) + 3
+    ends = df.t_sent + df.e2e_s
+    for t in df.t_sent:  # never more than 3 open at a send time
+        assert ((df.t_sent <= t) & (ends > t)).sum() <= 3
