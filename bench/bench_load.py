@@ -14,7 +14,7 @@ For each: TTFT error (measured − 100 ms), ITL error (measured − 10 ms), sche
 p99 and lag p99 < 5 ms; "net" subtracts the simulator's own TTFT overhead, measured before
 the runs with a bare blocking socket at no load.
 
-    .venv/bin/python bench/bench_load.py [--rates 10,20,40,80,120] [--duration 8]
+    .venv/bin/python bench/bench_load.py [--rates 25,50,75,100] [--duration 8] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def plain_locust(cfg_path: str) -> None:
                             itl.append(now - last)
                         last = now
                 resp.success()
-            rows.append({"lag": start - (perf_t0 + times[i]),
+            rows.append({"lag": start - (perf_t0 + times[i]), "start": start, "end": last,
                          "ttft": None if first is None else first - start, "itl": itl})  # fmt: skip
 
     env = Environment(user_classes=[StreamUser])
@@ -115,7 +115,7 @@ def aiohttp_client(cfg_path: str) -> None:
                     else:
                         itl.append(timestamp - recent)
                     recent = timestamp
-        rows.append({"lag": start - due, "ttft": ttft, "itl": itl})
+        rows.append({"lag": start - due, "ttft": ttft, "itl": itl, "start": start, "end": recent})
 
     async def main() -> None:
         perf_t0 = time.perf_counter() + (cfg["t0"] - time.time())
@@ -152,6 +152,9 @@ def _stats(rows: list[dict], baseline_ttft: float) -> dict:
         "lag_p50_ms": float(np.percentile(lag, 50) * 1000),
         "lag_p99_ms": float(np.percentile(lag, 99) * 1000),
     }
+    # peak number of streams open at once
+    edges = sorted([(r["start"], 1) for r in ok] + [(r["end"], -1) for r in ok])
+    out["peak_streams"] = int(max(np.cumsum([e[1] for e in edges]))) if edges else 0
     net = (ttft + CONFIGURED_TTFT - baseline_ttft) * 1000
     out["net_ttft_err_p50_ms"] = float(np.percentile(net, 50))
     out["net_ttft_err_p99_ms"] = float(np.percentile(net, 99))
@@ -177,12 +180,14 @@ def _aichaos_rows(run_dir: Path) -> list[dict]:
             "lag": r.t_sent - r.t_scheduled,
             "ttft": r.ttft_s if r.status == "ok" else None,
             "itl": list(r.itl_s),
+            "start": r.t_sent,
+            "end": r.t_sent + (r.e2e_s if r.e2e_s == r.e2e_s else 0.0),
         }
         for r in df.itertuples()
     ]
 
 
-def bench(rates: list[float], duration: float, out_dir: Path) -> list[dict]:
+def bench(rates: list[float], duration: float, out_dir: Path, repeat: int = 1) -> list[dict]:
     import subprocess
 
     from aichaos.scenarios.calibrate import bare_socket_ttft, calibration_scenario, run_once
@@ -203,8 +208,11 @@ def bench(rates: list[float], duration: float, out_dir: Path) -> list[dict]:
         for rate in rates:
             scenario = calibration_scenario(rate, duration, output_tokens=TOKENS)
             times = build_schedule(scenario).t.tolist()
-            for client in ("aichaos-w1", "aichaos-w2", "locust-httpuser", "aiohttp"):
-                run_dir = out_dir / f"{client}-{rate:g}"
+            cells: dict[str, list[dict]] = {}
+            # repetitions interleave the clients, so a slow spell of the shared machine does
+            # not land on one client only; each statistic is the median over repetitions
+            for rep, client in [(r, c) for r in range(repeat) for c in CLIENTS]:
+                run_dir = out_dir / f"{client}-{rate:g}-{rep}"
                 start = time.time()
                 if client.startswith("aichaos"):
                     workers = int(client[-1])
@@ -223,9 +231,12 @@ def bench(rates: list[float], duration: float, out_dir: Path) -> list[dict]:
                     rows = json.loads((run_dir / "rows.json").read_text())
                 s = {"client": client, "rate": rate, "scheduled": len(times),
                      "wall_s": round(time.time() - start, 1), **_stats(rows, baseline)}  # fmt: skip
+                print(json.dumps(s), flush=True)
+                cells.setdefault(client, []).append(s)
+            for client in CLIENTS:
+                s = _median_cell(cells[client])
                 s["honest"], s["honest_net"] = _honest(s, False), _honest(s, True)
                 results.append(s)
-                print(json.dumps(s), flush=True)
     finally:
         sim.stop()
     (out_dir / "results.json").write_text(json.dumps({"baseline_ttft_s": baseline,
@@ -234,18 +245,34 @@ def bench(rates: list[float], duration: float, out_dir: Path) -> list[dict]:
     return results
 
 
+CLIENTS = ("aichaos-w1", "aichaos-w2", "locust-httpuser", "aiohttp")
+
+
+def _median_cell(runs: list[dict]) -> dict:
+    import numpy as np
+
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, float) and key != "rate":
+            out[key] = float(np.median([r[key] for r in runs]))
+    out["ok"] = min(r["ok"] for r in runs)
+    out["peak_streams"] = max(r["peak_streams"] for r in runs)
+    out["repeats"] = len(runs)
+    return out
+
+
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
 def _table(results: list[dict]) -> None:
     print(
-        "| rate | client | sent/scheduled | TTFT err p50 / p99 ms | net p50 / p99 ms "
+        "| rate | client | ok/scheduled | streams | TTFT err p50 / p99 ms | net p50 / p99 ms "
         "| ITL err p50 / p99 ms | lag p50 / p99 ms | honest (net) |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|:---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|:---:|")
     for s in results:
-        print(f"| {s['rate']:g} | {s['client']} | {s['ok']}/{s['scheduled']} "
+        print(f"| {s['rate']:g} | {s['client']} | {s['ok']}/{s['scheduled']} | {s['peak_streams']} "
               f"| {s['ttft_err_p50_ms']:.2f} / {s['ttft_err_p99_ms']:.2f} "
               f"| {s['net_ttft_err_p50_ms']:.2f} / {s['net_ttft_err_p99_ms']:.2f} "
               f"| {s['itl_err_p50_ms']:.2f} / {s['itl_err_p99_ms']:.2f} "
@@ -270,9 +297,10 @@ def main() -> None:
     parser.add_argument("--rates", default="10,20,40,80,120")
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--out", default="/tmp/aichaos-bench-load")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    bench(rates, args.duration, Path(args.out))
+    bench(rates, args.duration, Path(args.out), max(1, args.repeat))
 
 
 if __name__ == "__main__":
