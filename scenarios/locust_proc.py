@@ -512,7 +512,7 @@ def _record_lost_worker(collector: Collector, scenario: Scenario, worker: str, s
         collector.rows(worker, rows)
 
 
-def run_worker(master_host: str, master_port: int) -> int:
+def run_worker(master_host: str, master_port: int, parent_pid: int | None = None) -> int:
     _prepare_process()
     env = Environment(user_classes=[ScheduleUser], events=locust_events)
     runner = env.create_worker_runner(master_host, master_port)
@@ -550,6 +550,8 @@ def run_worker(master_host: str, master_port: int) -> int:
     runner.register_message("aichaos_assign", on_assign)
     runner.register_message("aichaos_stop", on_stop)
     _install_stop(lambda: on_stop(env, None))
+    # a local worker ends with the runner that started it, even if the master never says so
+    gevent.spawn(_watch_parent, parent_pid, runner.quit)
     runner.greenlet.join()
     return 0
 
@@ -567,9 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker")
     worker.add_argument("--master", required=True)
     worker.add_argument("--master-port", type=int, default=5557)
+    worker.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
     if args.role == "worker":
-        return run_worker(args.master, args.master_port)
+        return run_worker(args.master, args.master_port, args.parent_pid)
     cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
     if cfg.get("master") or int(cfg.get("workers", 1)) > 1:
         return run_master(cfg)

@@ -97,7 +97,7 @@ class LoadRunner:
         if self.distributed:
             for i in range(self.workers):
                 cmd = [sys.executable, "-m", PROC_MODULE, "worker", "--master", "127.0.0.1",
-                       "--master-port", str(port)]  # fmt: skip
+                       "--master-port", str(port), "--parent-pid", str(os.getpid())]  # fmt: skip
                 self._spawn(cmd, f"{self.name}-worker{i}")
         return self.t0
 
