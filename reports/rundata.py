@@ -77,6 +77,8 @@ def load_run(run_dir: Path) -> RunData:
     if not manifest:
         notes.append(f"{RUN_JSON} missing: run facts unknown")
     slo = _json_object(run_dir / SLO_JSON, required=False)
+    if slo is not None:
+        _check_slo_shape(run_dir / SLO_JSON, slo)
     if slo is None:
         notes.append(f"{SLO_JSON} missing: this run was not evaluated")
     journal = _journal(run_dir / JOURNAL_JSON, notes)
@@ -88,6 +90,36 @@ def load_run(run_dir: Path) -> RunData:
     notes += series.get("notes", [])
     notes += [str(n) for n in (slo or {}).get("data_notes") or []]
     return RunData(run_dir, manifest, slo, journal, events, series, notes)
+
+
+# slo.json fields the renderers walk, and the JSON type each must have when present
+SLO_SHAPE: dict[str, tuple[type, ...]] = {
+    "phases": (list,),
+    "objectives": (list,),
+    "key_failed": (list,),
+    "data_notes": (list,),
+    "budget": (dict,),
+    "alerts": (list,),
+    "recovery": (list,),
+    "failover": (list,),
+    "latency": (dict,),
+    "goodput": (dict,),
+    "tiers": (dict,),
+    "server": (list,),
+    "comparison": (dict,),
+    "spec": (dict,),
+}
+
+
+def _check_slo_shape(path: Path, slo: dict[str, Any]) -> None:
+    for key, types in SLO_SHAPE.items():
+        value = slo.get(key)
+        if value is not None and not isinstance(value, types):
+            names = " or ".join("a list" if t is list else "an object" for t in types)
+            raise InputError(path, key, f"{names} or null", type(value).__name__)
+    by_phase = (slo.get("budget") or {}).get("by_phase")
+    if by_phase is not None and not isinstance(by_phase, list):
+        raise InputError(path, "budget.by_phase", "a list or null", type(by_phase).__name__)
 
 
 def _json_object(path: Path, required: bool) -> dict[str, Any] | None:

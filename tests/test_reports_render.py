@@ -372,6 +372,11 @@ def test_report_cli_renders_and_rejects_bad_run_dirs(tmp_path: Path, runs: dict[
         assert result.exit_code == 2, (bad, result.output)
         assert len(result.output.strip().splitlines()) == 1, result.output
         assert "Traceback" not in result.output
+    evaluation = slo(runs["passing"])
+    evaluation["objectives"] = {"not": "a list"}
+    (run / SLO_JSON).write_text(json.dumps(evaluation), encoding="utf-8")
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 2 and "objectives" in result.output, result.output
     (run / SLO_JSON).write_text("{not json", encoding="utf-8")
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 2 and "slo.json" in result.output
