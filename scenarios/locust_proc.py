@@ -38,7 +38,9 @@ from locust import task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
+from locust.log import setup_logging  # noqa: E402
 from locust.runners import STATE_MISSING  # noqa: E402
+from locust.stats import print_percentile_stats, print_stats  # noqa: E402
 
 from aichaos.rundir import EVENTS_JSONL, EventLog  # noqa: E402
 
@@ -374,6 +376,7 @@ def _environment(target_url: str, scenario: Scenario) -> Environment:
 
 
 def _prepare_process() -> None:
+    setup_logging("INFO")  # Locust's own console output (its stats table) goes to our log
     warm_up()
     # the record writer runs in a thread: hand the GIL back to the event loop within 1 ms
     # (the default 5 ms would show up as schedule lag)
@@ -399,6 +402,7 @@ def run_standalone(cfg: dict[str, Any]) -> int:
     runner.start(1, spawn_rate=1)
     share.done.wait()
     collector.finish()
+    _locust_summary(env)
     runner.quit()
     if env.web_ui:
         env.web_ui.stop()
@@ -480,10 +484,16 @@ def run_master(cfg: dict[str, Any]) -> int:
         if len(done) >= count:
             all_done.set()
     collector.finish()
-    runner.quit()
+    runner.quit()  # (no Locust table here: workers' last stats would still be in flight)
     if env.web_ui:
         env.web_ui.stop()
     return 0
+
+
+def _locust_summary(env: Environment) -> None:
+    """Locust's own tables (console view; never a source of SLIs: they round to ~2 digits)."""
+    print_stats(env.stats, current=False)
+    print_percentile_stats(env.stats)
 
 
 def _record_lost_worker(collector: Collector, scenario: Scenario, worker: str, share: Schedule,
