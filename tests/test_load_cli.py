@@ -14,8 +14,12 @@ from aichaos.rundir import RUN_FIELDS, read_events, read_requests
 AICHAOS = str(Path(sys.executable).with_name("aichaos"))
 
 
-def aichaos(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([AICHAOS, *args], capture_output=True, text=True, timeout=timeout)
+def aichaos(
+    *args: str, timeout: float = 90, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [AICHAOS, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def test_load_writes_a_run_directory(start_sim, tmp_path):
@@ -43,7 +47,7 @@ def test_load_writes_a_run_directory(start_sim, tmp_path):
 def test_bad_scenario_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("duration: 10\nrate: {shape: ramp, from: 1}\n")
-    proc = aichaos("load", str(bad), "--target", "http://127.0.0.1:9")
+    proc = aichaos("load", str(bad), "--target", "http://127.0.0.1:9", cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "rate.to" in lines[0] and str(bad) in lines[0]
