@@ -3,6 +3,7 @@ naming the file, the dotted field and what was expected."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Sequence
@@ -54,7 +55,9 @@ class Fields:
         self.used.add(key)
         if key not in self.data or self.data[key] is None:
             if default is _MISSING:
-                self.fail(key, "a value (required)")
+                near = difflib.get_close_matches(key, [str(k) for k in self.data], n=1)
+                hint = f"; found {near[0]!r}, a typo?" if near and near[0] != key else ""
+                self.fail(key, f"a value (required{hint})")
             return default
         return self.data[key]
 

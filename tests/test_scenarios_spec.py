@@ -96,6 +96,13 @@ def test_a_bad_scenario_is_one_line_naming_file_and_field(tmp_path, text, field)
     assert message.startswith(str(path)) and field in message and "expected" in message
 
 
+def test_a_misspelt_required_field_is_named(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("duration: 10\nrate: {shape: constant, rsp: 3}\n")
+    with pytest.raises(InputError, match=r"rate\.rps: expected a value \(required; found 'rsp'"):
+        load_scenario(path)
+
+
 def test_unknown_scenario_name_lists_the_builtins():
     with pytest.raises(InputError, match="steady"):
         load_scenario("no-such-scenario")
