@@ -60,11 +60,9 @@ def compare_runs(base_dir: Path, new_dir: Path, spec: SloSpec | None = None) -> 
     alpha = spec.regression_alpha
     for name in names:
         b_rows, n_rows = base_run.rows(base_run.phase(name)), new_run.rows(new_run.phase(name))
-        b_mask = np.ones(b_rows.stop - b_rows.start, dtype=bool)
-        n_mask = np.ones(n_rows.stop - n_rows.start, dtype=bool)
         for sli, pct in _latency_targets(spec):
-            b_vals = base.latency_values(sli, b_rows, b_mask)
-            n_vals = new.latency_values(sli, n_rows, n_mask)
+            b_vals = base.latency_values(sli, b_rows)
+            n_vals = new.latency_values(sli, n_rows)
             if sli == "itl":
                 b_vals, n_vals = _subsample(b_vals, 1), _subsample(n_vals, 2)
             need = stats.required_samples(pct, spec.min_tail_samples)

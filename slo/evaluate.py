@@ -122,6 +122,12 @@ class Evaluator:
         n = rows.stop - rows.start
         self.base_rate = n / self.rate_phase.duration if self.rate_phase.duration > 0 else 0.0
         self.base_ratio = float(self.bad[rows].mean()) if n else 0.0
+        self._values: dict[tuple, np.ndarray] = {}
+        self._wanted: dict[tuple, set[float]] = {}
+        self._summaries: dict[tuple, tuple[dict[str, Any], dict[float, stats.Estimate]]] = {}
+        gaps = np.diff(r.itl_offsets)
+        self.failed_have_itl = bool(gaps[~r.ok].sum() > 0) if r.n else False
+        self.itl_has_nan = bool(np.isnan(r.itl_values).any())
         self._alerts: list[dict[str, Any]] | None = None
         self._recovery: dict[str, dict[str, float | None]] | None = None
 
@@ -136,17 +142,31 @@ class Evaluator:
             return np.ones(rows.stop - rows.start, dtype=bool)
         return self.r.tier.mask(tier)[rows]
 
-    def latency_values(self, sli: str, rows: slice, mask: np.ndarray, clock: str = "sent"):
+    def latency_values(
+        self, sli: str, rows: slice, tier: str | None = None, clock: str = "sent", cache=True
+    ) -> np.ndarray:
+        """The SLI's samples from answered requests in ``rows`` (of ``tier``), NaN dropped;
+        cached, since objectives, the latency table and the tiers ask for the same ones."""
+        key = (sli, rows.start, rows.stop, tier, clock)
+        if cache and key in self._values:
+            return self._values[key]
         r = self.r
-        ok = r.ok[rows] & mask
+        ok = r.ok[rows] if tier is None else r.ok[rows] & self.tier_mask(rows, tier)
         if sli == "itl":
-            values = r.itl(rows, ok)
+            # failed requests usually carry no gaps: then the slice needs no mask at all
+            plain = tier is None and not self.failed_have_itl
+            values = r.itl(rows) if plain else r.itl(rows, ok)
+            if self.itl_has_nan:
+                values = values[~np.isnan(values)]
         else:
             values = {"ttft": r.ttft, "e2e": r.e2e, "tpot": r.tpot}[sli][rows]
             if clock == "scheduled" and sli in ("ttft", "e2e"):
                 values = values + (r.t_sent[rows] - r.t_scheduled[rows])
             values = values[ok]
-        return values[~np.isnan(values)]
+            values = values[~np.isnan(values)]
+        if cache:
+            self._values[key] = values
+        return values
 
     def good_mask(self, rows: slice, limits: dict[str, float] | None = None) -> np.ndarray:
         """Answered requests within every latency limit: ``limits`` when given, else the
@@ -207,16 +227,9 @@ class Evaluator:
         mask = self.tier_mask(rows, tier)
         sli, spec, r = obj.sli, self.spec, self.r
         if sli in LATENCY_SLIS:
-            values = self.latency_values(sli, rows, mask, obj.clock)
-            seed = zlib.crc32(f"{obj.id}@{phase.name}/{tier}".encode())
-            est = stats.estimate(
-                values,
-                obj.percentile or 50.0,
-                resamples=spec.bootstrap_resamples,
-                confidence=spec.confidence,
-                min_tail=spec.min_tail_samples,
-                seed=seed,
-            )
+            key = (sli, rows.start, rows.stop, tier, obj.clock)
+            self._wanted.setdefault(key, set()).add(obj.percentile or 50.0)
+            est = self.summary(key)[1][obj.percentile or 50.0]
             why = None
             if not est.enough:
                 need = stats.required_samples(obj.percentile or 50.0, spec.min_tail_samples)
@@ -356,6 +369,40 @@ class Evaluator:
             "detail": why or _detail(obj, value, ci, samples, status, self.spec.confidence),
         }
 
+    def plan(self) -> None:
+        """Note every percentile with an interval the objectives will ask of each sample, so
+        ``summary`` serves them all from one partial sort per sample."""
+        for obj in self.spec.objectives:
+            if obj.sli not in LATENCY_SLIS:
+                continue
+            for scope in obj.phases:
+                for phase in select(self.run.phases, scope):
+                    rows = self.run.rows(phase)
+                    for tier in obj.tiers or (None,):
+                        key = (obj.sli, rows.start, rows.stop, tier, obj.clock)
+                        self._wanted.setdefault(key, set()).add(obj.percentile or 50.0)
+
+    def summary(self, key: tuple) -> tuple[dict[str, Any], dict[float, stats.Estimate]]:
+        """Percentile table and interval estimates of one sample (sli, rows, tier, clock)."""
+        wanted = self._wanted.get(key, set())
+        done = self._summaries.get(key)
+        if done is not None and wanted <= set(done[1]):
+            return done
+        sli, start, stop, tier, clock = key
+        values = self.latency_values(sli, slice(start, stop), tier, clock, cache=False)
+        spec = self.spec
+        done = stats.summarize(
+            values,
+            stats.PERCENTILES,
+            tuple(sorted(wanted)),
+            resamples=spec.bootstrap_resamples,
+            confidence=spec.confidence,
+            min_tail=spec.min_tail_samples,
+            seed=zlib.crc32(repr(key).encode()),
+        )
+        self._summaries[key] = done
+        return done
+
     # --- budget, alerts, recovery ---------------------------------------------------------
 
     def period_requests(self) -> tuple[float, str]:
@@ -459,7 +506,7 @@ class Evaluator:
                         return None
                     if sli == "error_rate":
                         return (c_bad[i1] - c_bad[i0]) / (i1 - i0) <= threshold
-                    v = self.latency_values(sli, slice(i0, i1), np.ones(i1 - i0, dtype=bool))
+                    v = self.latency_values(sli, slice(i0, i1), cache=False)
                     return bool(v.size) and float(np.percentile(v, pct)) <= threshold
 
                 key = sli if pct is None else f"{sli}-p{pct:g}"
@@ -478,9 +525,8 @@ class Evaluator:
         out = {}
         for p in self.run.phases:
             rows = self.run.rows(p)
-            mask = np.ones(rows.stop - rows.start, dtype=bool)
             out[p.name] = {
-                s: stats.percentiles(self.latency_values(s, rows, mask))
+                s: self.summary((s, rows.start, rows.stop, None, "sent"))[0]
                 for s in ("ttft", "e2e", "tpot", "itl")
             }
         return out
@@ -516,7 +562,7 @@ class Evaluator:
                 "requests": n,
                 "errors": k,
                 "error_ratio": k / n if n else None,
-                "ttft": stats.percentiles(self.latency_values("ttft", rows, mask)),
+                "ttft": self.summary(("ttft", rows.start, rows.stop, tier, "sent"))[0],
             }
         return out
 
@@ -540,6 +586,7 @@ def evaluate_run(
     """The slo.json dict for a run directory (nothing is written)."""
     run = Run(Path(run_dir))
     ev = Evaluator(run, spec, prometheus_url)
+    ev.plan()
     rows = [row for obj in spec.objectives for row in ev.objective_rows(obj)]
     verdict, score, key_failed = _verdict(rows, spec)
     recovery = [

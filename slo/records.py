@@ -3,15 +3,18 @@ and every SLI is a vectorised expression over it."""
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from aichaos.rundir import REQUESTS_DIR, read_requests
+from aichaos.rundir import REQUEST_SCHEMA, REQUESTS_DIR
 
 
 @dataclass
@@ -72,8 +75,9 @@ class Records:
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name).combine_chunks()
-    return pc.fill_null(col, np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+    # pyarrow turns null floats into NaN on the way to numpy
+    col = table.column(name).to_numpy()
+    return col.astype(np.float64, copy=False)
 
 
 def _ints(table: pa.Table, name: str, null: int) -> np.ndarray:
@@ -92,25 +96,102 @@ def _coded(table: pa.Table, name: str) -> Coded:
     return Coded(codes, [str(v) for v in encoded.dictionary.to_pylist()])
 
 
+# what the evaluator reads: the free-text and id columns are left on disk
+COLUMNS = (
+    "tier",
+    "t_scheduled",
+    "t_sent",
+    "ttft_s",
+    "e2e_s",
+    "tpot_s",
+    "itl_s",
+    "prompt_tokens",
+    "output_tokens",
+    "status",
+    "http_status",
+    "error_kind",
+    "served_by",
+    "cached",
+    "degraded",
+)
+SCHEMA = pa.schema([REQUEST_SCHEMA.field(c) for c in COLUMNS])
+
+
+def _read_chunk(path: Path) -> tuple[pa.Table | None, str]:
+    try:
+        present = set(pq.read_schema(path).names)
+        table = pq.read_table(path, columns=[c for c in COLUMNS if c in present])
+    except (OSError, pa.ArrowException) as exc:
+        return None, f"{path.name}: unreadable chunk skipped ({exc})"
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in present else pa.nulls(len(table), f.type)
+        for f in SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA), ""
+
+
+def read_columns(run_dir: Path) -> tuple[pa.Table, list[str]]:
+    """The request chunks, ``COLUMNS`` only, tolerant as ``rundir.read_requests`` is: a
+    truncated chunk is skipped with a note, a missing column is filled with nulls."""
+    folder = Path(run_dir) / REQUESTS_DIR
+    if not folder.is_dir():
+        return SCHEMA.empty_table(), [f"{folder}: missing"]
+    paths = sorted(folder.glob("*.parquet"))
+    # chunks decode in parallel: one ITL column per file is one thread's work in pyarrow
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(_read_chunk, paths))
+    tables = [t for t, _ in results if t is not None]
+    notes = [n for _, n in results if n]
+    if not tables:
+        return SCHEMA.empty_table(), notes
+    return pa.concat_tables(tables), notes
+
+
+def _reorder_itl(values: np.ndarray, offsets: np.ndarray, order: np.ndarray):
+    """The ITL gaps regrouped so request ``order[i]``'s gaps come i-th, in blocks of requests
+    so the gather index never holds more than one block."""
+    lengths = np.diff(offsets)[order]
+    new_offsets = np.zeros(order.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    out = np.empty_like(values)
+    starts = offsets[:-1][order]
+    block = 8192  # requests per step: the index arrays stay cache-sized
+    for b in range(0, order.size, block):
+        e = min(b + block, order.size)
+        ln = lengths[b:e]
+        a, z = new_offsets[b], new_offsets[e]
+        if z == a:
+            continue
+        # each gap's source index: its request's old start + its place within the request
+        shift = np.repeat(starts[b:e] - new_offsets[b:e], ln)
+        out[a:z] = values[np.arange(a, z) + shift]
+    return out, new_offsets
+
+
+def _itl_arrays(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """All gaps in one float array (one copy, chunk by chunk) and per-request offsets."""
+    lengths, parts = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
+    for chunk in column.chunks:
+        raw = chunk.offsets.to_numpy().astype(np.int64)
+        lengths.append(np.diff(raw))
+        # the values the offsets point at (flatten() would drop those under null slots)
+        part = chunk.values.slice(int(raw[0]), int(raw[-1] - raw[0]))
+        parts.append(part.to_numpy(zero_copy_only=False))
+    all_lengths = np.concatenate(lengths)
+    offsets = np.zeros(all_lengths.size + 1, dtype=np.int64)
+    np.cumsum(all_lengths, out=offsets[1:])
+    return np.concatenate(parts).astype(np.float64, copy=False), offsets
+
+
 def from_table(table: pa.Table) -> Records:
-    # rows with no send time cannot be placed in any phase
-    table = table.filter(pc.is_valid(table.column("t_sent")))
-    order = pc.sort_indices(table.column("t_sent"))
-    if table.num_rows and not bool(
-        pc.all(pc.equal(order, pa.array(np.arange(table.num_rows)))).as_py()
-    ):
-        table = table.take(order)
-    itl = table.column("itl_s").combine_chunks()
-    if isinstance(itl, pa.ChunkedArray):  # an empty table gives back a chunked array
-        itl = pa.array([], type=pa.list_(pa.float64()))
-    raw = itl.offsets.to_numpy().astype(np.int64)
-    offsets = raw - raw[0] if raw.size else np.zeros(1, dtype=np.int64)
-    # the values the offsets point at (flatten() would drop those under null slots)
-    flat = itl.values.slice(int(raw[0]), int(raw[-1] - raw[0])) if raw.size else pa.array([0.0])[:0]
-    values = pc.fill_null(flat, np.nan).to_numpy(zero_copy_only=False)
+    # rows with no send time cannot be placed in any phase (filtering copies every column,
+    # ITL lists included, so only when there are such rows)
+    if table.column("t_sent").null_count:
+        table = table.filter(pc.is_valid(table.column("t_sent")))
+    values, offsets = _itl_arrays(table.column("itl_s"))
     t_sent = _floats(table, "t_sent")
     t_sched = _floats(table, "t_scheduled")
-    return Records(
+    records = Records(
         t_sent=t_sent,
         t_scheduled=np.where(np.isnan(t_sched), t_sent, t_sched),
         ok=pc.fill_null(pc.equal(table.column("status"), "ok"), False)
@@ -119,7 +200,7 @@ def from_table(table: pa.Table) -> Records:
         ttft=_floats(table, "ttft_s"),
         e2e=_floats(table, "e2e_s"),
         tpot=_floats(table, "tpot_s"),
-        itl_values=values.astype(np.float64, copy=False),
+        itl_values=values,
         itl_offsets=offsets,
         tier=_coded(table, "tier"),
         served_by=_coded(table, "served_by"),
@@ -130,6 +211,26 @@ def from_table(table: pa.Table) -> Records:
         prompt_tokens=_ints(table, "prompt_tokens", 0),
         output_tokens=_ints(table, "output_tokens", 0),
     )
+    if records.n > 1 and bool(np.any(np.diff(t_sent) < 0)):
+        order = np.argsort(t_sent, kind="stable")
+        for name in (
+            "t_sent",
+            "t_scheduled",
+            "ok",
+            "ttft",
+            "e2e",
+            "tpot",
+            "http_status",
+            "cached",
+            "degraded",
+            "prompt_tokens",
+            "output_tokens",
+        ):
+            setattr(records, name, getattr(records, name)[order])
+        for coded in (records.tier, records.served_by, records.error_kind):
+            coded.codes = coded.codes[order]
+        records.itl_values, records.itl_offsets = _reorder_itl(values, offsets, order)
+    return records
 
 
 def chunk_gaps(run_dir: Path) -> list[str]:
@@ -150,5 +251,5 @@ def chunk_gaps(run_dir: Path) -> list[str]:
 
 
 def load(run_dir: Path) -> tuple[Records, list[str]]:
-    table, notes = read_requests(run_dir)
+    table, notes = read_columns(run_dir)
     return from_table(table), notes + chunk_gaps(run_dir)

@@ -101,6 +101,59 @@ def estimate(
     return Estimate(exact, (float(lo), float(hi)), n, n >= required_samples(percentile, min_tail))
 
 
+def summarize(
+    values: np.ndarray,
+    plain: tuple[float, ...] = PERCENTILES,
+    with_ci: tuple[float, ...] = (),
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    min_tail: int = 5,
+    seed: int = 0,
+) -> tuple[dict[str, float | int], dict[float, Estimate]]:
+    """``percentiles(values, plain)`` and ``estimate(values, q)`` for every q of ``with_ci``
+    from ONE partial sort: every order statistic any of them needs (the two around each plain
+    percentile, the band the bootstrap draws reach for each interval) is a pivot of a single
+    ``np.partition``, so a large sample is scanned once, not once per percentile."""
+    n = int(values.size)
+    table: dict[str, float | int] = {"count": n}
+    if n == 0:
+        return table, {q: Estimate(None, None, 0, False) for q in with_ci}
+    rng = np.random.default_rng(seed)
+    pivots: set[int] = set()
+    plans = []
+    for q in with_ci:
+        h = (n - 1) * q / 100.0
+        lo = math.floor(h)
+        i_k, i_next = _draw_order_stat_pairs(n, lo + 1, resamples, rng)
+        first = min(int(i_k.min()), lo)
+        last = max(int(i_next.max()), min(lo + 1, n - 1))
+        pivots.update((first, last))
+        plans.append((q, lo, h - lo, i_k, i_next, first, last))
+    for q in plain:
+        h = (n - 1) * q / 100.0
+        pivots.update((math.floor(h), min(math.floor(h) + 1, n - 1)))
+    part = np.partition(values, sorted(pivots)) if n > 1 else values.copy()
+    for q in plain:
+        h = (n - 1) * q / 100.0
+        lo = math.floor(h)
+        hi = min(lo + 1, n - 1)
+        table[f"p{q:g}"] = float(part[lo] + (h - lo) * (part[hi] - part[lo]))
+    table["mean"] = float(values.mean())
+    alpha = (1.0 - confidence) / 2.0
+    out: dict[float, Estimate] = {}
+    for q, lo, frac, i_k, i_next, first, last in plans:
+        band = np.sort(part[first : last + 1])
+        exact = float(
+            band[lo - first] + frac * (band[min(lo + 1, n - 1) - first] - band[lo - first])
+        )
+        reps = band[i_k - first] + frac * (band[i_next - first] - band[i_k - first])
+        ci_lo, ci_hi = np.quantile(reps, [alpha, 1.0 - alpha])
+        enough = n >= required_samples(q, min_tail)
+        out[q] = Estimate(exact, (float(ci_lo), float(ci_hi)), n, enough)
+    return table, out
+
+
 # --- regression tests --------------------------------------------------------------------------
 
 

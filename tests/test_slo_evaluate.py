@@ -296,3 +296,22 @@ def test_shares_cost_goodput_and_server_metrics_from_the_file(outage_run):
     # the manifest's run id and the spec's name travel into slo.json
     assert res["run_id"] == read_manifest(outage_run)["id"] and res["spec"]["name"] == "t"
     assert read_events(outage_run)[1] == []
+
+
+def test_records_written_out_of_order_are_sorted_with_their_itl_lists(tmp_path):
+    import pyarrow as pa
+
+    from aichaos.slo.records import load
+
+    run = make_run_dir(tmp_path / "r", seed=8, duration_s=60, rps=20, faults=[])
+    ordered, _ = load(run)
+    for path in (run / "requests").glob("*.parquet"):
+        table = pq.read_table(path)
+        shuffled = np.random.default_rng(1).permutation(table.num_rows)
+        pq.write_table(table.take(pa.array(shuffled)), path)
+    again, _ = load(run)
+    assert np.array_equal(again.t_sent, ordered.t_sent)
+    assert np.array_equal(again.itl_offsets, ordered.itl_offsets)
+    assert np.array_equal(again.itl_values, ordered.itl_values)
+    assert np.array_equal(again.ttft, ordered.ttft, equal_nan=True)
+    assert [again.tier.value(i) for i in range(50)] == [ordered.tier.value(i) for i in range(50)]

@@ -71,3 +71,18 @@ def test_mann_whitney_and_percentile_difference():
     diff, (lo, hi) = stats.percentile_difference(base, slower, 95, seed=1)
     assert diff == pytest.approx(np.percentile(slower, 95) - np.percentile(base, 95))
     assert 0 < lo < diff < hi
+
+
+def test_one_partition_summary_equals_the_separate_estimates():
+    x = np.random.default_rng(9).gamma(2.0, 0.1, 20_000)
+    table, ests = stats.summarize(x, stats.PERCENTILES, (95.0, 99.0), resamples=500, seed=4)
+    assert table["count"] == x.size and table["mean"] == pytest.approx(x.mean())
+    for q in stats.PERCENTILES:
+        assert table[f"p{q:g}"] == pytest.approx(np.percentile(x, q), rel=1e-12)
+    for q in (95.0, 99.0):
+        alone = stats.estimate(x, q, resamples=500, seed=4)
+        assert ests[q].value == pytest.approx(alone.value, rel=1e-12)
+        lo, hi = ests[q].ci
+        # other draws, same distribution: the intervals agree closely
+        width = alone.ci[1] - alone.ci[0]
+        assert abs(lo - alone.ci[0]) < 0.2 * width and abs(hi - alone.ci[1]) < 0.2 * width
