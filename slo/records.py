@@ -3,9 +3,7 @@ and every SLI is a vectorised expression over it."""
 
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,9 +135,8 @@ def read_columns(run_dir: Path) -> tuple[pa.Table, list[str]]:
     if not folder.is_dir():
         return SCHEMA.empty_table(), [f"{folder}: missing"]
     paths = sorted(folder.glob("*.parquet"))
-    # chunks decode in parallel: one ITL column per file is one thread's work in pyarrow
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(_read_chunk, paths))
+    # one chunk at a time: a thread pool over files cost more CPU than it saved on 2 cores
+    results = [_read_chunk(path) for path in paths]
     tables = [t for t, _ in results if t is not None]
     notes = [n for _, n in results if n]
     if not tables:
