@@ -687,6 +687,8 @@ def _status(obj: Objective, value: float) -> str:
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
+    if unit == "s" and abs(value) >= 1.0:
+        return f"{value:.3g} s"  # 2 s, not 2,000 ms
     scale, label = UNIT_SCALE.get(unit, (1.0, unit))
     v = value * scale
     return f"{v:.3g} {label}".strip() if abs(v) < 1000 else f"{v:,.0f} {label}".strip()
