@@ -38,9 +38,21 @@ UNIT_SCALE = {"s": (1000.0, "ms"), "ratio": (100.0, "%")}
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
+    """Write slo.json; a non-finite number (never expected) is written as null, since
+    ``NaN`` is not JSON and would break every reader."""
     path = Path(run_dir) / SLO_JSON
-    write_json(path, result)
+    write_json(path, _finite(result))
     return path
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def exit_code(result: dict[str, Any]) -> int:

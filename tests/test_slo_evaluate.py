@@ -315,3 +315,12 @@ def test_records_written_out_of_order_are_sorted_with_their_itl_lists(tmp_path):
     assert np.array_equal(again.itl_values, ordered.itl_values)
     assert np.array_equal(again.ttft, ordered.ttft, equal_nan=True)
     assert [again.tier.value(i) for i in range(50)] == [ordered.tier.value(i) for i in range(50)]
+
+
+def test_slo_json_is_strict_json(tmp_path):
+    run = make_run_dir(tmp_path / "r", seed=9, duration_s=60, rps=5, faults=[])
+    result = evaluate_run(run, load_spec("default"))
+    result["score"] = float("nan")  # whatever happens upstream, readers get valid JSON
+    path = write_result(run, result)
+    data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in slo.json"))
+    assert data["score"] is None and data["schema_version"] == 1
