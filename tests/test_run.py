@@ -1,0 +1,235 @@
+"""`aichaos run` as a user runs it: a real process, real services, the files it leaves.
+
+The end-to-end game day on the embedded stack is one run shared by several tests (a module
+fixture); the rest run against a separately started simulator with `--target`, which takes
+seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, free_port
+
+from aichaos.harness.stack_state import process_alive
+
+AICHAOS = [str(Path(sys.executable).parent / "aichaos")]
+RUN_FILES = ("run.json", "events.jsonl", "metrics.parquet", "slo.json", "report.html",
+             "summary.md", "junit.xml", "summary.json")  # fmt: skip
+QUICK_TIMEOUT_S = 240
+
+
+def aichaos(*args: str, env: dict | None = None, timeout: float = QUICK_TIMEOUT_S):
+    return subprocess.run([*AICHAOS, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=REPO)  # fmt: skip
+
+
+def only_run_dir(out: Path) -> Path:
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def records(run_dir: Path):
+    return pq.read_table(run_dir / "requests").to_pandas()
+
+
+# --- bad input and unreachable targets: exit 2 / 3, nothing started --------------------------
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--scenario", "no-such-scenario"], "no-such-scenario"),
+        (["--slo", "tests/data/run/bad-slo.yaml"], "bad-slo.yaml"),
+        (["--experiment", "no-such-experiment"], "no-such-experiment"),
+        (["--duration", "soon"], "--duration"),
+        (["--target", "ftp://127.0.0.1:1"], "--target"),
+        (["--workers", "0"], "--workers"),
+        (["--topology", "tests/data/topology/bad_unknown_field.yaml"], "bad_unknown_field.yaml"),
+    ],
+)
+def test_bad_input_is_one_line_and_starts_nothing(tmp_path, args, field):
+    result = aichaos("run", *args, "--out", str(tmp_path / "runs"), timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and field in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists(), "a run directory was created for bad input"
+
+
+def test_unreachable_target_exits_3(tmp_path):
+    port = free_port()
+    result = aichaos("run", "--target", f"http://127.0.0.1:{port}", "--quick",
+                     "--out", str(tmp_path), timeout=60)  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "unreachable" in result.stderr
+    manifest = json.loads((only_run_dir(tmp_path) / "run.json").read_text())
+    assert manifest["status"] == "failed"
+
+
+# --- against a separately started simulator ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim(module_sims):
+    return module_sims("--profile", "fixed-latency")
+
+
+def target_run(sim, out: Path, *extra: str, env: dict | None = None):
+    return aichaos("run", "--target", sim.url, "--scenario", "tests/data/run/light.yaml",
+                   "--slo", "default", "--experiment", "none", "--out", str(out), *extra,
+                   env=env)  # fmt: skip
+
+
+def test_target_run_writes_a_complete_run_directory(sim, tmp_path):
+    result = target_run(sim, tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path)
+    for name in RUN_FILES:
+        assert (run_dir / name).exists(), name
+    rows = records(run_dir)
+    assert len(rows) > 10 and (rows["status"] == "ok").all()
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["status"] == "completed" and manifest["target"] == sim.url
+    assert manifest["scenario"]["name"] == "light"
+    slo = json.loads((run_dir / "slo.json").read_text())
+    assert slo["verdict"] in ("pass", "warn")
+
+
+def test_failing_slo_exits_1_and_the_report_says_why(sim, tmp_path):
+    result = aichaos("run", "--target", sim.url, "--scenario", "tests/data/run/light.yaml",
+                     "--slo", "tests/data/run/strict-slo.yaml", "--experiment", "none",
+                     "--out", str(tmp_path))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    run_dir = only_run_dir(tmp_path)
+    slo = json.loads((run_dir / "slo.json").read_text())
+    assert slo["verdict"] == "fail"
+    failed = [o for o in slo["objectives"] if o["status"] == "fail"]
+    assert failed and all(o["objective"].startswith("ttft") for o in failed)
+    assert "fail" in (run_dir / "summary.md").read_text().lower()
+    assert failed[0]["objective"] in (run_dir / "report.html").read_text()
+
+
+def test_ci_mode_fails_on_an_injected_regression(sim, tmp_path):
+    baseline = tmp_path / "baseline"
+    summary = tmp_path / "step-summary.md"
+    env = {"GITHUB_STEP_SUMMARY": str(summary)}
+    first = target_run(sim, tmp_path / "a", "--ci", "--baseline", str(baseline), "--promote",
+                       env=env)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert any(baseline.iterdir()), "the passing run was not promoted into the baseline"
+    assert summary.exists() and summary.read_text().strip()
+    # the same server, every first token 300 ms later: a regression, still within the SLO
+    fault = sim.admin("POST", {"kind": "ttft_inflate", "seconds": 0.3, "rate": 1})
+    assert fault.status_code in (200, 201), fault.text
+    try:
+        second = target_run(sim, tmp_path / "b", "--ci", "--baseline", str(baseline), env=env)
+    finally:
+        sim.admin("DELETE")
+    assert second.returncode == 1, second.stderr
+    slo = json.loads((only_run_dir(tmp_path / "b") / "slo.json").read_text())
+    assert slo["comparison"] and any(c["regression"] for c in slo["comparison"]["changes"])
+
+
+def test_replay_runs_the_same_game_day(sim, tmp_path):
+    first = target_run(sim, tmp_path / "a", "--seed", "7")
+    assert first.returncode == 0, first.stderr
+    original = only_run_dir(tmp_path / "a")
+    again = aichaos("run", "--replay", str(original), "--out", str(tmp_path / "b"))
+    assert again.returncode == 0, again.stderr
+    replayed = only_run_dir(tmp_path / "b")
+    a = json.loads((original / "run.json").read_text())
+    b = json.loads((replayed / "run.json").read_text())
+    assert a["scenario"] == b["scenario"] and a["slo"] == b["slo"] and a["seed"] == b["seed"]
+    assert len(records(original)) == len(records(replayed))
+
+
+# --- the game day on the embedded stack -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    result = aichaos("run", "--quick", "--ci", "--out", str(out))
+    return result, only_run_dir(out)
+
+
+def test_quick_game_day_end_to_end(quick_run):
+    result, run_dir = quick_run
+    assert result.returncode in (0, 1), result.stderr
+    for name in (*RUN_FILES, "journal.json", "stack.json"):
+        assert (run_dir / name).exists(), name
+    slo = json.loads((run_dir / "slo.json").read_text())
+    assert slo["verdict"] in ("pass", "warn", "fail")
+    assert result.returncode == (1 if slo["verdict"] == "fail" else 0)
+    phases = {p["kind"] for p in slo["phases"]}
+    assert {"baseline", "fault", "recovery"} <= phases
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["experiment"]["title"] and manifest["versions"]["aichaos"]
+
+
+def test_quick_game_day_shows_the_fallback_carrying_the_outage(quick_run):
+    _, run_dir = quick_run
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    faults = [e for e in events if e["kind"] == "fault"]
+    start = next(e["t"] for e in faults if e["action"] == "start")
+    end = next(e["t"] for e in faults if e["action"] == "end")
+    rows = records(run_dir)
+    inside = rows[(rows["t_sent"] > start + 2) & (rows["t_sent"] < end - 1)]
+    outside = rows[rows["t_sent"] > end + 15]
+    assert (inside["served_by"] == "fallback").mean() > 0.5
+    assert (outside["served_by"] == "fallback").mean() < 0.5
+
+
+def test_quick_game_day_leaves_nothing_running(quick_run):
+    _, run_dir = quick_run
+    state = json.loads((run_dir / "stack.json").read_text())
+    for service in state["services"].values():
+        assert not process_alive(service["pid"], service["start_time"]), service
+
+
+def test_ctrl_c_in_the_fault_window_rolls_back_and_reports_aborted(tmp_path):
+    proc = subprocess.Popen([*AICHAOS, "run", "--quick", "--ci", "--out", str(tmp_path)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        run_dir = wait_for_fault(tmp_path, proc)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=QUICK_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, 1), stderr
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["status"] == "aborted"
+    assert "aborted" in (run_dir / "report.html").read_text().lower()
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    started = [e for e in events if e["kind"] == "fault" and e["action"] == "start"]
+    ended = [e for e in events if e["kind"] == "fault" and e["action"] == "end"]
+    assert started and len(ended) == len(started), "a fault window was never closed"
+    state = json.loads((run_dir / "stack.json").read_text())
+    for service in state["services"].values():
+        assert not process_alive(service["pid"], service["start_time"]), service
+
+
+def wait_for_fault(out: Path, proc: subprocess.Popen, timeout: float = 120.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for events in out.glob("*/events.jsonl"):
+            for line in events.read_text().splitlines():
+                event = json.loads(line) if line.strip() else {}
+                if event.get("kind") == "fault" and event.get("action") == "start":
+                    time.sleep(2)
+                    return events.parent
+        time.sleep(0.5)
+    raise AssertionError("no fault window started")
