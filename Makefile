@@ -27,7 +27,7 @@ debian:
 	fi
 
 run: $(STAMP) debian
-	$(BIN)/aichaos demo
+	$(BIN)/aichaos run --open $(RUN_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,7 +39,7 @@ test: $(STAMP) debian lint
 	if [ $$rc -eq 5 ]; then echo "no tests were collected: failing"; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_simulator.py
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -35,7 +35,6 @@ from .supervisor import SignalFlag, StackError
 from .topology import TopologyError
 
 EXIT_OK, EXIT_SLO_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
-START_LEAD_S = 2.0  # schedule time 0 this far after the load is started: workers are ready
 DRAIN_S = 30.0  # requests in flight at the end of the schedule get this long to finish
 TICK_S = 0.5
 UNSCRAPED_KINDS = ("proxy", "prometheus")
@@ -179,11 +178,11 @@ class GameDay:
         if self.signals.flag.is_set():
             raise CouldNotRun("interrupted before the load started")
         assert self.target is not None
-        self.t0 = time.time() + START_LEAD_S
         self.load = LoadRunner(
             plan.scenario, self.target, self.run_dir, workers=plan.options.workers
         )
-        self.load.start(self.t0)
+        # the runner picks a time 0 far enough ahead for its Locust processes to be ready
+        self.t0 = self.load.start()
         if plan.experiment is not None:
             self.chaos = ChaosRun(
                 plan.experiment,
@@ -291,7 +290,7 @@ class GameDay:
         if self.plan.options.ci and summary and (self.run_dir / SUMMARY_MD).exists():
             with open(summary, "a", encoding="utf-8") as f:
                 f.write((self.run_dir / SUMMARY_MD).read_text(encoding="utf-8") + "\n")
-        if self.plan.options.open_report and report.exists():
+        if self.plan.options.open_report and report.exists() and _has_display():
             import webbrowser
 
             webbrowser.open(report.resolve().as_uri())
@@ -355,6 +354,14 @@ def versions() -> dict[str, str]:
         with suppress(PackageNotFoundError):
             found[name] = version(name)
     return found
+
+
+def _has_display() -> bool:
+    """A graphical session to open a browser in; without one (a server, CI) a text browser
+    would take the terminal over, so the report's path is printed instead."""
+    return sys.platform == "darwin" or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
 
 
 def _gateway(state: dict[str, Any]) -> str:
