@@ -60,3 +60,19 @@ def after_method_control(context: dict, configuration: dict | None = None, **kw:
     run = _run(configuration)
     if run is not None and not run.stopping():
         run.settle()
+
+
+def scale_schedule(experiment: dict[str, Any], factor: float) -> dict[str, Any]:
+    """The experiment with every method action's ``at`` and ``duration`` multiplied by
+    ``factor``: an experiment written for a scenario's full length keeps its shape in a run
+    shortened (or lengthened) with ``--duration`` or ``--quick``."""
+    import copy
+
+    scaled = copy.deepcopy(experiment)
+    for activity in scaled.get("method", []):
+        timing = activity.get("x-aichaos")
+        if isinstance(timing, dict):
+            for key in ("at", "duration"):
+                if isinstance(timing.get(key), int | float):
+                    timing[key] = round(timing[key] * factor, 3)
+    return scaled

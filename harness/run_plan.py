@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import aichaos.fixtures
 from aichaos.experiments.catalog import load_experiment
+from aichaos.experiments.clock import scale_schedule
 from aichaos.rundir import InputError, read_manifest
 from aichaos.scenarios.spec import Scenario, load_scenario
 from aichaos.slo.spec import SloSpec, load_spec
@@ -107,8 +108,12 @@ def plan_run(options: RunOptions) -> RunPlan:
         options.scenario or DEFAULT_SCENARIO, duration_s=duration, seed=options.seed
     )
     experiment = None
-    if (options.experiment or DEFAULT_EXPERIMENT).lower() not in NO_EXPERIMENT:
-        experiment = load_experiment(options.experiment or DEFAULT_EXPERIMENT)
+    default = NO_EXPERIMENT[0] if options.target else DEFAULT_EXPERIMENT
+    if (options.experiment or default).lower() not in NO_EXPERIMENT:
+        experiment = load_experiment(options.experiment or default)
+        declared = load_scenario(options.scenario or DEFAULT_SCENARIO).duration_s
+        if duration and declared:  # faults keep their place in a shortened run
+            experiment = scale_schedule(experiment, scenario.duration_s / declared)
     slo = load_spec(options.slo or DEFAULT_SLO)
     topology, source = _topology(options)
     return _plan(options, scenario, experiment, slo, topology, source)
