@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aichaos.processes import process_alive
+
 STATE_FILE = "stack.json"
 DEFAULT_POINTER = Path(".aichaos") / "stack.json"
 
@@ -26,28 +28,6 @@ class StackNotFound(Exception):
 
 
 # --- processes -------------------------------------------------------------------------------
-
-
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot; None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def process_alive(pid: int | None, start_time: int | None = None) -> bool:
-    """``pid`` runs and, when ``start_time`` is given, is the process that started then."""
-    if not pid:
-        return False
-    started = process_start_time(pid)
-    if started is None:
-        return False
-    return start_time is None or started == start_time
 
 
 def signal_group(pgid: int, sig: int) -> bool:

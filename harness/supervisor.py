@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyError
+from aichaos.processes import process_start_time
 from aichaos.rundir import EventLog
 
 from . import prometheus as prom
 from .stack_state import (
     STATE_FILE,
     clear_pointer,
-    process_start_time,
     signal_group,
     write_json,
     write_pointer,

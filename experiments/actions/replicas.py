@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import signal as signals
 import time
-from pathlib import Path
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
+
+from aichaos.processes import process_alive
 
 from .. import context
 from . import network, provider
@@ -22,23 +23,9 @@ from . import network, provider
 POLL_S = 0.2
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
 def _alive(svc: dict[str, Any]) -> bool:
-    pid, started = svc.get("pid"), svc.get("start_time")
-    if not pid:
-        return False
-    now = _start_time(int(pid))
-    return now is not None and (started is None or now == started)
+    pid = svc.get("pid")
+    return bool(pid) and process_alive(int(pid), svc.get("start_time"))
 
 
 def _signal(value: str | int) -> signals.Signals:
