@@ -319,10 +319,13 @@ class GameDay:
     # --- the manifest ----------------------------------------------------------------------
 
     def _allowed(self) -> set[str] | None:
-        if self.stack is None:
-            return None
-        state = self.stack.status()
-        return set(state["services"]) | set(state["proxies"])
+        """What the experiment may touch: the stack's services and proxies, and what
+        ``--allow`` names (Kubernetes namespaces, proxies of a real Toxiproxy)."""
+        allowed = set(self.plan.options.allow)
+        if self.stack is not None:
+            state = self.stack.status()
+            allowed |= set(state["services"]) | set(state["proxies"])
+        return allowed or None
 
     def _write_manifest(self) -> None:
         if not self.run_dir.exists():

@@ -66,6 +66,10 @@ def run(
     replay: Annotated[
         Path | None, typer.Option(help="Run the game day recorded in this run directory again.")
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Let the experiment act on this namespace or proxy too (repeatable)."),
+    ] = None,
     open_report: Annotated[
         bool, typer.Option("--open", help="Open the report in a browser at the end.")
     ] = False,
@@ -97,6 +101,7 @@ def run(
         promote=promote,
         replay=replay,
         open_report=open_report,
+        allow=allow or [],
         command=["aichaos", *sys.argv[1:]],
     )
     raise typer.Exit(run_game_day(options))

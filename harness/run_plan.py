@@ -55,6 +55,7 @@ class RunOptions:
     promote: bool = False
     replay: Path | None = None
     open_report: bool = False
+    allow: list[str] = field(default_factory=list)  # extra experiment targets (namespaces)
     command: list[str] = field(default_factory=list)
 
 
@@ -90,6 +91,7 @@ class RunPlan:
                 "baseline": str(o.baseline) if o.baseline else None,
                 "quick": o.quick,
                 "ci": o.ci,
+                "allow": list(o.allow),
             },
         }
 
@@ -201,6 +203,7 @@ def _plan_replay(options: RunOptions) -> RunPlan:
         ci=options.ci,
         promote=options.promote,
         open_report=options.open_report,
+        allow=list(recorded.get("allow", [])),
         command=options.command,
     )
     _check_options(replayed)

@@ -652,7 +652,8 @@ def test_dockerfile_installs_aichaos_and_runs_it():
     assert entrypoints[-1] == ["aichaos"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert "aichaos" in scripts
-    assert any(op == "RUN" and "pip install ." in arg for op, arg in instructions)
+    install = re.compile(r"pip install '?\.(\[k8s\])?'?")  # the k8s extra: the nightly job
+    assert any(op == "RUN" and install.search(arg) for op, arg in instructions)
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1] not in ("root", "0")
     # setup.py maps these folders onto subpackages: each must be in the build context.
@@ -706,3 +707,24 @@ def test_simulator_invocations_use_options_the_cli_has(compose):
         assert one_option(args, "--profile") in profile_names(), where
         assert one_option(args, "--host") == "0.0.0.0", f"{where}: unreachable from other pods"
     assert seen >= 5  # compose llm-1, llm-2, fallback; k8s fallback (x2), sim replicas
+
+
+def test_the_nightly_cronjob_runs_a_game_day_the_cli_accepts():
+    docs = load_docs(K8S / "nightly" / "cronjob.yaml")
+    job = next(d for d in docs if d["kind"] == "CronJob")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["aichaos"] and container["args"][0] == "run"
+    run = typer.main.get_command(cli_app).commands["run"]
+    options = {opt for param in run.params for opt in param.opts}
+    flags = [a for a in container["args"][1:] if a.startswith("--")]
+    assert flags and set(flags) <= options, set(flags) - options
+    args = container["args"]
+    experiment = args[args.index("--experiment") + 1]
+    assert (REPO / "experiments" / "library" / f"{experiment}.json").exists()
+    roles = {d["metadata"]["name"] for d in docs if d["kind"] == "Role"}
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["roleRef"]["name"] in roles
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]} <= claims
