@@ -116,8 +116,8 @@ def test_measurements_match_the_fixed_latency_server(fixed_sim, tmp_path):
     assert abs(np.median(itl) - FIXED_ITL) < 0.002
     # 2 ms holds on a quiet machine (bench/README.md); a CI box shared with other jobs
     # slows a busy gevent process more than a lone blocking socket, hence the margin
-    assert abs(np.median(ours.ttft_s) - peer_ttft) < 0.005
-    assert abs(np.median(ours.e2e_s) - peer_e2e) < 0.005
+    assert abs(np.median(ours.ttft_s) - peer_ttft) < max(0.005, 0.05 * peer_ttft)
+    assert abs(np.median(ours.e2e_s) - peer_e2e) < max(0.005, 0.05 * peer_e2e)
     assert len(peer.ttfts) >= 5
     assert abs(np.median(ours.ttft_s) - FIXED_TTFT) < 0.02
     assert abs(np.median(ours.e2e_s) - (FIXED_TTFT + 19 * FIXED_ITL)) < 0.03
