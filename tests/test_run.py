@@ -205,6 +205,8 @@ def test_ctrl_c_in_the_fault_window_rolls_back_and_reports_aborted(tmp_path):
     try:
         run_dir = wait_for_fault(tmp_path, proc)
         proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not skip clean-up
         _, stderr = proc.communicate(timeout=QUICK_TIMEOUT_S)
     finally:
         if proc.poll() is None:
