@@ -87,24 +87,21 @@ def _service_of_kind(state: Mapping[str, Any], kind: str) -> dict[str, Any] | No
 
 
 def target_url(configuration: Mapping[str, Any] | None) -> str:
-    value = _get(configuration, TARGET)
-    if value is not None:
-        return str(value).rstrip("/")
-    svc = _service_of_kind(stack_state(configuration, required=False), "gateway")
-    if svc is None or not svc.get("url"):
-        raise ActivityFailed(f"configuration {TARGET!r} is not set and the stack has no gateway")
-    return str(svc["url"]).rstrip("/")
+    return _url(configuration, TARGET, "gateway", "gateway")
 
 
 def toxiproxy_url(configuration: Mapping[str, Any] | None) -> str:
-    value = _get(configuration, TOXIPROXY_URL)
+    return _url(configuration, TOXIPROXY_URL, "proxy", "proxy server")
+
+
+def _url(configuration: Mapping[str, Any] | None, key: str, kind: str, what: str) -> str:
+    """The URL set under ``key``, else that of the stack's service of ``kind``."""
+    value = _get(configuration, key)
     if value is not None:
         return str(value).rstrip("/")
-    svc = _service_of_kind(stack_state(configuration, required=False), "proxy")
+    svc = _service_of_kind(stack_state(configuration, required=False), kind)
     if svc is None or not svc.get("url"):
-        raise ActivityFailed(
-            f"configuration {TOXIPROXY_URL!r} is not set and the stack has no proxy server"
-        )
+        raise ActivityFailed(f"configuration {key!r} is not set and the stack has no {what}")
     return str(svc["url"]).rstrip("/")
 
 

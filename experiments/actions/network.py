@@ -32,25 +32,21 @@ def _checked(proxies: str | list[str], configuration: dict | None) -> list[str]:
 
 def disable_proxies(proxies: str | list[str], configuration: dict | None = None) -> list[str]:
     """Outage of those edges: the proxies stop listening and drop open connections."""
-    names = _checked(proxies, configuration)
-    with _LOCK:
-        client = _client(configuration)
-        try:
-            for name in names:
-                client.disable(name)
-        except ToxiproxyError as exc:
-            raise ActivityFailed(str(exc)) from None
-    return names
+    return _switch(proxies, configuration, on=False)
 
 
 def enable_proxies(proxies: str | list[str], configuration: dict | None = None) -> list[str]:
     """Rollback of ``disable_proxies``."""
+    return _switch(proxies, configuration, on=True)
+
+
+def _switch(proxies: str | list[str], configuration: dict | None, on: bool) -> list[str]:
     names = _checked(proxies, configuration)
     with _LOCK:
         client = _client(configuration)
         try:
             for name in names:
-                client.enable(name)
+                (client.enable if on else client.disable)(name)
         except ToxiproxyError as exc:
             raise ActivityFailed(str(exc)) from None
     return names
