@@ -429,13 +429,15 @@ class Supervisor:
                 if starting:
                     raise self._fail(p, f"could not create the proxies: {exc}") from None
                 self.events.emit("proxies", p.name, "instant", {"error": str(exc)})
+        ready_at = time.time()
+        after = round(ready_at - (p.started_at or ready_at), 3)
+        # the event is written before the state says ready, so whoever sees READY finds the event
+        self.events.emit("ready", p.name, "instant", {"pid": p.pid, "after_s": after})
         with self._lock:
             p.state = READY
             p.crashes = 0
-            p.ready_at = time.time()
+            p.ready_at = ready_at
             self._save()
-        after = round(p.ready_at - (p.started_at or p.ready_at), 3)
-        self.events.emit("ready", p.name, "instant", {"pid": p.pid, "after_s": after})
 
     def _populate(self, p: Managed) -> None:
         decls = [
