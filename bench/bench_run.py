@@ -2,12 +2,12 @@
 
     python bench/bench_run.py                 # aichaos run --quick: wall time, peak memory
     python bench/bench_run.py --soak 30m      # the soak scenario for 30 minutes: memory over
-                                              # time of every process, and its growth
+                                              # time of every process, and its slope
 
 Memory is the resident set size summed over `aichaos run` and every process it started (the
 stack, Locust, Prometheus), sampled every few seconds with psutil. The soak reports the
-growth of each process between the first and the last third of the run: a leak shows as a
-steady climb, a warm-up as a step at the start.
+slope of each kind of process after warm-up (MiB per hour over the last two thirds): a leak
+shows as a steady climb, a warm-up as a step at the start.
 """
 
 from __future__ import annotations
@@ -65,23 +65,43 @@ def run(args: list[str], every: float, out: Path) -> tuple[int, float, list[tupl
     return proc.returncode, time.monotonic() - started, samples
 
 
-def growth(samples: list[tuple[float, dict]]) -> dict[str, float]:
-    """MiB growth per process kind between the first and the last third of the run."""
-    third = max(1, len(samples) // 3)
-    first, last = samples[:third], samples[-third:]
+def by_kind(values: dict[str, int]) -> dict[str, float]:
+    """MiB per kind of process (the three simulators add up under ``llm_sim``)."""
+    kinds: dict[str, float] = defaultdict(float)
+    for key, rss in values.items():
+        kinds[key.split(":")[0]] += rss / 2**20
+    return kinds
 
-    def mean_by_kind(part: list[tuple[float, dict]]) -> dict[str, float]:
-        sums: dict[str, list[float]] = defaultdict(list)
-        for _, values in part:
-            per_kind: dict[str, float] = defaultdict(float)
-            for key, rss in values.items():
-                per_kind[key.split(":")[0]] += rss
-            for kind, rss in per_kind.items():
-                sums[kind].append(rss)
-        return {k: sum(v) / len(v) / 2**20 for k, v in sums.items()}
 
-    a, b = mean_by_kind(first), mean_by_kind(last)
-    return {k: round(b[k] - a.get(k, 0.0), 1) for k in b}
+def slope_after_warmup(samples: list[tuple[float, dict]]) -> dict[str, float]:
+    """MiB per hour per kind of process, by least squares over the last two thirds of the
+    run (the first third is warm-up: caches filling to their TTL, allocator arenas)."""
+    tail = samples[len(samples) // 3 :]
+    rows = [(t, by_kind(values)) for t, values in tail]
+    kinds = sorted({k for _, kinds in rows for k in kinds})
+    slopes = {}
+    for kind in kinds:
+        points = [(t, kinds_[kind]) for t, kinds_ in rows if kind in kinds_]
+        if len(points) < 2:
+            continue
+        mean_t = sum(t for t, _ in points) / len(points)
+        mean_m = sum(m for _, m in points) / len(points)
+        var = sum((t - mean_t) ** 2 for t, _ in points)
+        cov = sum((t - mean_t) * (m - mean_m) for t, m in points)
+        slopes[kind] = round(cov / var * 3600, 1) if var else 0.0
+    return slopes
+
+
+def write_csv(samples: list[tuple[float, dict]], path: Path) -> None:
+    rows = [(t, by_kind(values)) for t, values in samples]
+    kinds = sorted({k for _, kinds in rows for k in kinds})
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["t_s", "total_mib", *(f"{k}_mib" for k in kinds)])
+        for t, kinds_ in rows:
+            per = [round(kinds_.get(k, 0.0), 1) for k in kinds]
+            writer.writerow([round(t, 1), round(sum(kinds_.values()), 1), *per])
 
 
 def main() -> None:
@@ -106,14 +126,9 @@ def main() -> None:
         "samples": len(samples),
     }
     if opts.soak:
-        result["growth_mib_first_to_last_third"] = growth(samples)
+        result["slope_mib_per_hour_after_warmup"] = slope_after_warmup(samples)
         csv_path = ROOT / "bench" / "results" / "soak-memory.csv"
-        csv_path.parent.mkdir(exist_ok=True)
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["t_s", "rss_mib_total"])
-            for (t, _), total in zip(samples, totals, strict=True):
-                writer.writerow([round(t, 1), round(total / 2**20, 1)])
+        write_csv(samples, csv_path)
         result["memory_csv"] = str(csv_path.relative_to(ROOT))
     print(json.dumps(result, indent=2))
     if opts.keep:

@@ -167,6 +167,9 @@ def test_repeats_hit_the_cache(start_sim, two_replicas):
         "messages": [{"role": "user", "content": "same question"}], "max_tokens": 5,
         "ignore_eos": True, "stream": True})  # fmt: skip
     assert streamed.headers["x-served-by"] == "cache" and streamed.text.endswith("data: [DONE]\n\n")
+    families = text_string_to_metric_families(httpx.get(f"{gw.url}/metrics").text)
+    held = next(f for f in families if f.name == "gateway_cache_entries").samples[0].value
+    assert held == 1  # one question, asked three times
 
 
 def test_no_retry_after_the_first_token(start_sim):

@@ -111,6 +111,23 @@ def test_memory_cache_lru_and_ttl(monkeypatch):
     asyncio.run(go())
 
 
+def test_memory_cache_drops_expired_answers_when_new_ones_arrive(monkeypatch):
+    import aichaos.fixtures.gateway.cache as mod
+
+    now = [1000.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
+
+    async def go():
+        cache = MemoryCache(max_entries=100, ttl_s=10)
+        for i in range(5):
+            await cache.put(f"old{i}", {"v": i})
+        now[0] += 11  # the first five are past their TTL
+        await cache.put("new", {"v": 9})
+        assert len(cache) == 1 and await cache.get("new") == {"v": 9}
+
+    asyncio.run(go())
+
+
 def test_redis_cache_round_trip(monkeypatch):
     server = fakeredis.FakeServer()
     import redis.asyncio as redis
