@@ -130,6 +130,7 @@ class Dispatcher:
         body, headers = build_request(
             self.scenario.target, tier, s, i, self.scenario.seed, self.model
         )
+        headers["X-Request-Id"] = rid  # so server logs and traces name the same request
         self.counters.sent += 1
         try:
             timed_request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -62,6 +63,19 @@ def test_openai_sdk_streams_through_the_gateway(start_sim, two_replicas):
     chunks = list(raw.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 6 and chunks[-1].usage.completion_tokens == 6
+
+
+def test_a_request_id_reaches_the_replica_and_comes_back(start_sim, tmp_path):
+    log = tmp_path / "served.jsonl"
+    replica = start_sim("--request-log", str(log))
+    sims = (replica, replica, start_sim("--profile", "hosted-api"))
+    gw = gateway(start_sim, sims)
+    body = {"messages": [{"role": "user", "content": "traced"}], "max_tokens": 3}
+    answer = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=30,
+                        headers={"X-Request-Id": "game-day-42"})  # fmt: skip
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == "game-day-42"
+    served = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [s["request_id"] for s in served] == ["game-day-42"]
 
 
 def test_least_outstanding_balancing_uses_both_replicas(start_sim, two_replicas):
