@@ -29,15 +29,23 @@ def bare_socket_ttft(url: str, n: int = 20) -> float:
     """Median TTFT of sequential streams read by a bare blocking socket at no load: the
     server's own overhead over its configured TTFT, to tell it apart from the load
     generator's error."""
+    return float(np.median(list(bare_socket_readings(url, n).values())))
+
+
+def bare_socket_readings(url: str, n: int = 20, prefix: str = "bare") -> dict[str, float]:
+    """TTFT by request id (``X-Request-Id: PREFIX-i``) of ``n`` sequential streams read by a
+    bare blocking socket: the least any client on this machine can measure."""
     host, port = url.split("//", 1)[1].rsplit(":", 1)
     fields = {"max_tokens": 5, "ignore_eos": True, "stream": True}
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], **fields}).encode()
-    request = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    samples = []
-    for _ in range(n):
+    readings = {}
+    for i in range(n):
+        rid = f"{prefix}-{i}"
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+            f"X-Request-Id: {rid}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             start = time.perf_counter()
             sock.sendall(request)
@@ -47,9 +55,9 @@ def bare_socket_ttft(url: str, n: int = 20) -> float:
                 buf += data
                 if not data or buf.count(b'"content":"') > buf.count(b'"content":""'):
                     break
-            samples.append(time.perf_counter() - start)
+            readings[rid] = time.perf_counter() - start
         time.sleep(0.05)
-    return float(np.median(samples))
+    return readings
 
 
 def calibration_scenario(rate: float, duration_s: float, output_tokens: int = 50,
