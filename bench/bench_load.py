@@ -145,14 +145,6 @@ def aiohttp_client(cfg_path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- the bench
-def _served_since(log: Path, offset: int) -> dict[str, float]:
-    """The simulator's own TTFT per request id, from its log lines written after ``offset``."""
-    with open(log, "rb") as f:
-        f.seek(offset)
-        lines = [json.loads(line) for line in f.read().splitlines() if line.strip()]
-    return {x["request_id"]: x["ttft_s"] for x in lines if x["ttft_s"] is not None}
-
-
 def _stats(rows: list[dict], served: dict[str, float], floor: float) -> dict:
     import numpy as np
 
@@ -211,7 +203,7 @@ def _aichaos_rows(run_dir: Path) -> list[dict]:
 def bench(rates: list[float], duration: float, out_dir: Path, repeat: int = 1) -> list[dict]:
     import subprocess
 
-    from aichaos.scenarios.calibrate import bare_socket_readings, calibration_scenario, run_once
+    from aichaos.scenarios.calibrate import calibration_scenario, floor_s, read_served, run_once
     from aichaos.scenarios.schedule import build_schedule
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -223,10 +215,7 @@ def bench(rates: list[float], duration: float, out_dir: Path, repeat: int = 1) -
     sim = SimProcess(["--profile", "fixed-latency", "--request-log", str(log)], out_dir / "sim.log")
     results = []
     try:
-        bare = bare_socket_readings(sim.url, 40)
-        time.sleep(0.5)  # the last log line
-        served = _served_since(log, 0)
-        floor = float(sorted(bare[rid] - served[rid] for rid in bare)[len(bare) // 2])
+        floor = floor_s(sim.url, log)
         print(f"floor (bare socket minus served, median): {floor * 1000:.2f} ms", flush=True)
         body = {"messages": [{"role": "user", "content": "x " * 64}], "max_tokens": TOKENS,
                 "ignore_eos": True, "stream": True,
@@ -258,7 +247,7 @@ def bench(rates: list[float], duration: float, out_dir: Path, repeat: int = 1) -
                     rows = json.loads((run_dir / "rows.json").read_text())
                 s = {"client": client, "rate": rate, "scheduled": len(times),
                      "wall_s": round(time.time() - start, 1),
-                     **_stats(rows, _served_since(log, offset), floor)}  # fmt: skip
+                     **_stats(rows, read_served(log, offset), floor)}  # fmt: skip
                 print(json.dumps(s), flush=True)
                 cells.setdefault(client, []).append(s)
             for client in CLIENTS:

@@ -190,6 +190,7 @@ def _summary(run_dir: Path) -> None:
 
 
 def _start_fixed_sim(log_dir: Path) -> tuple[subprocess.Popen, str]:
+    """The fixed-latency simulator, logging what it serves to ``LOG_DIR/served.jsonl``."""
     import httpx
 
     with socket.socket() as sock:
@@ -197,7 +198,8 @@ def _start_fixed_sim(log_dir: Path) -> tuple[subprocess.Popen, str]:
         port = sock.getsockname()[1]
     log = open(log_dir / "fixed-latency-sim.log", "wb")  # noqa: SIM115 - child owns it
     cmd = [sys.executable, "-m", "aichaos.fixtures.llm_sim", "serve", "--port", str(port),
-           "--profile", "fixed-latency"]  # fmt: skip
+           "--profile", "fixed-latency",
+           "--request-log", str(log_dir / "served.jsonl")]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -225,7 +227,7 @@ def _stop_proc(proc: subprocess.Popen) -> None:
 
 
 def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | None) -> int:
-    from aichaos.scenarios.calibrate import bare_socket_ttft, honest, sweep
+    from aichaos.scenarios.calibrate import floor_s, honest, sweep
 
     try:
         rates = [float(r) for r in rates_text.split(",") if r.strip()]
@@ -239,14 +241,15 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
     out_dir.mkdir(parents=True, exist_ok=True)
     sim, url = _start_fixed_sim(out_dir)
     typer.echo(f"fixed-latency simulator at {url} (TTFT 100 ms, ITL 10 ms, 50 tokens)")
+    served_log = out_dir / "served.jsonl"
     try:
-        overhead = bare_socket_ttft(url) - 0.1
+        floor = floor_s(url, served_log)
     except OSError as exc:
         _stop_proc(sim)
         raise _fail(EXIT_UNREACHABLE, f"the simulator does not answer: {exc}") from None
     typer.echo(
-        f"its own TTFT overhead at no load (bare socket): {overhead * 1000:.2f} ms; "
-        "TTFT errors below are measured against 100 ms plus that"
+        "TTFT errors below: each request's reading minus the TTFT the server says it served, "
+        f"minus the floor a bare socket sees at no load ({floor * 1000:.2f} ms)"
     )
     typer.echo(
         f"{'rate':>6} {'sent':>6} {'streams':>7} {'TTFT err p50/p99 ms':>21} "
@@ -267,8 +270,8 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
         )
 
     try:
-        rows = sweep(url, rates, out_dir, duration_s=duration, workers=workers, on_step=show,
-                     server_overhead_s=overhead)  # fmt: skip
+        rows = sweep(url, served_log, rates, out_dir, duration_s=duration, workers=workers,
+                     on_step=show, floor=floor)  # fmt: skip
     finally:
         _stop_proc(sim)
     (out_dir / "calibration.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")

@@ -1,9 +1,14 @@
 """Self-calibration: how exact is this machine's load generator, and up to which rate?
 
 Runs the load runner against the simulator's ``fixed-latency`` profile (every request gets
-exactly ``ttft_s`` to its first token and ``itl_s`` between tokens) at increasing rates, and
-reports the measurement error (measured − configured) of TTFT and ITL and the schedule lag
-(t_sent − t_scheduled) at each: the honest ceiling of this load generator.
+``ttft_s`` to its first token and ``itl_s`` between tokens) at increasing rates, and reports
+the measurement error of TTFT and ITL and the schedule lag (t_sent − t_scheduled) at each:
+the honest ceiling of this load generator.
+
+TTFT error is taken request by request against what the server says it served (its
+``--request-log``, joined on ``X-Request-Id``), so the server's own late timers cancel out,
+minus the floor: the same difference for a bare blocking socket at no load (loopback and the
+server's HTTP parsing, which no client avoids). ITL error is against the configured ``itl_s``.
 """
 
 from __future__ import annotations
@@ -21,15 +26,7 @@ from aichaos.rundir import read_requests
 from .runner import LoadRunner
 from .spec import Scenario
 
-FIXED_TTFT_S = 0.1
 FIXED_ITL_S = 0.01
-
-
-def bare_socket_ttft(url: str, n: int = 20) -> float:
-    """Median TTFT of sequential streams read by a bare blocking socket at no load: the
-    server's own overhead over its configured TTFT, to tell it apart from the load
-    generator's error."""
-    return float(np.median(list(bare_socket_readings(url, n).values())))
 
 
 def bare_socket_readings(url: str, n: int = 20, prefix: str = "bare") -> dict[str, float]:
@@ -58,6 +55,25 @@ def bare_socket_readings(url: str, n: int = 20, prefix: str = "bare") -> dict[st
             readings[rid] = time.perf_counter() - start
         time.sleep(0.05)
     return readings
+
+
+def read_served(log: Path, offset: int = 0) -> dict[str, float]:
+    """The server's own TTFT by request id, from its ``--request-log`` lines after ``offset``."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        lines = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+    return {x["request_id"]: x["ttft_s"] for x in lines if x["ttft_s"] is not None}
+
+
+def floor_s(url: str, log: Path, n: int = 40) -> float:
+    """Median of (bare-socket TTFT − served TTFT) at no load: what no client can go under."""
+    readings = bare_socket_readings(url, n, prefix="floor")
+    deadline = time.monotonic() + 5
+    served = read_served(log)
+    while not readings.keys() <= served.keys() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server writes its line when the stream has ended
+        served = read_served(log)
+    return float(np.median([readings[rid] - served[rid] for rid in readings if rid in served]))
 
 
 def calibration_scenario(rate: float, duration_s: float, output_tokens: int = 50,
@@ -89,16 +105,17 @@ def _pct(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def measure(run_dir: Path, ttft_s: float = FIXED_TTFT_S, itl_s: float = FIXED_ITL_S,
-            duration_s: float | None = None,
-            server_overhead_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
-    """Errors against the configured latencies, schedule lag and peak concurrency."""
+def measure(run_dir: Path, served: dict[str, float], floor: float = 0.0,
+            itl_s: float = FIXED_ITL_S,
+            duration_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Errors against what the server served (TTFT) and configured (ITL), schedule lag and
+    peak concurrency."""
     table, _ = read_requests(run_dir)
     df = table.to_pandas()
     ok = df[df.status == "ok"]
-    # error against what the server delivers: configured TTFT plus its own idle overhead
-    expected = ttft_s + server_overhead_s
-    ttft_err = (ok.ttft_s.to_numpy(dtype=float) - expected) if len(ok) else np.zeros(0)
+    joined = ok[ok.request_id.isin(served.keys())]
+    theirs = joined.request_id.map(served).to_numpy(dtype=float)
+    ttft_err = joined.ttft_s.to_numpy(dtype=float) - theirs - floor
     itl = np.concatenate([np.asarray(x, dtype=float) for x in ok.itl_s]) if len(ok) else []
     itl_err = np.asarray(itl, dtype=float) - itl_s
     lag = (df.t_sent - df.t_scheduled).to_numpy(dtype=float) if len(df) else np.zeros(0)
@@ -121,6 +138,7 @@ def measure(run_dir: Path, ttft_s: float = FIXED_TTFT_S, itl_s: float = FIXED_IT
     return {
         "requests": len(df),
         "ok": len(ok),
+        "joined": len(joined),
         "errors": int((df.status != "ok").sum()) if len(df) else 0,
         "achieved_rps": len(df) / duration_s if duration_s else None,
         "ttft_err_p50_s": _pct(ttft_err, 50),
@@ -140,7 +158,7 @@ def measure(run_dir: Path, ttft_s: float = FIXED_TTFT_S, itl_s: float = FIXED_IT
 def honest(m: dict[str, Any], ttft_p50: float = 0.001, ttft_p99: float = 0.005,
            lag_p99: float = 0.005) -> bool:  # fmt: skip
     """The bench's criterion: TTFT error < 1 ms p50, < 5 ms p99; schedule lag p99 < 5 ms."""
-    if not m["ok"] or m["errors"]:
+    if not m["ok"] or m["errors"] or m["joined"] < m["ok"]:
         return False
     return (
         abs(m["ttft_err_p50_s"]) < ttft_p50
@@ -149,17 +167,19 @@ def honest(m: dict[str, Any], ttft_p50: float = 0.001, ttft_p99: float = 0.005,
     )
 
 
-def sweep(target: str, rates: list[float], out_dir: Path, duration_s: float = 8.0,
+def sweep(target: str, log: Path, rates: list[float], out_dir: Path, duration_s: float = 8.0,
           workers: int = 1, on_step: Any = None,
-          server_overhead_s: float = 0.0) -> list[dict[str, Any]]:  # fmt: skip
+          floor: float = 0.0) -> list[dict[str, Any]]:  # fmt: skip
+    """One calibration run per rate against ``target``, a fixed-latency simulator writing its
+    per-request log to ``log``."""
     rows = []
     for rate in rates:
         scenario = calibration_scenario(rate, duration_s)
         run_dir = out_dir / f"rate-{rate:g}-w{workers}"
-        start = time.time()
+        start, offset = time.time(), log.stat().st_size if log.exists() else 0
         code = run_once(scenario, target, run_dir, workers=workers)
         row = {"rate": rate, "workers": workers, "exit_code": code}
-        m = measure(run_dir, duration_s=duration_s, server_overhead_s=server_overhead_s)
+        m = measure(run_dir, read_served(log, offset), floor, duration_s=duration_s)
         row.update(m, wall_s=time.time() - start)
         rows.append(row)
         if on_step is not None:

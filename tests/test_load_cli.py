@@ -44,6 +44,23 @@ def test_load_writes_a_run_directory(start_sim, tmp_path):
     assert "requests" in proc.stderr and "TTFT p50" in proc.stderr  # the closing summary
 
 
+def test_calibrate_measures_each_request_against_what_the_server_served(tmp_path):
+    out = tmp_path / "cal"
+    proc = aichaos("load", "calibrate", "--rates", "4", "--duration", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "minus the floor a bare socket sees" in proc.stdout
+    assert "honest ceiling" in proc.stdout
+    (row,) = json.loads((out / "calibration.json").read_text())
+    assert row["rate"] == 4 and row["exit_code"] == 0
+    # every request found in the server's own log, by the X-Request-Id the runner sent
+    assert row["requests"] == row["ok"] == row["joined"] > 0 and row["tokens_match"]
+    served = [json.loads(line) for line in (out / "served.jsonl").read_text().splitlines()]
+    df = read_requests(out / "rate-4-w1")[0].to_pandas()
+    assert set(df.request_id) <= {s["request_id"] for s in served}
+    # the error is the reading minus the served TTFT minus a floor: small, never hugely negative
+    assert -0.002 < row["ttft_err_p50_s"] < 0.05
+
+
 def test_bad_scenario_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("duration: 10\nrate: {shape: ramp, from: 1}\n")
