@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from aichaos.fixtures.llm_sim.engine import StepEngine
+from aichaos.fixtures.llm_sim.engine import StepEngine, StepLag
 from aichaos.fixtures.llm_sim.kv_cache import BlockPool
 from aichaos.fixtures.llm_sim.metrics import SimMetrics
 from aichaos.fixtures.llm_sim.profiles import StepEngineConfig, StepTime
@@ -201,3 +201,12 @@ def test_http_ttft_rises_with_prompt_length_and_load(h100_sim):
     heavy = statistics.median(asyncio.run(_ttfts(h100_sim.url, 150, 1500)))
     light = statistics.median(asyncio.run(_ttfts(h100_sim.url, 3, 1500)))
     assert heavy > light
+
+
+def test_step_lag_keeps_the_last_steps_in_a_fixed_ring():
+    lag = StepLag(keep=5)
+    for i in range(8):
+        lag.add(i / 1000)
+    assert lag.summary() == {"steps": 5, "p50_s": 0.005, "p99_s": 0.007, "max_s": 0.007}
+    lag.reset()
+    assert lag.summary() == {"steps": 0}
