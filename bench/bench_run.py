@@ -6,8 +6,8 @@
 
 Memory is the resident set size summed over `aichaos run` and every process it started (the
 stack, Locust, Prometheus), sampled every few seconds with psutil. The soak reports the
-slope of each kind of process after warm-up (MiB per hour over the last two thirds): a leak
-shows as a steady climb, a warm-up as a step at the start.
+slope of each kind of process after warm-up (MiB per hour, from a third of the run to the
+end of the load): a leak shows as a steady climb, a warm-up as a step at the start.
 """
 
 from __future__ import annotations
@@ -74,9 +74,12 @@ def by_kind(values: dict[str, int]) -> dict[str, float]:
 
 
 def slope_after_warmup(samples: list[tuple[float, dict]]) -> dict[str, float]:
-    """MiB per hour per kind of process, by least squares over the last two thirds of the
-    run (the first third is warm-up: caches filling to their TTL, allocator arenas)."""
-    tail = samples[len(samples) // 3 :]
+    """MiB per hour per kind of process, by least squares from a third of the run to the end
+    of the load (the first third is warm-up: caches filling to their TTL, allocator arenas;
+    after the load, evaluation reads every record and Locust exits)."""
+    loaded = [t for t, values in samples if any(k.startswith("locust:") for k in values)]
+    end = max(loaded) if loaded else samples[-1][0]
+    tail = [(t, v) for t, v in samples[len(samples) // 3 :] if t <= end]
     rows = [(t, by_kind(values)) for t, values in tail]
     kinds = sorted({k for _, kinds in rows for k in kinds})
     slopes = {}
