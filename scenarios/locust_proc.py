@@ -56,6 +56,7 @@ HEALTH_TICK_S = 0.05
 CPU_WARN_PERCENT = 90.0
 LAG_WARN_S = 0.005
 RECENT = 10_000  # samples kept for the live TTFT p95 and lag p99
+LOST_AFTER_S = 10.0  # a worker missing to Locust and silent this long is lost
 
 
 class ScheduleUser(FastHttpUser):
@@ -424,13 +425,16 @@ def run_master(cfg: dict[str, Any]) -> int:
     stopping = gevent.event.Event()
 
     reported: dict[str, set[str]] = {}
+    heard: dict[str, float] = {}  # worker name -> when it last sent rows or progress
 
     def on_rows(environment: Any, msg: Any, **_: Any) -> None:
+        heard[msg.data["worker"]] = time.monotonic()
         rows = msg.data["rows"]
         reported.setdefault(msg.data["worker"], set()).update(r["request_id"] for r in rows)
         collector.rows(msg.data["worker"], rows)
 
     def on_progress(environment: Any, msg: Any, **_: Any) -> None:
+        heard[msg.data["worker"]] = time.monotonic()
         collector.report(msg.data["worker"], msg.data["report"])
 
     def on_done(environment: Any, msg: Any, **_: Any) -> None:
@@ -466,6 +470,7 @@ def run_master(cfg: dict[str, Any]) -> int:
         data = {"cfg": wire, "index": index, "count": count, "schedule": share.to_wire()}
         runner.send_message("aichaos_assign", data, client_id=client_id)
     runner.start(count, spawn_rate=count)
+    started = time.monotonic()
     collector.progress.write(collector.t0)
     limit = scenario.duration_s + scenario.target.timeout_s + 30.0
     end_by = time.time() + max(0.0, float(cfg["t0"]) - time.time()) + limit
@@ -478,7 +483,11 @@ def run_master(cfg: dict[str, Any]) -> int:
                 break
         for client_id, (worker, share) in shares.items():
             node = runner.clients.get(client_id)
-            if worker not in done and (node is None or node.state == STATE_MISSING):
+            # Locust calls a worker missing after 3 s without a heartbeat, which a busy
+            # machine can cause; lost means gone from Locust, or missing and silent too
+            silent = time.monotonic() - heard.get(worker, started)
+            missing = node is not None and node.state == STATE_MISSING and silent > LOST_AFTER_S
+            if worker not in done and (node is None or missing):
                 _record_lost_worker(collector, scenario, worker, share, reported.get(worker))
                 done.add(worker)
         if len(done) >= count:
