@@ -145,7 +145,7 @@ def aiohttp_client(cfg_path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- the bench
-def _stats(rows: list[dict], served: dict[str, float], floor: float) -> dict:
+def _stats(rows: list[dict], served: dict[str, dict], floor: float) -> dict:
     import numpy as np
 
     ok = [r for r in rows if r.get("ttft") is not None]
@@ -165,7 +165,7 @@ def _stats(rows: list[dict], served: dict[str, float], floor: float) -> dict:
     # peak number of streams open at once
     edges = sorted([(r["start"], 1) for r in ok] + [(r["end"], -1) for r in ok])
     out["peak_streams"] = int(max(np.cumsum([e[1] for e in edges]))) if edges else 0
-    joined = [r["ttft"] - served[r["id"]] - floor for r in ok if r["id"] in served]
+    joined = [r["ttft"] - served[r["id"]]["ttft_s"] - floor for r in ok if r["id"] in served]
     out["joined"] = len(joined)
     net = np.asarray(joined) * 1000
     out["net_ttft_err_p50_ms"] = float(np.percentile(net, 50))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,19 @@ from .spec import Scenario
 FIXED_ITL_S = 0.01
 
 
-def bare_socket_readings(url: str, n: int = 20, prefix: str = "bare") -> dict[str, float]:
-    """TTFT by request id (``X-Request-Id: PREFIX-i``) of ``n`` sequential streams read by a
-    bare blocking socket: the least any client on this machine can measure."""
+def bare_socket_readings(url: str, n: int = 20, prefix: str = "bare", tokens: int = 5,
+                         stop: threading.Event | None = None,
+                         ) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """(TTFT, E2E) by request id (``X-Request-Id: PREFIX-i``) of up to ``n`` sequential
+    streams read by a bare blocking socket: the least any client on this machine can
+    measure. ``stop`` ends the series early."""
     host, port = url.split("//", 1)[1].rsplit(":", 1)
-    fields = {"max_tokens": 5, "ignore_eos": True, "stream": True}
+    fields = {"max_tokens": tokens, "ignore_eos": True, "stream": True}
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], **fields}).encode()
     readings = {}
     for i in range(n):
+        if stop is not None and stop.is_set():
+            break
         rid = f"{prefix}-{i}"
         request = (
             f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
@@ -46,23 +52,29 @@ def bare_socket_readings(url: str, n: int = 20, prefix: str = "bare") -> dict[st
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             start = time.perf_counter()
             sock.sendall(request)
-            buf = b""
-            while True:
+            buf, first, last = b"", None, None
+            while b"data: [DONE]" not in buf:
                 data = sock.recv(65536)
-                buf += data
-                if not data or buf.count(b'"content":"') > buf.count(b'"content":""'):
+                if not data:
                     break
-            readings[rid] = time.perf_counter() - start
+                now = time.perf_counter()
+                if data.count(b'"content":"') > data.count(b'"content":""'):
+                    first = first if first is not None else now
+                    last = now
+                buf += data
+        if first is not None:
+            readings[rid] = (first - start, last - start)
         time.sleep(0.05)
     return readings
 
 
-def read_served(log: Path, offset: int = 0) -> dict[str, float]:
-    """The server's own TTFT by request id, from its ``--request-log`` lines after ``offset``."""
+def read_served(log: Path, offset: int = 0) -> dict[str, dict[str, Any]]:
+    """The server's own account of each request (``ttft_s``, ``e2e_s``, ``output_tokens``),
+    by request id, from its ``--request-log`` lines after ``offset``."""
     with open(log, "rb") as f:
         f.seek(offset)
         lines = [json.loads(line) for line in f.read().splitlines() if line.strip()]
-    return {x["request_id"]: x["ttft_s"] for x in lines if x["ttft_s"] is not None}
+    return {line["request_id"]: line for line in lines}
 
 
 def floor_s(url: str, log: Path, n: int = 40) -> float:
@@ -73,7 +85,8 @@ def floor_s(url: str, log: Path, n: int = 40) -> float:
     while not readings.keys() <= served.keys() and time.monotonic() < deadline:
         time.sleep(0.05)  # the server writes its line when the stream has ended
         served = read_served(log)
-    return float(np.median([readings[rid] - served[rid] for rid in readings if rid in served]))
+    gaps = [readings[rid][0] - served[rid]["ttft_s"] for rid in readings if rid in served]
+    return float(np.median(gaps))
 
 
 def calibration_scenario(rate: float, duration_s: float, output_tokens: int = 50,
@@ -105,7 +118,7 @@ def _pct(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def measure(run_dir: Path, served: dict[str, float], floor: float = 0.0,
+def measure(run_dir: Path, served: dict[str, dict[str, Any]], floor: float = 0.0,
             itl_s: float = FIXED_ITL_S,
             duration_s: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Errors against what the server served (TTFT) and configured (ITL), schedule lag and
@@ -114,7 +127,7 @@ def measure(run_dir: Path, served: dict[str, float], floor: float = 0.0,
     df = table.to_pandas()
     ok = df[df.status == "ok"]
     joined = ok[ok.request_id.isin(served.keys())]
-    theirs = joined.request_id.map(served).to_numpy(dtype=float)
+    theirs = joined.request_id.map(lambda rid: served[rid]["ttft_s"]).to_numpy(dtype=float)
     ttft_err = joined.ttft_s.to_numpy(dtype=float) - theirs - floor
     itl = np.concatenate([np.asarray(x, dtype=float) for x in ok.itl_s]) if len(ok) else []
     itl_err = np.asarray(itl, dtype=float) - itl_s

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 from conftest import free_port
 
 from aichaos.rundir import ERROR_KINDS, REQUEST_SCHEMA, read_requests
+from aichaos.scenarios.calibrate import bare_socket_readings, read_served
 from aichaos.scenarios.runner import LoadRunner
 from aichaos.scenarios.schedule import build_schedule
 from aichaos.scenarios.spec import Scenario
@@ -36,45 +35,19 @@ def scenario(rps: float, duration: float, tokens: int = 20, name: str = "t",
     )
 
 
-class PeerStopwatch(threading.Thread):
-    """Sequential streams timed by a bare blocking socket while the load runs: the floor
-    of what any client on this machine reads, request by request (ids ``peer-N``)."""
+def peer_stopwatch(url: str, start_at: float, done: threading.Event,
+                   readings: dict) -> threading.Thread:  # fmt: skip
+    """Sequential streams timed by a bare blocking socket while the load runs: the floor of
+    what any client on this machine reads, request by request (ids ``peer-N``)."""
 
-    def __init__(self, url: str, tokens: int, start_at: float):
-        super().__init__(daemon=True)
-        self.port = int(url.rsplit(":", 1)[1])
-        fields = {"max_tokens": tokens, "ignore_eos": True, "stream": True}
-        self.body = json.dumps({"messages": [{"role": "user", "content": "hi"}], **fields})
-        self.start_at = start_at
-        self.done = threading.Event()
-        self.readings: dict[str, tuple[float, float]] = {}  # id: (ttft, e2e)
+    def run() -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        # bounded in count; ends with the load
+        readings.update(bare_socket_readings(url, 100, prefix="peer", tokens=20, stop=done))
 
-    def request(self, rid: str) -> bytes:
-        return (
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            f"X-Request-Id: {rid}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(self.body)}\r\n\r\n{self.body}"
-        ).encode()
-
-    def run(self) -> None:
-        time.sleep(max(0.0, self.start_at - time.time()))
-        for n in range(100):  # bounded; ends with the load
-            if self.done.is_set():
-                return
-            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-                start = time.perf_counter()
-                sock.sendall(self.request(f"peer-{n}"))
-                buf, first, last = b"", None, None
-                while b"data: [DONE]" not in buf:
-                    data = sock.recv(65536)
-                    if not data:
-                        break
-                    now = time.perf_counter()
-                    if data.count(b'"content":"') > data.count(b'"content":""'):
-                        first = first if first is not None else now
-                        last = now
-                    buf += data
-            self.readings[f"peer-{n}"] = (first - start, last - start)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def run(runner: LoadRunner, limit: float = 60.0) -> int:
@@ -95,20 +68,15 @@ def fixed_sim(module_sims, fixed_log):
     return module_sims("--profile", "fixed-latency", "--request-log", str(fixed_log))
 
 
-def served(log: Path) -> dict[str, dict]:
-    lines = (json.loads(line) for line in log.read_text().splitlines())
-    return {line["request_id"]: line for line in lines}
-
-
 def test_measurements_match_the_fixed_latency_server(fixed_sim, fixed_log, tmp_path):
     main = scenario(rps=4, duration=4, tokens=20)
     runner = LoadRunner(main, fixed_sim.url, tmp_path)
     t0 = time.time() + 3.5
     runner.start(t0)
-    peer = PeerStopwatch(fixed_sim.url, 20, t0)
-    peer.start()
+    done, readings = threading.Event(), {}
+    peer = peer_stopwatch(fixed_sim.url, t0, done, readings)
     assert runner.wait(timeout=60, kill=True) == 0, runner.log_tail()
-    peer.done.set()
+    done.set()
     peer.join(15)
     table, notes = read_requests(tmp_path)
     assert not notes
@@ -124,12 +92,12 @@ def test_measurements_match_the_fixed_latency_server(fixed_sim, fixed_log, tmp_p
     # bare socket alongside sees that floor (about 0.9 ms here). Our error over the floor
     # stays under 1 ms at the median (about 0.5 ms measured), the whole under 3 ms
     # (1.5-2.1 ms measured; bench/README.md)
-    server = served(fixed_log)
+    server = read_served(fixed_log)
     theirs = [server[rid] for rid in ours.request_id]
     assert all(t["output_tokens"] == 20 for t in theirs)
-    assert len(peer.readings) >= 5
+    assert len(readings) >= 5
     floor = {rid: (ttft - server[rid]["ttft_s"], e2e - server[rid]["e2e_s"])
-             for rid, (ttft, e2e) in peer.readings.items()}  # fmt: skip
+             for rid, (ttft, e2e) in readings.items()}  # fmt: skip
     for field, k in (("ttft_s", 0), ("e2e_s", 1)):
         error = ours[field].to_numpy() - [t[field] for t in theirs]
         assert (error > -0.0005).all(), error  # one clock (CLOCK_MONOTONIC): never earlier
