@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyError
-from aichaos.processes import process_start_time
+from aichaos.processes import ProcessRef, process_start_time
 from aichaos.rundir import EventLog
 
+from . import owner_watch
 from . import prometheus as prom
 from .stack_state import (
     STATE_FILE,
@@ -159,6 +160,7 @@ class Managed:
     instance: Instance
     port: int
     log_path: Path
+    admin_port: int | None = None  # its control API's loopback port, never proxied
     state: str = PENDING
     popen: subprocess.Popen[bytes] | None = None
     start_time: int | None = None
@@ -187,6 +189,10 @@ class Managed:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.admin_port}" if self.admin_port else None
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -233,6 +239,7 @@ class Supervisor:
         self._shut = False
         self.proxy_listen: dict[str, str] = {}  # proxy name -> the address it really listens on
         self.prometheus_info: dict[str, Any] | None = None
+        self.watch: subprocess.Popen[bytes] | None = None  # the owner watch (owner_watch.py)
 
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         fixed = {s.port for s in topology.services if s.port}
@@ -241,8 +248,10 @@ class Supervisor:
         for instance in topology.instances():
             port = instance.service.port or free_port(taken)
             taken.add(port)
+            admin_port = free_port(taken) if instance.service.has_admin_port else None
+            taken.add(admin_port or port)
             log_path = self.run_dir / "logs" / f"{instance.name}.log"
-            self.procs[instance.name] = Managed(instance, port, log_path)
+            self.procs[instance.name] = Managed(instance, port, log_path, admin_port)
         self._plan_prometheus(prometheus, taken)
 
     # --- set-up ----------------------------------------------------------------------------
@@ -295,6 +304,8 @@ class Supervisor:
         self.events.emit("stack", self.topology.name, "start", {"run_dir": str(self.run_dir)})
         if self.pointer is not None:
             write_pointer(self.pointer, self.run_dir, os.getpid())
+        # before any service: whatever this process dies of, someone stops what it started
+        self.watch = owner_watch.spawn(self.run_dir, ProcessRef.current())
         if self.prometheus_info and self.prometheus_info.get("skipped"):
             reason = self.prometheus_info["skipped"]
             self.events.emit("prometheus", prom.SERVICE_NAME, "instant", {"skipped": reason})
@@ -347,6 +358,7 @@ class Supervisor:
         values = {
             "python": self.python,
             "port": str(p.port),
+            "admin_port": str(p.admin_port or ""),
             "run_dir": str(self.run_dir),
             "name": p.name,
             "replica": str(p.instance.replica),
@@ -533,6 +545,13 @@ class Supervisor:
     def url(self, name: str) -> str:
         return self._get(name).url
 
+    def admin_url(self, name: str) -> str:
+        url = self._get(name).admin_url
+        if url is None:
+            why = "its command takes no {admin_port}"
+            raise StackError(f"service {name!r} has no admin port ({why})")
+        return url
+
     def proxy_url(self, name: str) -> str:
         listen = self.proxy_listen.get(name)
         if listen is None:
@@ -555,6 +574,8 @@ class Supervisor:
                     "start_time": p.start_time,
                     "port": p.port,
                     "url": p.url,
+                    "admin_port": p.admin_port,
+                    "admin_url": p.admin_url,
                     "ready_url": f"{p.url}{p.spec.ready}",
                     "log": str(p.log_path),
                     "restarts": p.restarts,
@@ -583,10 +604,31 @@ class Supervisor:
                 "ready_at": self.ready_at,
                 "stopped_at": self.stopped_at,
                 "supervisor": {"pid": os.getpid(), "start_time": process_start_time(os.getpid())},
+                "watchdog": self._watch_ref(),
                 "services": services,
                 "proxies": proxies,
                 "prometheus": self.prometheus_info,
             }
+
+    def _watch_ref(self) -> dict[str, Any] | None:
+        if self.watch is None or self.watch.poll() is not None:
+            return None
+        ref = ProcessRef.of(self.watch.pid)
+        return ref.model_dump() if ref else None
+
+    def _end_watch(self) -> None:
+        """The stack is over: the owner watch has nothing left to guard (it also ends by itself
+        once the state file says so; this reaps it)."""
+        watch = self.watch
+        if watch is None:
+            return
+        if watch.poll() is None:
+            watch.terminate()
+        try:
+            watch.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            watch.wait(STOP_TIMEOUT)
 
     def _save(self) -> None:
         write_json(self.run_dir / STATE_FILE, self.state())
@@ -631,5 +673,6 @@ class Supervisor:
             self.stopped_at = time.time()
             self._save()
         self.events.emit("stack", self.topology.name, "end", {"status": status})
+        self._end_watch()
         if self.pointer is not None:
             clear_pointer(self.pointer, self.run_dir)

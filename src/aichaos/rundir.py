@@ -26,6 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .processes import ProcessRef
+
 RUN_JSON = "run.json"
 REQUESTS_DIR = "requests"
 EVENTS_JSONL = "events.jsonl"
@@ -40,7 +42,8 @@ SUMMARY_JSON = "summary.json"
 # run.json keys every reader may rely on (more may be present).
 RUN_FIELDS = (
     "id",  # run id, also the directory name
-    "status",  # running | completed | aborted | failed
+    "status",  # one of RUN_STATUSES
+    "owner",  # {"pid", "start_time"} of the process running the game day (``ProcessRef``)
     "command",  # argv as a list
     "versions",  # {"aichaos": ..., "python": ..., "locust": ..., "chaostoolkit-lib": ...}
     "seed",
@@ -53,6 +56,10 @@ RUN_FIELDS = (
     "stack",  # {"topology": path, "services": {...}, "proxies": {...}} or null for --target
     "warmup_s",  # seconds at the start excluded from every phase but "all"
 )
+
+# ``crashed``: the run's owner died without finishing (``kill -9``, OOM); a run.json still
+# saying ``running`` whose owner is gone is read as crashed (``settled_status``).
+RUN_STATUSES = ("running", "completed", "aborted", "failed", "crashed")
 
 # One row per request (DESIGN "Request record"). Latencies in seconds; null when not reached.
 REQUEST_SCHEMA = pa.schema(
@@ -120,6 +127,9 @@ SERVER_SERIES = (
 
 # events.jsonl: {t, source, kind, name, action, detail}
 EVENT_ACTIONS = ("start", "end", "instant")
+# written by the owner watch when the process owning a run or stack dies: detail says who died,
+# which faults were rolled back and which processes were stopped
+OWNER_GONE = "owner_gone"
 
 
 class InputError(Exception):
@@ -216,6 +226,16 @@ def _conform(table: pa.Table) -> pa.Table:
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=REQUEST_SCHEMA)
+
+
+def settled_status(manifest: dict[str, Any]) -> str:
+    """The run's status as it really is: ``running`` only while its owner lives, ``crashed``
+    once the owner is gone (a run.json written before owners were recorded stays as it is)."""
+    status = str(manifest.get("status") or "unknown")
+    owner = ProcessRef.parse(manifest.get("owner"))
+    if status == "running" and owner is not None and not owner.alive():
+        return "crashed"
+    return status
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,175 @@
+"""Stacks whose owner died: find them, roll their faults back, stop them, record the crash.
+
+The owner of a stack is the process that runs its supervisor (``aichaos run``, or
+``aichaos stack up``); ``stack.json`` records it as ``supervisor`` (PID and start time). Its
+services run in their own sessions, so a ``kill -9`` of the owner leaves them serving, with
+whatever fault was in place. The owner watch (``owner_watch``) calls ``clean_up`` the moment
+that happens; ``aichaos run`` and ``aichaos stack up`` call it for a stack whose watch died
+too, and ``aichaos stack status`` reports one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aichaos.processes import ProcessRef, wait_until_gone
+from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, RUN_JSON, EventLog, read_manifest
+from aichaos.rundir import write_json as write_run_json
+
+from .stack_state import STATE_FILE, StackNotFound, read_state, stop_groups, write_json
+
+FINISHED = ("stopped", "failed", "crashed")  # stack.json statuses of a stack that is over
+WATCH_GRACE_S = 20.0  # how long a live owner watch gets to finish before we clean up for it
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A stack whose owner is gone while some of its services still run."""
+
+    run_dir: Path
+    owner: ProcessRef | None
+    services: dict[str, ProcessRef]  # the ones still running
+
+    def describe(self) -> str:
+        owner = f"pid {self.owner.pid}" if self.owner else "unknown"
+        return (
+            f"a stack left by a dead owner ({owner}) in {self.run_dir}: "
+            f"{len(self.services)} process(es) still running ({', '.join(sorted(self.services))})"
+        )
+
+    def remedy(self) -> str:
+        return f"`aichaos stack down --run-dir {self.run_dir}` removes it"
+
+
+def live_services(state: dict[str, Any]) -> dict[str, ProcessRef]:
+    services = {}
+    for name, svc in (state.get("services") or {}).items():
+        ref = ProcessRef.parse(svc)
+        if ref is not None and ref.alive():
+            services[name] = ref
+    return services
+
+
+def orphan_in(run_dir: Path) -> Orphan | None:
+    """The stack in ``run_dir`` if its owner is gone and a service of it still runs."""
+    try:
+        state = read_state(run_dir)
+    except StackNotFound:
+        return None
+    owner = ProcessRef.parse(state.get("supervisor"))
+    if owner is not None and owner.alive():
+        return None
+    services = live_services(state)
+    if not services:
+        return None
+    return Orphan(Path(run_dir), owner, services)
+
+
+def find_orphans(places: Iterable[Path]) -> list[Orphan]:
+    """Orphaned stacks among run directories: each place is a run directory or a folder of
+    them (``runs/``). Only stacks not recorded as over are looked at closely."""
+    seen: set[Path] = set()
+    found = []
+    for place in places:
+        candidates = [place] if (place / STATE_FILE).exists() else place.glob(f"*/{STATE_FILE}")
+        for candidate in candidates:
+            run_dir = (candidate if candidate.is_dir() else candidate.parent).resolve()
+            if run_dir in seen:
+                continue
+            seen.add(run_dir)
+            orphan = orphan_in(run_dir)
+            if orphan is not None:
+                found.append(orphan)
+    return found
+
+
+def remove_orphans(places: Iterable[Path], say: Callable[[str], None]) -> list[Orphan]:
+    """Clean up every orphaned stack found in ``places``, one line each through ``say``."""
+    orphans = find_orphans(places)
+    for orphan in orphans:
+        _let_the_watch_finish(orphan.run_dir)
+        notes = clean_up(orphan.run_dir, "its owner died; removed by a later command")
+        say(f"stopped {orphan.describe()}; {notes.summary()}")
+    return orphans
+
+
+def _let_the_watch_finish(run_dir: Path) -> None:
+    """A watch that is alive is cleaning up right now: two at once would interleave events."""
+    try:
+        watch = ProcessRef.parse(read_state(run_dir).get("watchdog"))
+    except StackNotFound:
+        return
+    if watch is not None:
+        deadline = time.monotonic() + WATCH_GRACE_S
+        wait_until_gone(watch, stop=lambda: time.monotonic() > deadline)
+
+
+@dataclass
+class CleanUp:
+    rollback: list[str]
+    stopped: list[int]
+    run_marked: bool
+
+    def summary(self) -> str:
+        reset = "faults rolled back" if self.rollback else "no fault to roll back"
+        return f"{reset}, {len(self.stopped)} process(es) stopped"
+
+
+def clean_up(run_dir: Path, reason: str, source: str = "owner-watch") -> CleanUp:
+    """Roll back every fault the stack's state file knows of (proxies reset, simulator
+    faults cleared), stop every service still running, and record the stack and its run as
+    crashed, with events. Safe to run more than once."""
+    run_dir = Path(run_dir)
+    events = EventLog(run_dir / EVENTS_JSONL, source)
+    try:
+        state = read_state(run_dir)
+    except StackNotFound:
+        state = {}
+    owner = (state.get("supervisor") or {}).get("pid")
+    events.emit(OWNER_GONE, str(run_dir.name), "start", {"owner_pid": owner, "reason": reason})
+    rollback = _roll_back(run_dir, state, events)
+    stopped = _stop_services(state, events)
+    if state:
+        state.update(status="crashed", stopped_at=time.time(), error=f"owner gone: {reason}")
+        write_json(run_dir / STATE_FILE, state)
+    marked = mark_run_crashed(run_dir, f"the run's owner (pid {owner}) died: {reason}")
+    detail = {"rollback": rollback, "stopped": stopped, "run_marked_crashed": marked}
+    events.emit(OWNER_GONE, str(run_dir.name), "end", detail)
+    return CleanUp(rollback, stopped, marked)
+
+
+def _roll_back(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[str]:
+    """The run's last line of defence (``restore_all``), told about the stack by its state."""
+    if not live_services(state):
+        return []
+    from aichaos.experiments.safety import restore_all
+
+    configuration = {
+        "aichaos_run_dir": str(run_dir),
+        "aichaos_stack_file": str(run_dir / STATE_FILE),
+    }
+    notes = restore_all(configuration)
+    events.emit("rollback", "restore-all", "instant", {"notes": notes, "by": "owner-watch"})
+    return notes
+
+
+def _stop_services(state: dict[str, Any], events: EventLog) -> list[int]:
+    live = live_services(state)
+    stop_groups([(ref.pid, ref.start_time) for ref in live.values()])
+    for name, ref in live.items():
+        events.emit("stop", name, "instant", {"pid": ref.pid, "by": "owner-watch"})
+    return [ref.pid for ref in live.values()]
+
+
+def mark_run_crashed(run_dir: Path, problem: str) -> bool:
+    """run.json says ``crashed`` if it still said ``running``; True when it was changed."""
+    manifest = read_manifest(run_dir)
+    if manifest.get("status") != "running":
+        return False
+    manifest.update(status="crashed", ended_at=time.time(), problem=problem)
+    write_run_json(run_dir / RUN_JSON, manifest)
+    return True
