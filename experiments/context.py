@@ -7,7 +7,8 @@ Configuration keys (Chaos Toolkit ``configuration`` of an experiment; ``aichaos 
 - ``aichaos_run_dir``        the run directory: ``requests/*.parquet`` for the probes,
                              ``events.jsonl`` for the timeline.
 - ``aichaos_stack_file``     the running stack's ``stack.json`` (services with PID, start time,
-                             URL and state; proxies). Every local target is checked against it.
+                             URL, admin URL and state; proxies). Every local target is checked
+                             against it.
 - ``aichaos_target``         the gateway URL (default: the ``gateway`` kind service's URL).
 - ``aichaos_toxiproxy_url``  the Toxiproxy API (default: the ``proxy`` kind service's URL).
 - ``aichaos_allowed``        extra target names the blast-radius guard accepts besides the
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 from chaoslib.exceptions import ActivityFailed
 
 RUN_DIR = "aichaos_run_dir"
@@ -37,6 +39,7 @@ CONFIG_KEYS = (RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL, ALLOWED)
 
 REPLICA_KINDS = ("llm", "fallback")
 HTTP_TIMEOUT = 5.0
+FAULTS_PATH = "/admin/faults"  # the simulator's fault API, on its admin port
 
 
 def _get(configuration: Mapping[str, Any] | None, key: str) -> Any:
@@ -103,6 +106,21 @@ def _url(configuration: Mapping[str, Any] | None, key: str, kind: str, what: str
     if svc is None or not svc.get("url"):
         raise ActivityFailed(f"configuration {key!r} is not set and the stack has no {what}")
     return str(svc["url"]).rstrip("/")
+
+
+def faults_url(svc: Mapping[str, Any]) -> str | None:
+    """The fault API of a stack instance: on its own loopback admin port (``admin_url`` in
+    stack.json), never its serving URL, which proxies forward. None: it has none (real vLLM)."""
+    admin = svc.get("admin_url")
+    return f"{str(admin).rstrip('/')}{FAULTS_PATH}" if admin else None
+
+
+def admin_request(
+    method: str, url: str, body: Any = None, timeout: float = HTTP_TIMEOUT
+) -> httpx.Response:
+    """One request to a control API, always as JSON: it refuses state changes without it."""
+    headers = {"Content-Type": "application/json"}
+    return httpx.request(method, url, json=body, headers=headers, timeout=timeout)
 
 
 def match_services(

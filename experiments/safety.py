@@ -1,6 +1,7 @@
 """The last line of defence, called on every exit path of a run (Ctrl-C included): whatever
 the rollbacks did or did not do, every proxy is enabled with no toxic (Toxiproxy's
-``POST /reset``) and every simulator leaves its fault modes (``DELETE /admin/faults``).
+``POST /reset``) and every simulator leaves its fault modes (``DELETE /admin/faults`` on
+its own admin port, the ``admin_url`` stack.json records).
 Never raises: each step that fails is reported in the returned lines."""
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def restore_all(configuration: dict[str, Any]) -> list[str]:
         notes.append(f"simulators not cleared: {exc}")
         services = {}
     for name, svc in sorted(services.items()):
-        if svc.get("kind") not in context.REPLICA_KINDS or not svc.get("url"):
+        if svc.get("kind") not in context.REPLICA_KINDS:
             continue
-        url = str(svc["url"]).rstrip("/")
+        url = context.faults_url(svc)
+        if url is None:
+            notes.append(f"{name}: no fault admin API (not a simulator)")
+            continue
         try:
-            response = httpx.delete(f"{url}/admin/faults", timeout=RESET_TIMEOUT)
+            response = context.admin_request("DELETE", url, timeout=RESET_TIMEOUT)
         except httpx.HTTPError as exc:
             notes.append(f"{name}: faults not cleared (unreachable: {type(exc).__name__})")
             continue

@@ -18,9 +18,12 @@ A topology is YAML (see ``fixtures/topology/default.yaml``)::
       - {name: llm, listen: "127.0.0.1:0", upstream: llm-1}
     prometheus: {scrape_interval: 1s, targets: [llm]}
 
-Placeholders in ``command`` and ``env`` values: ``{python}``, ``{port}``, ``{run_dir}``,
-``{name}`` (the instance name), ``{replica}`` (1..N), ``{url:NAME}`` and ``{proxy:NAME}``;
-``{{`` and ``}}`` are literal braces. A service whose command names a proxy starts after the
+Placeholders in ``command`` and ``env`` values: ``{python}``, ``{port}``, ``{admin_port}``,
+``{run_dir}``, ``{name}`` (the instance name), ``{replica}`` (1..N), ``{url:NAME}`` and
+``{proxy:NAME}``; ``{{`` and ``}}`` are literal braces. ``{admin_port}`` gives the instance a
+second free loopback port for its control API (the simulator's ``--admin-port``); the stack
+records it as ``admin_url`` and no proxy ever forwards it (a proxy's upstream is the
+serving ``port``). A service whose command names a proxy starts after the
 proxies exist, so it depends on the ``kind: proxy`` service without saying so.
 
 Every problem is reported as one ``TopologyError`` line: ``FILE: field.path: expected ...``.
@@ -39,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROXY_KIND = "proxy"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-SIMPLE_PLACEHOLDERS = ("python", "port", "run_dir", "name", "replica")
+ADMIN_PORT = "admin_port"
+SIMPLE_PLACEHOLDERS = ("python", "port", ADMIN_PORT, "run_dir", "name", "replica")
 REFERENCE_PLACEHOLDERS = ("url", "proxy")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
@@ -73,6 +77,12 @@ class ServiceSpec(_Strict):
         if not value.startswith("/"):
             raise ValueError(f"a URL path starting with '/', got {value!r}")
         return value
+
+    @property
+    def has_admin_port(self) -> bool:
+        """Whether its command or env takes ``{admin_port}``: a control API of its own."""
+        texts = [*self.command, *self.env.values()]
+        return any(key == ADMIN_PORT for text in texts for key, _ in placeholders(text))
 
 
 class ProxySpec(_Strict):

@@ -70,11 +70,20 @@ class ServiceProcess:
 
 
 class SimProcess(ServiceProcess):
+    """A simulator with its fault admin API on a port of its own (``admin_url``)."""
+
     def __init__(self, args: list[str], log_path: Path, wait: bool = True, port: int | None = None):
+        port = port or free_port()
+        self.admin_port = next(p for p in (free_port() for _ in range(20)) if p != port)
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        args = ["--admin-port", str(self.admin_port), *args]
         super().__init__("aichaos.fixtures.llm_sim", args, log_path, wait=wait, port=port)
 
     def admin(self, method: str, body: dict | None = None, path: str = "") -> httpx.Response:
-        return httpx.request(method, f"{self.url}/admin/faults{path}", json=body, timeout=5)
+        """The fault API as the toolkit calls it: JSON, from loopback."""
+        url = f"{self.admin_url}/admin/faults{path}"
+        headers = {"Content-Type": "application/json"}
+        return httpx.request(method, url, json=body, headers=headers, timeout=5)
 
 
 class SimStarter:

@@ -61,7 +61,7 @@ def short(name: str, at: float = 2.5, duration: float = 3.0) -> dict[str, Any]:
 
 
 def sim_state(stack: Stack, name: str) -> dict[str, Any]:
-    return httpx.get(f"{stack.url(name)}/admin/faults", timeout=5).json()
+    return httpx.get(f"{stack.admin_url(name)}/admin/faults", timeout=5).json()
 
 
 def assert_clean(stack: Stack) -> None:
@@ -312,7 +312,8 @@ def test_restore_all_undoes_every_fault_kind(stack, tmp_path):
     proxies = ToxiproxyClient(stack.url("toxiproxy"))
     proxies.add_toxic("retriever", "latency", attributes={"latency": 100})
     proxies.disable("llm-2")
-    httpx.post(f"{stack.url('fallback')}/admin/faults", json={"kind": "error", "status": 529})
+    fault = {"kind": "error", "status": 529}
+    httpx.post(f"{stack.admin_url('fallback')}/admin/faults", json=fault, timeout=5)
     notes = restore_all(config(stack, tmp_path))
     assert any("proxies reset" in n for n in notes)
     assert "fallback: 1 fault(s) cleared" in notes

@@ -227,9 +227,119 @@ def test_admin_api_rejects_bad_faults(start_sim):
     assert sim.admin("DELETE", path=f"/{added['id']}").status_code == 200
 
 
+ERROR_503 = {"kind": "error", "status": 503}
+
+
+def admin_post(sim, headers: dict[str, str], body: dict = ERROR_503) -> httpx.Response:
+    """A POST to the fault API with exactly these headers (httpx adds Host unless given)."""
+    content = json.dumps(body).encode()
+    return httpx.post(f"{sim.admin_url}/admin/faults", content=content, headers=headers, timeout=5)
+
+
+def test_a_browser_page_cannot_set_a_fault(start_sim):
+    """The reproduction: a web page's text/plain POST, cross-site and DNS-rebound."""
+    sim = start_sim("--profile", FIXED)
+    attack = {"Content-Type": "text/plain", "Origin": "http://evil.example", "Host": "evil.example"}
+    refused = admin_post(sim, attack)
+    assert refused.status_code == 403 and "evil.example" in refused.json()["error"]
+    # each rule alone, the others satisfied
+    loopback = {"Content-Type": "application/json", "Host": f"127.0.0.1:{sim.admin_port}"}
+    assert admin_post(sim, {**loopback, "Host": "evil.example"}).status_code == 403
+    assert admin_post(sim, {**loopback, "Origin": "http://evil.example"}).status_code == 403
+    assert admin_post(sim, {**loopback, "Origin": "null"}).status_code == 403
+    for site in ("cross-site", "same-site"):
+        assert admin_post(sim, {**loopback, "Sec-Fetch-Site": site}).status_code == 403
+    wrong_type = admin_post(sim, {**loopback, "Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415
+    assert wrong_type.json() == {
+        "error": "POST needs Content-Type: application/json, got 'text/plain'"
+    }
+    assert sim.admin("GET").json()["faults"] == []
+    assert chat(sim.url).status_code == 200
+    # a refused DELETE leaves the fault a loopback client set
+    assert admin_post(sim, loopback).status_code == 201
+    cross = {**loopback, "Sec-Fetch-Site": "cross-site"}
+    delete = httpx.delete(f"{sim.admin_url}/admin/faults", headers=cross, timeout=5)
+    assert delete.status_code == 403
+    assert len(sim.admin("GET").json()["faults"]) == 1
+    assert sim.admin("DELETE").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("localhost", True),
+        ("LOCALHOST:80", True),
+        ("127.0.0.1", True),
+        ("127.3.2.1:8001", True),
+        ("[::1]:8001", True),
+        ("[::1]", True),
+        ("evil.example", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io:8001", False),
+        ("0.0.0.0", False),
+        ("[::2]:8001", False),
+        ("localhost:http", False),
+        ("", False),
+    ],
+)
+def test_admin_answers_only_requests_for_a_loopback_host(h100_sim, host, allowed):
+    response = httpx.get(f"{h100_sim.admin_url}/admin/faults", headers={"Host": host}, timeout=5)
+    assert response.status_code == (200 if allowed else 403)
+
+
+def test_a_loopback_json_client_and_a_same_origin_page_are_served(start_sim):
+    sim = start_sim("--profile", FIXED)
+    same_origin = {
+        "Content-Type": "application/json; charset=utf-8",
+        "Origin": f"http://localhost:{sim.admin_port}",
+        "Sec-Fetch-Site": "same-origin",
+    }
+    assert admin_post(sim, same_origin).status_code == 201
+    assert [f["status"] for f in sim.admin("GET").json()["faults"]] == [503]
+    assert chat(sim.url).status_code == 503
+    assert sim.admin("DELETE").status_code == 200
+
+
+def test_the_serving_port_has_no_admin_api(start_sim):
+    sim = start_sim("--profile", FIXED)
+    serving = f"{sim.url}/admin/faults"
+    assert httpx.post(serving, json=ERROR_503, timeout=5).status_code == 404
+    assert httpx.get(serving, timeout=5).status_code == 404
+    assert httpx.delete(serving, timeout=5).status_code == 404
+    assert httpx.post(f"{sim.url}/admin/step-lag/reset", timeout=5).status_code == 404
+    assert sim.admin("GET").json()["faults"] == []
+    assert chat(sim.url).status_code == 200
+
+
+def test_the_admin_port_stays_on_127_0_0_1_whatever_host_says(start_sim):
+    sim = start_sim("--profile", FIXED, "--host", "127.0.0.2", wait=False)
+    sim.url = f"http://127.0.0.2:{sim.port}"
+    sim.wait_ready()
+    assert httpx.get(f"{sim.admin_url}/admin/faults", timeout=5).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.2:{sim.admin_port}/admin/faults", timeout=5)
+
+
+def test_without_admin_port_a_free_one_is_chosen_and_printed(start_sim):
+    proc = start_sim.service("aichaos.fixtures.llm_sim", "--profile", FIXED)
+    printed: list[str] = []
+    for _ in range(50):  # printed just after the port opens: at most 5 s
+        lines = proc.log_path.read_text().splitlines()
+        printed = [line for line in lines if line.startswith("admin: ")]
+        if printed:
+            break
+        time.sleep(0.1)
+    assert len(printed) == 1
+    admin_url = printed[0].removeprefix("admin: ")
+    assert admin_url.startswith("http://127.0.0.1:") and admin_url != proc.url
+    assert httpx.get(f"{admin_url}/admin/faults", timeout=5).json()["faults"] == []
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
+        (["--admin-port", "1"], "--admin-port: expected a port other than --port"),
         (["--fault", "error:status=9999"], "status"),
         (["--fault", "meteor"], "fault 'meteor'"),
         (["--fault", "stall:seconds"], "expected key=value"),

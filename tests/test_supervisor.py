@@ -20,7 +20,7 @@ import yaml
 from typer.testing import CliRunner
 
 from aichaos.harness.cli import app
-from aichaos.harness.stack import Stack
+from aichaos.harness.stack import Stack, StackClient
 from aichaos.harness.stack_cli import DEFAULT_TOPOLOGY
 from aichaos.harness.stack_state import process_alive
 from aichaos.harness.supervisor import StackStartError
@@ -151,6 +151,27 @@ def test_stack_comes_up_and_a_request_through_a_proxy_reaches_a_replica(stack):
     assert "aichaos supervisor: start #1" in log
 
 
+def test_the_fault_api_has_its_own_port_and_no_proxy_forwards_it(stack):
+    state = json.loads((stack.run_dir / "stack.json").read_text())
+    assert state["services"]["toxiproxy"]["admin_url"] is None  # no {admin_port}: none
+    proxy_ports = {int(p["listen"].rsplit(":", 1)[1]) for p in state["proxies"].values()}
+    for name in ("llm-1", "llm-2"):
+        svc = state["services"][name]
+        assert svc["admin_url"] == f"http://127.0.0.1:{svc['admin_port']}"
+        other_shell = StackClient(stack.run_dir)
+        assert svc["admin_url"] == stack.admin_url(name) == other_shell.admin_url(name)
+        assert svc["admin_port"] != svc["port"] and svc["admin_port"] not in proxy_ports
+        assert state["proxies"][name]["upstream_url"] == svc["url"]
+        # through the proxy, /admin is an unknown route of the serving port; no fault is set
+        proxy = stack.proxy_url(name)
+        fault = {"kind": "error", "status": 503}
+        assert httpx.post(f"{proxy}/admin/faults", json=fault, timeout=5).status_code == 404
+        assert httpx.get(f"{proxy}/admin/faults", timeout=5).status_code == 404
+        assert httpx.get(f"{svc['admin_url']}/admin/faults", timeout=5).json()["faults"] == []
+        response = httpx.post(f"{proxy}/v1/chat/completions", json=chat(f"sim-{name}"), timeout=10)
+        assert response.status_code == 200
+
+
 def test_a_killed_replica_restarts_after_its_delay_and_is_ready_again(stack):
     old = stack.kill("llm-2", signal.SIGKILL)
     new = stack.wait_ready("llm-2", timeout=20, not_pid=old)
@@ -173,7 +194,7 @@ def test_a_killed_replica_restarts_after_its_delay_and_is_ready_again(stack):
 def test_an_engine_death_exit_code_1_is_recorded_and_restarted(stack):
     old = stack.pid("llm-1")
     fault = {"kind": "engine_death", "exit_after": 0.2}
-    assert httpx.post(f"{stack.url('llm-1')}/admin/faults", json=fault, timeout=5).is_success
+    assert httpx.post(f"{stack.admin_url('llm-1')}/admin/faults", json=fault, timeout=5).is_success
     stack.wait_ready("llm-1", timeout=20, not_pid=old)
     exits = [e for e in events(stack.events_path) if e["kind"] == "exit" and e["name"] == "llm-1"]
     assert exits[-1]["detail"]["returncode"] == 1

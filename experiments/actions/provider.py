@@ -1,7 +1,8 @@
-"""Provider degradation through the simulator's fault admin API (``/admin/faults``, loopback
-only): 429 / 503 / 529 storms, mid-stream error chunks, truncated streams, stalls, inflated
-time to first token, KV-cache shrink. ``services`` names instances (``llm-1``), services or
-kinds (``llm`` is every LLM replica, ``fallback`` the fallback provider)."""
+"""Provider degradation through the simulator's fault admin API (``/admin/faults`` on its own
+loopback admin port, ``admin_url`` in stack.json): 429 / 503 / 529 storms, mid-stream error
+chunks, truncated streams, stalls, inflated time to first token, KV-cache shrink.
+``services`` names instances (``llm-1``), services or kinds (``llm`` is every LLM replica,
+``fallback`` the fallback provider)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,23 @@ from chaoslib.exceptions import ActivityFailed
 from .. import context
 
 
-def _instances(services: str | list[str], configuration: dict | None) -> list[tuple[str, str]]:
-    found: dict[str, str] = {}
+def _instances(
+    services: str | list[str], configuration: dict | None
+) -> list[tuple[str, str | None]]:
+    """``(name, fault API URL)`` per matching instance; None for one without (real vLLM)."""
+    found: dict[str, str | None] = {}
     for item in context.as_list(services, "services"):
         for name, svc in context.match_services(configuration, item):
-            found[name] = str(svc["url"]).rstrip("/")
+            found[name] = context.faults_url(svc)
     return sorted(found.items())
 
 
-def _url(name: str, configuration: dict | None) -> str:
-    return _instances(name, configuration)[0][1]
-
-
 def inject_fault(name: str, fault: dict[str, Any], configuration: dict | None) -> dict[str, Any]:
-    url = _url(name, configuration)
+    url = _instances(name, configuration)[0][1]
+    if url is None:
+        raise ActivityFailed(f"{name}: no fault admin API (not a simulator: no admin_url)")
     try:
-        response = httpx.post(f"{url}/admin/faults", json=fault, timeout=context.HTTP_TIMEOUT)
+        response = context.admin_request("POST", url, fault)
     except httpx.HTTPError as exc:
         raise ActivityFailed(f"{name}: fault admin API at {url} unreachable: {exc}") from None
     if response.status_code != 201:
@@ -110,11 +112,15 @@ def clear_faults(
     services: str | list[str] = "llm", configuration: dict | None = None
 ) -> dict[str, int]:
     """Rollback of every simulator fault: ``DELETE /admin/faults`` on each matching instance
-    that is up (one restarted since has no fault). Returns the number removed per instance."""
+    that is up (one restarted since has no fault; one without a fault API has none). Returns
+    the number removed per instance."""
     removed: dict[str, int] = {}
     for name, url in _instances(services, configuration):
+        if url is None:
+            removed[name] = 0
+            continue
         try:
-            response = httpx.delete(f"{url}/admin/faults", timeout=context.HTTP_TIMEOUT)
+            response = context.admin_request("DELETE", url)
         except httpx.HTTPError:
             removed[name] = 0  # down (killed, restarting): a new process starts clean
             continue

@@ -7,12 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
+from aichaos.fixtures.control import refusal
+
 from .collection import ProxyCollection
 from .errors import ApiError, bad_body
 from .metrics import make_registry, render
 
 API_VERSION = "2.6.0"  # the Toxiproxy release whose API this server speaks
 COLLECTION = web.AppKey("collection", ProxyCollection)
+LOOPBACK = web.AppKey("loopback", bool)  # the API listens on loopback only
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -33,6 +36,14 @@ async def _api_errors(request: web.Request, handler) -> web.StreamResponse:
     # Toxiproxy refuses browsers, so a web page cannot drive it through a user's browser.
     if request.headers.get("User-Agent", "").startswith("Mozilla/"):
         return _error(ApiError("User agent not allowed", 403))
+    # The rules of every control API here: no cross-site request and, on loopback, no Host
+    # but a loopback one (DNS rebinding). Any content type: Toxiproxy's own clients post
+    # /reset without a JSON body.
+    refused = refusal(
+        request.method, request.headers, require_json=False, check_host=request.app[LOOPBACK]
+    )
+    if refused is not None:
+        return _error(ApiError(refused.message, refused.status))
     try:
         return await handler(request)
     except ApiError as exc:
@@ -129,9 +140,14 @@ async def toxic_delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def build_app(collection: ProxyCollection, metrics: bool = False) -> web.Application:
+def build_app(
+    collection: ProxyCollection, metrics: bool = False, loopback: bool = True
+) -> web.Application:
+    """The API; ``loopback``: it listens on loopback only, so a request naming any other
+    ``Host`` is a rebound DNS name and refused."""
     app = web.Application(middlewares=[_api_errors])
     app[COLLECTION] = collection
+    app[LOOPBACK] = loopback
     r = app.router
     r.add_post("/reset", reset)
     r.add_get("/proxies", proxy_index)

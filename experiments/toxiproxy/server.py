@@ -8,6 +8,8 @@ import signal
 
 from aiohttp import web
 
+from aichaos.fixtures.control import is_loopback_name
+
 from .api import build_app
 from .collection import ProxyCollection
 from .errors import ApiError
@@ -24,7 +26,9 @@ class ToxiproxyServer:
         self.port = port
         self.collection = ProxyCollection()
         self.runner = web.AppRunner(
-            build_app(self.collection, metrics), access_log=None, handle_signals=False
+            build_app(self.collection, metrics, loopback=is_loopback_name(host)),
+            access_log=None,
+            handle_signals=False,
         )
 
     @property
