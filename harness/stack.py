@@ -74,6 +74,10 @@ class Stack:
         """``http://127.0.0.1:PORT`` of a service instance (``llm-1``, ``gateway``)."""
         return self.supervisor.url(name)
 
+    def admin_url(self, name: str) -> str:
+        """``http://127.0.0.1:PORT`` of an instance's control API (the simulator's faults)."""
+        return self.supervisor.admin_url(name)
+
     def proxy_url(self, name: str) -> str:
         return self.supervisor.proxy_url(name)
 
@@ -141,6 +145,12 @@ class StackClient:
         if svc is None:
             raise StackError(f"no service {name!r} in {self.run_dir / STATE_FILE}")
         return str(svc["url"])
+
+    def admin_url(self, name: str) -> str:
+        svc = (self.status().get("services") or {}).get(name)
+        if not svc or not svc.get("admin_url"):
+            raise StackError(f"no admin port for service {name!r} in {self.run_dir / STATE_FILE}")
+        return str(svc["admin_url"])
 
     def proxy_url(self, name: str) -> str:
         proxy = (self.status().get("proxies") or {}).get(name)
