@@ -1,6 +1,7 @@
 """The shipped experiments (``experiments/library/*.json``) and loading any experiment file:
-parsed (JSON or YAML), checked by chaoslib (activities resolvable), and aichaos's schedule
-fields checked; any problem is one ``InputError`` line."""
+parsed (JSON or YAML), approved by the blast-radius policy (before anything it names is
+imported), checked by chaoslib (activities resolvable), and aichaos's schedule fields checked;
+any problem is one ``InputError`` line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from chaoslib.exceptions import ChaosException
 from chaoslib.experiment import ensure_experiment_is_valid
 
 from aichaos.rundir import InputError
+
+from . import policy
+from .policy import Permissions
 
 LIBRARY = Path(__file__).parent / "library"
 SUFFIXES = (".json", ".yaml", ".yml")
@@ -112,7 +116,15 @@ def validate(experiment: dict[str, Any], source: str | Path) -> dict[str, Any]:
     return experiment
 
 
-def load_experiment(ref: str | Path) -> dict[str, Any]:
-    """A shipped experiment by name, or an experiment file, validated."""
+def read_experiment(ref: str | Path) -> dict[str, Any]:
+    """A shipped experiment by name, or an experiment file, parsed only (nothing imported)."""
+    return _parse(resolve(ref))
+
+
+def load_experiment(ref: str | Path, permissions: Permissions | None = None) -> dict[str, Any]:
+    """A shipped experiment by name, or an experiment file: approved by the policy with
+    ``permissions`` (none beyond the default when not given), then validated."""
     path = resolve(ref)
-    return validate(_parse(path), path)
+    experiment = _parse(path)
+    policy.check(experiment, path, permissions or Permissions())
+    return validate(experiment, path)

@@ -39,8 +39,9 @@ from chaoslib.types import Strategy
 
 from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, EventLog, write_json
 
-from . import clock, guard
+from . import clock, policy
 from .context import ALLOWED, RUN_DIR, RUN_KEY, allowed_names
+from .policy import Permissions
 
 SETTINGS = {"runtime": {"rollbacks": {"strategy": "always"}}}
 LOG_FILE = "chaostoolkit.log"
@@ -109,10 +110,11 @@ class _Events(RunEventHandler):
 class ChaosRun:
     """One experiment run in a background thread, aligned on the run clock ``t0``.
 
-    ``allowed``: target names the blast-radius guard accepts besides the services and proxies
-    of the stack (``configuration["aichaos_stack_file"]``): Kubernetes namespaces, or proxy
-    names of a real Toxiproxy. The guard runs here, so a refused target never starts anything
-    (``aichaos.rundir.InputError``).
+    ``permissions``: what the user allowed beyond the blast-radius policy's default
+    (extensions, process and outside http providers, and ``targets``: Kubernetes namespaces or
+    proxy names of a real Toxiproxy besides the services and proxies of the stack,
+    ``configuration["aichaos_stack_file"]``). The policy runs here against the stack, so a
+    refused activity or target never starts anything (``aichaos.rundir.InputError``).
     """
 
     def __init__(
@@ -122,7 +124,7 @@ class ChaosRun:
         *,
         configuration: dict[str, Any],
         t0: float,
-        allowed: set[str] | None = None,
+        permissions: Permissions | None = None,
     ):
         self.experiment = copy.deepcopy(experiment)
         self.title = str(self.experiment.get("title", "experiment"))
@@ -131,11 +133,12 @@ class ChaosRun:
         self.key = uuid.uuid4().hex
         config = dict(configuration)
         config.setdefault(RUN_DIR, str(self.run_dir))
-        if allowed:
-            config[ALLOWED] = sorted(allowed_names(config) | set(allowed))
+        permissions = permissions or Permissions()
+        if permissions.targets:
+            config[ALLOWED] = sorted(allowed_names(config) | set(permissions.targets))
         config[RUN_KEY] = self.key
         self.configuration = config
-        guard.check(self.experiment, config, source=self.title)
+        policy.check(self.experiment, self.title, permissions, config)
         self.events = EventLog(self.run_dir / EVENTS_JSONL, source="experiments")
         self.phase = "init"
         self.journal: dict[str, Any] | None = None

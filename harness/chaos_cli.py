@@ -16,6 +16,7 @@ from aichaos.experiments import catalog
 from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
 from aichaos.rundir import InputError
 
+from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
 from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state, supervisor_alive
 
 experiments_app = typer.Typer(help="The shipped chaos experiments.", no_args_is_help=True)
@@ -38,9 +39,9 @@ def list_cmd() -> None:
 
 @experiments_app.command("show")
 def show_cmd(experiment: Annotated[str, typer.Argument(help="Name or file.")]) -> None:
-    """Print an experiment (validated) as JSON."""
+    """Print an experiment file as JSON (read only: ``validate`` checks it)."""
     try:
-        data = catalog.load_experiment(experiment)
+        data = catalog.read_experiment(experiment)
     except InputError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     typer.echo(json.dumps(data, indent=2))
@@ -51,14 +52,20 @@ def validate_cmd(
     experiments: Annotated[
         list[str] | None, typer.Argument(help="Names or files (default: every shipped one).")
     ] = None,
+    allow: Allow = None,
+    allow_extension: AllowExtension = None,
+    allow_process: AllowProcess = False,
+    allow_http: AllowHttp = None,
 ) -> None:
-    """Check experiments as ``chaos validate`` does (activities resolvable) plus aichaos's
-    schedule fields; one line per experiment."""
+    """Check experiments against the blast-radius policy (the same answer ``chaos`` and
+    ``run`` give with the same flags), as ``chaos validate`` does (activities resolvable) and
+    aichaos's schedule fields; one line per experiment."""
     refs = experiments or [name for name, _ in catalog.list_experiments()]
+    allowed = permissions(allow, allow_extension, allow_process, allow_http)
     bad = 0
     for ref in refs:
         try:
-            catalog.load_experiment(ref)
+            catalog.load_experiment(ref, allowed)
         except InputError as exc:
             bad += 1
             typer.echo(f"error: {exc}", err=True)
@@ -100,10 +107,10 @@ def chaos(
     duration: Annotated[
         float | None, typer.Option(help="Scenario duration in seconds (with --scenario).")
     ] = None,
-    allow: Annotated[
-        list[str] | None,
-        typer.Option(help="A Kubernetes namespace or real-Toxiproxy proxy it may touch."),
-    ] = None,
+    allow: Allow = None,
+    allow_extension: AllowExtension = None,
+    allow_process: AllowProcess = False,
+    allow_http: AllowHttp = None,
     toxiproxy_url: Annotated[
         str | None, typer.Option(help="Toxiproxy API (default: the stack's proxy server).")
     ] = None,
@@ -116,8 +123,9 @@ def chaos(
     from aichaos.experiments.runner import ChaosRun
     from aichaos.experiments.safety import restore_all
 
+    allowed = permissions(allow, allow_extension, allow_process, allow_http)
     try:
-        data = catalog.load_experiment(experiment)
+        data = catalog.load_experiment(experiment, allowed)
     except InputError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     stack_dir, state = _running_stack(run_dir, without_stack=bool(allow) and run_dir is None)
@@ -138,7 +146,7 @@ def chaos(
         if scenario is not None:
             gateway = target or _gateway_url(state)
             load = _start_load(scenario, duration, gateway, out)
-        run = ChaosRun(data, out, configuration=configuration, t0=t0, allowed=set(allow or []))
+        run = ChaosRun(data, out, configuration=configuration, t0=t0, permissions=allowed)
     except InputError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

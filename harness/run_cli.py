@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
 from .run import EXIT_BAD_INPUT, run_game_day
 from .run_plan import RunOptions
 
@@ -66,10 +67,10 @@ def run(
     replay: Annotated[
         Path | None, typer.Option(help="Run the game day recorded in this run directory again.")
     ] = None,
-    allow: Annotated[
-        list[str] | None,
-        typer.Option(help="Let the experiment act on this namespace or proxy too (repeatable)."),
-    ] = None,
+    allow: Allow = None,
+    allow_extension: AllowExtension = None,
+    allow_process: AllowProcess = False,
+    allow_http: AllowHttp = None,
     open_report: Annotated[
         bool, typer.Option("--open", help="Open the report in a browser at the end.")
     ] = False,
@@ -101,7 +102,7 @@ def run(
         promote=promote,
         replay=replay,
         open_report=open_report,
-        allow=allow or [],
+        permissions=permissions(allow, allow_extension, allow_process, allow_http),
         command=["aichaos", *sys.argv[1:]],
     )
     raise typer.Exit(run_game_day(options))

@@ -16,8 +16,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aichaos.fixtures
+from aichaos.experiments import policy
 from aichaos.experiments.catalog import load_experiment
 from aichaos.experiments.clock import scale_schedule
+from aichaos.experiments.policy import Permissions
 from aichaos.rundir import InputError, read_manifest
 from aichaos.scenarios.spec import Scenario, load_scenario
 from aichaos.slo.spec import SloSpec, load_spec
@@ -55,7 +57,7 @@ class RunOptions:
     promote: bool = False
     replay: Path | None = None
     open_report: bool = False
-    allow: list[str] = field(default_factory=list)  # extra experiment targets (namespaces)
+    permissions: Permissions = field(default_factory=Permissions)  # the --allow* flags
     command: list[str] = field(default_factory=list)
 
 
@@ -91,7 +93,7 @@ class RunPlan:
                 "baseline": str(o.baseline) if o.baseline else None,
                 "quick": o.quick,
                 "ci": o.ci,
-                "allow": list(o.allow),
+                "permissions": o.permissions.model_dump(mode="json"),
             },
         }
 
@@ -112,7 +114,7 @@ def plan_run(options: RunOptions) -> RunPlan:
     experiment = None
     default = NO_EXPERIMENT[0] if options.target else DEFAULT_EXPERIMENT
     if (options.experiment or default).lower() not in NO_EXPERIMENT:
-        experiment = load_experiment(options.experiment or default)
+        experiment = load_experiment(options.experiment or default, options.permissions)
         declared = load_scenario(options.scenario or DEFAULT_SCENARIO).duration_s
         if duration and declared:  # faults keep their place in a shortened run
             experiment = scale_schedule(experiment, scenario.duration_s / declared)
@@ -203,9 +205,15 @@ def _plan_replay(options: RunOptions) -> RunPlan:
         ci=options.ci,
         promote=options.promote,
         open_report=options.open_report,
-        allow=list(recorded.get("allow", [])),
+        # never the recorded ones: a run.json must not widen its own blast radius
+        permissions=options.permissions,
         command=options.command,
     )
     _check_options(replayed)
+    experiment = manifest.get("experiment")
+    if experiment is not None:
+        if not isinstance(experiment, dict):
+            raise InputError(where, "experiment", "the experiment recorded by aichaos run")
+        policy.check(experiment, where, replayed.permissions)
     topology, source = _topology(replayed)
-    return _plan(replayed, scenario, manifest.get("experiment"), slo, topology, source)
+    return _plan(replayed, scenario, experiment, slo, topology, source)

@@ -13,6 +13,7 @@ from conftest import REPO
 from typer.testing import CliRunner
 
 from aichaos.experiments import catalog
+from aichaos.experiments.policy import Permissions
 from aichaos.experiments.runner import ChaosRun
 from aichaos.harness.cli import app
 from aichaos.rundir import InputError
@@ -28,6 +29,8 @@ LOCAL = {
 }
 K8S = {"k8s-replica-kill", "k8s-scale-down", "k8s-retrieval-latency", "k8s-provider-outage"}
 CHAOS = Path(sys.executable).parent / "chaos"
+K8S_FLAGS = ["--allow-extension", "chaosk8s", "--allow", "aichaos"]
+K8S_ALLOWED = Permissions(extensions=("chaosk8s",), targets=("aichaos",))
 
 
 def fake_stack(tmp_path: Path) -> Path:
@@ -50,18 +53,19 @@ def test_every_shipped_experiment_is_listed_and_valid():
     names = {name for name, _ in catalog.list_experiments()}
     assert names >= LOCAL | K8S
     for name in names:
-        experiment = catalog.load_experiment(name)  # chaoslib's validation, activities resolved
+        # the policy, then chaoslib's validation (activities resolved)
+        experiment = catalog.load_experiment(name, K8S_ALLOWED)
         assert experiment["steady-state-hypothesis"]["probes"], name
         assert experiment["method"], name
 
 
 def test_kubernetes_experiments_use_chaostoolkit_kubernetes():
     pytest.importorskip("chaosk8s")  # resolution of k8s activities needs the package
-    kill = catalog.load_experiment("k8s-replica-kill")
+    kill = catalog.load_experiment("k8s-replica-kill", K8S_ALLOWED)
     action = kill["method"][0]["provider"]
     assert action["module"] == "chaosk8s.pod.actions" and action["func"] == "terminate_pods"
     assert action["arguments"]["label_selector"] == "app=vllm"
-    scale = catalog.load_experiment("k8s-scale-down")
+    scale = catalog.load_experiment("k8s-scale-down", K8S_ALLOWED)
     assert scale["method"][0]["provider"]["func"] == "scale_deployment"
     assert scale["rollbacks"][0]["provider"]["arguments"]["replicas"] == 2
     probe = scale["steady-state-hypothesis"]["probes"][0]["provider"]
@@ -126,13 +130,20 @@ def test_experiments_cli_list_show_validate():
     assert {line.split()[0] for line in listed.output.splitlines()} >= LOCAL | K8S
     shown = runner.invoke(app, ["experiments", "show", "replica-kill"])
     assert shown.exit_code == 0 and json.loads(shown.output)["method"][0]["x-aichaos"]["at"] == 10
-    valid = runner.invoke(app, ["experiments", "validate"])
+    # Kubernetes experiments need their extension and namespace named, as chaos and run do
+    local_only = runner.invoke(app, ["experiments", "validate"])
+    assert local_only.exit_code == 2 and local_only.output.count("ok: ") == len(LOCAL)
+    assert local_only.output.count("--allow-extension chaosk8s") == len(K8S)
+    valid = runner.invoke(app, ["experiments", "validate", *K8S_FLAGS])
     assert valid.exit_code == 0 and valid.output.count("ok: ") == len(LOCAL | K8S)
 
 
 def guarded(experiment: dict, stack_file: Path | None, tmp_path: Path, allowed=None) -> None:
     configuration = {"aichaos_stack_file": str(stack_file)} if stack_file else {}
-    ChaosRun(experiment, tmp_path / "run", configuration=configuration, t0=0.0, allowed=allowed)
+    permissions = Permissions(extensions=("chaosk8s",), targets=tuple(allowed or ()))
+    ChaosRun(
+        experiment, tmp_path / "run", configuration=configuration, t0=0.0, permissions=permissions
+    )
 
 
 def test_guard_refuses_targets_outside_the_topology(tmp_path):
@@ -163,7 +174,7 @@ def test_guard_refuses_targets_outside_the_topology(tmp_path):
 
 
 def test_guard_needs_kubernetes_namespaces_named_explicitly(tmp_path):
-    experiment = catalog.load_experiment("k8s-scale-down")
+    experiment = catalog.load_experiment("k8s-scale-down", K8S_ALLOWED)
     with pytest.raises(InputError) as info:
         guarded(experiment, None, tmp_path)
     assert "arguments.ns" in str(info.value) and "'aichaos'" in str(info.value)
@@ -171,7 +182,7 @@ def test_guard_needs_kubernetes_namespaces_named_explicitly(tmp_path):
     with pytest.raises(InputError, match=r"arguments\.ns"):
         guarded(experiment, None, tmp_path, allowed={"default"})
     # a real Toxiproxy's proxies are allowed by name as well
-    toxic = catalog.load_experiment("k8s-retrieval-latency")
+    toxic = catalog.load_experiment("k8s-retrieval-latency", K8S_ALLOWED)
     with pytest.raises(InputError, match=r"arguments\.proxy"):
         guarded(toxic, None, tmp_path, allowed={"aichaos"})
     guarded(toxic, None, tmp_path, allowed={"aichaos", "retriever"})

@@ -26,6 +26,8 @@ import typer.main
 import yaml
 from conftest import REPO
 
+from aichaos.experiments import catalog
+from aichaos.experiments.policy import Permissions
 from aichaos.fixtures.llm_sim.profiles import profile_names
 from aichaos.harness.cli import app as cli_app
 
@@ -722,6 +724,12 @@ def test_the_nightly_cronjob_runs_a_game_day_the_cli_accepts():
     args = container["args"]
     experiment = args[args.index("--experiment") + 1]
     assert (REPO / "experiments" / "library" / f"{experiment}.json").exists()
+    named = {flag: [args[i + 1] for i, a in enumerate(args) if a == flag] for flag in flags}
+    allowed = Permissions(
+        targets=tuple(named.get("--allow", [])),
+        extensions=tuple(named.get("--allow-extension", [])),
+    )
+    catalog.load_experiment(experiment, allowed)  # the blast-radius policy lets it run
     roles = {d["metadata"]["name"] for d in docs if d["kind"] == "Role"}
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
     assert binding["roleRef"]["name"] in roles

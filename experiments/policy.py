@@ -1,0 +1,312 @@
+"""The blast-radius policy: what an experiment file may call and touch. One function,
+``check``, answers for ``aichaos experiments validate``, ``aichaos chaos`` and ``aichaos run``,
+and it decides from the file alone: it imports no module the file names (chaoslib's own
+validation imports them, so it runs only after this has approved them).
+
+Allowed by default:
+- the activities aichaos exports (``registry.py``), with arguments of the declared types;
+- ``http`` providers to the stack's own endpoints (before the stack is known: loopback);
+- service, proxy and namespace targets of the run's topology (``stack.json``) or named with
+  ``--allow`` (Kubernetes namespaces, proxies of a real Toxiproxy).
+Allowed only when the user says so: activities and controls of a Chaos Toolkit extension
+(``--allow-extension chaosk8s``), ``process`` providers (``--allow-process``), ``http``
+providers to other hosts (``--allow-http HOST``). Every provider in the file is checked,
+wherever it sits: steady state, method, rollbacks, tolerances, dynamic configuration, nested
+in an activity's arguments, and every control.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chaoslib import substitute
+from chaoslib.configuration import load_configuration
+from pydantic import BaseModel, ConfigDict
+
+from aichaos.rundir import InputError
+
+from . import registry
+from .context import REPLICA_KINDS, STACK_FILE, TARGET, TOXIPROXY_URL, allowed_names
+
+K8S_MODULES = "chaosk8s"
+SERVICE_ARGS = ("service", "services")
+PROXY_ARGS = ("proxy", "proxies")
+STACK_URL_KEYS = (TARGET, TOXIPROXY_URL)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Permissions(BaseModel):
+    """What the user allowed beyond the default, from the command line."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    extensions: tuple[str, ...] = ()  # --allow-extension MODULE
+    process: bool = False  # --allow-process
+    http_hosts: tuple[str, ...] = ()  # --allow-http HOST or HOST:PORT
+    targets: tuple[str, ...] = ()  # --allow NAME: namespaces, proxies of a real Toxiproxy
+
+    def extension_of(self, module: str) -> str | None:
+        for name in self.extensions:
+            if module == name or module.startswith(name + "."):
+                return name
+        return None
+
+
+def check(
+    experiment: dict[str, Any],
+    source: str | Path,
+    permissions: Permissions,
+    configuration: dict[str, Any] | None = None,
+) -> None:
+    """Raise ``InputError`` for the first provider or target the policy refuses.
+
+    ``configuration`` is the run's (``aichaos chaos`` / ``aichaos run`` once the stack is
+    up): with it, targets are checked against the stack's state file and URLs against its
+    endpoints; without it (``validate``, planning), only what the file and flags decide."""
+    scope = _Scope(experiment, permissions, configuration)
+    for where, owner, provider, is_control in _providers(experiment):
+        try:
+            if is_control:
+                scope.check_control(source, where, provider)
+            else:
+                scope.check_provider(source, where, provider)
+        except InputError as exc:  # the line names the activity as well as its field
+            name = owner.get("name")
+            label = f" of {name!r}" if isinstance(name, str) and name else ""
+            raise InputError(exc.file, exc.field + label, exc.expected, exc.got) from None
+
+
+def _providers(experiment: dict[str, Any]) -> Iterator[tuple[str, dict, dict, bool]]:
+    """``(path, owner, provider, is_control)`` for every provider anywhere in the file, walked
+    without recursion so deep nesting cannot overflow the stack."""
+    pending: list[tuple[str, Any, bool]] = [("", experiment, False)]
+    while pending:
+        path, node, in_controls = pending.pop()
+        if isinstance(node, dict):
+            provider = node.get("provider")
+            if provider is not None:
+                where = f"{path}.provider" if path else "provider"
+                yield where, node, provider if isinstance(provider, dict) else {}, in_controls
+            for key, value in reversed(list(node.items())):
+                child = f"{path}.{key}" if path else str(key)
+                pending.append((child, value, key == "controls"))
+        elif isinstance(node, list):
+            for i in reversed(range(len(node))):
+                pending.append((f"{path}[{i}]", node[i], in_controls))
+
+
+class _Scope:
+    def __init__(
+        self,
+        experiment: dict[str, Any],
+        permissions: Permissions,
+        configuration: dict[str, Any] | None,
+    ):
+        self.permissions = permissions
+        self.configuration = configuration
+        self.mapping = _mapping(experiment, configuration)
+        self.allowed = set(permissions.targets) | allowed_names(configuration)
+        self.stack = _stack(configuration)
+
+    # --- providers --------------------------------------------------------------------------
+
+    def check_control(self, source: str | Path, field: str, provider: dict[str, Any]) -> None:
+        module = str(provider.get("module", ""))
+        if provider.get("type") == "python" and self.permissions.extension_of(module):
+            return
+        raise InputError(
+            source, f"{field}.module", f"a control of an extension {_flag(module)}", module
+        )
+
+    def check_provider(self, source: str | Path, field: str, provider: dict[str, Any]) -> None:
+        kind = provider.get("type")
+        if kind == "python":
+            self._python(source, field, provider)
+        elif kind == "process":
+            if not self.permissions.process:
+                expected = "no process provider (it runs any command): allow with --allow-process"
+                raise InputError(source, field, expected, provider.get("path"))
+        elif kind == "http":
+            self._http(source, field, provider)
+        else:
+            raise InputError(source, f"{field}.type", "python, process or http", kind)
+
+    def _python(self, source: str | Path, field: str, provider: dict[str, Any]) -> None:
+        module, func = str(provider.get("module", "")), str(provider.get("func", ""))
+        arguments = provider.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise InputError(source, f"{field}.arguments", "an object", type(arguments).__name__)
+        arguments = {key: self._resolve(value) for key, value in arguments.items()}
+        activity = registry.lookup(module, func)
+        if activity is not None:
+            bad = activity.argument_problem(arguments)
+            if bad is not None:
+                raise InputError(source, f"{field}.arguments.{bad[0]}", bad[1])
+            self._targets(source, field, arguments)
+            return
+        if self.permissions.extension_of(module):
+            if module.startswith(K8S_MODULES):
+                self._namespace(source, field, arguments)
+            return
+        expected = f"an activity aichaos exports, or one of an extension {_flag(module)}"
+        raise InputError(source, f"{field}.module", expected, f"{module}.{func}")
+
+    def _resolve(self, value: Any) -> Any:
+        """``${key}`` placeholders in a string or a list of strings; deeper values are left
+        as they are (chaoslib's substitution recurses without bound)."""
+        if isinstance(value, str):
+            return substitute(value, self.mapping, {})
+        if isinstance(value, list):
+            return [substitute(v, self.mapping, {}) if isinstance(v, str) else v for v in value]
+        return value
+
+    def _http(self, source: str | Path, field: str, provider: dict[str, Any]) -> None:
+        raw = provider.get("url")
+        if not isinstance(raw, str):
+            raise InputError(source, f"{field}.url", "a URL", raw)
+        stack_url = any(raw.startswith("${" + key + "}") for key in STACK_URL_KEYS)
+        if stack_url and self.configuration is None:
+            return  # the stack's own endpoint, checked again once the run knows it
+        url = substitute(raw, self.mapping, {})
+        if not isinstance(url, str) or "${" in url:
+            raise InputError(source, f"{field}.url", "a URL whose host the file names", raw)
+        parts = urlsplit(url)
+        host, port = _host(parts.hostname), _port(parts)
+        if host is None or port is None:
+            raise InputError(source, f"{field}.url", "an http(s) URL with a host", url)
+        named = {h.lower() for h in self.permissions.http_hosts}
+        if host in named or f"{host}:{port}" in named:
+            return
+        endpoints = self._endpoints()
+        if endpoints is None and _loopback(host):
+            return
+        if endpoints is not None and (host, port) in endpoints:
+            return
+        where = "the stack's endpoints" if endpoints is not None else "loopback (the stack)"
+        expected = f"a URL on {where}, or a host allowed with --allow-http {host}"
+        raise InputError(source, f"{field}.url", expected, url)
+
+    def _endpoints(self) -> set[tuple[str, int]] | None:
+        """``(host, port)`` of every stack endpoint, or None while the stack is not known."""
+        if self.configuration is None:
+            return None
+        urls = [self.configuration.get(key) for key in STACK_URL_KEYS]
+        for svc in ((self.stack or {}).get("services") or {}).values():
+            urls += [svc.get("url"), svc.get("admin_url")]
+        for proxy in ((self.stack or {}).get("proxies") or {}).values():
+            urls.append(proxy.get("url"))
+        found = set()
+        for url in urls:
+            if isinstance(url, str) and url:
+                parts = urlsplit(url)
+                host, port = _host(parts.hostname), _port(parts)
+                if host is not None and port is not None:
+                    found.add((host, port))
+        return found
+
+    # --- targets ----------------------------------------------------------------------------
+
+    def _namespace(self, source: str | Path, field: str, arguments: dict[str, Any]) -> None:
+        ns = arguments.get("ns")
+        if ns is None:
+            raise InputError(source, f"{field}.arguments.ns", "an explicit namespace")
+        if ns not in self.allowed:
+            names = ", ".join(sorted(self.allowed)) or "none"
+            expected = f"a namespace allowed with --allow ({names})"
+            raise InputError(source, f"{field}.arguments.ns", expected, ns)
+
+    def _targets(self, source: str | Path, field: str, arguments: dict[str, Any]) -> None:
+        """Service and proxy names against the stack; only once the run is known."""
+        if self.configuration is None:
+            return
+        services, proxies = _stack_names(self.stack)
+        for arg in SERVICE_ARGS:
+            for name in _names(arguments.get(arg)):
+                if name in self.allowed:
+                    continue
+                if self.stack is None:
+                    raise InputError(source, f"{field}.arguments.{arg}", "a running stack", name)
+                if name not in services:
+                    listed = ", ".join(sorted(services))
+                    expected = f"a replica of this run's topology ({listed})"
+                    raise InputError(source, f"{field}.arguments.{arg}", expected, name)
+        for arg in PROXY_ARGS:
+            for name in _names(arguments.get(arg)):
+                if name not in self.allowed and name not in proxies:
+                    listed = ", ".join(sorted(proxies)) or "none"
+                    expected = f"a proxy of this run's topology ({listed}) or named with --allow"
+                    raise InputError(source, f"{field}.arguments.{arg}", expected, name)
+
+
+def _flag(module: str) -> str:
+    """The flag that would allow ``module``: its top-level package, except inside aichaos,
+    where only the exact module (never every internal module) is suggested."""
+    top = module.split(".")[0] or module
+    return f"allowed with --allow-extension {module if top == 'aichaos' else top}"
+
+
+def _mapping(experiment: dict[str, Any], configuration: dict[str, Any] | None) -> dict[str, Any]:
+    """The values ``${key}`` placeholders take: the file's own configuration (static and
+    environment entries) under the run's."""
+    run = dict(configuration or {})
+    declared = experiment.get("configuration")
+    if not isinstance(declared, dict):
+        return run
+    try:
+        return {**load_configuration(dict(declared), dict(run)), **run}
+    except Exception:  # an unset environment key: its placeholders stay unresolved
+        return run
+
+
+def _stack(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
+    path = (configuration or {}).get(STACK_FILE)
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _stack_names(stack: dict[str, Any] | None) -> tuple[set[str], set[str]]:
+    services: set[str] = set()
+    if stack is None:
+        return services, set()
+    for name, svc in (stack.get("services") or {}).items():
+        if svc.get("kind") in REPLICA_KINDS:
+            services |= {name, str(svc.get("service")), str(svc.get("kind"))}
+    return services, set((stack.get("proxies") or {}).keys())
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return []
+
+
+def _host(hostname: str | None) -> str | None:
+    if not hostname:
+        return None
+    host = hostname.lower()
+    return "127.0.0.1" if host == "localhost" else host
+
+
+def _port(parts: Any) -> int | None:
+    try:
+        return parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port out of range
+        return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,213 @@
+"""The blast-radius policy: the reproductions of experiment files that escaped it, refused
+alike by ``aichaos experiments validate``, ``aichaos chaos`` and ``aichaos run`` with no side
+effect; what the ``--allow-*`` flags widen; nothing is imported before it is approved."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aichaos.experiments import catalog, policy
+from aichaos.experiments.policy import Permissions
+from aichaos.experiments.runner import ChaosRun
+from aichaos.harness.cli import app
+from aichaos.rundir import InputError
+
+BASE = "retrieval-latency"
+
+
+def experiment_with(step: dict) -> dict:
+    """A shipped experiment whose first method step is ``step`` (its schedule kept)."""
+    experiment = copy.deepcopy(catalog.load_experiment(BASE))
+    first = experiment["method"][0]
+    experiment["method"][0] = {**first, **step}
+    return experiment
+
+
+def shell(marker: Path) -> dict:
+    return {"type": "process", "path": "sh", "arguments": f"-c 'id > {marker}'"}
+
+
+def bypass(marker: Path) -> dict:
+    """chaoslib's run_activity, re-exported by the runner module, running a nested command:
+    it passed the old module-prefix guard."""
+    nested = {"type": "action", "name": "nested", "provider": shell(marker)}
+    return {
+        "provider": {
+            "type": "python",
+            "module": "aichaos.experiments.runner",
+            "func": "run_activity",
+            "arguments": {"activity": nested, "configuration": {}, "secrets": {}},
+        }
+    }
+
+
+def variants(marker: Path) -> dict[str, tuple[dict, str]]:
+    """name -> (method step, the flag the refusal must name)."""
+    return {
+        "bypass": (bypass(marker), "--allow-extension aichaos.experiments.runner"),
+        "process": ({"provider": shell(marker)}, "--allow-process"),
+        "os-system": (
+            {
+                "provider": {
+                    "type": "python",
+                    "module": "os",
+                    "func": "system",
+                    "arguments": {"command": f"id > {marker}"},
+                }
+            },
+            "--allow-extension os",
+        ),
+        # never contacted: refused before anything runs (.invalid cannot resolve anyway)
+        "http": (
+            {"provider": {"type": "http", "url": "http://outside.invalid/hook"}},
+            "--allow-http outside.invalid",
+        ),
+    }
+
+
+def one_line(text: str) -> bool:
+    return len(text.strip().splitlines()) == 1 and "Traceback" not in text
+
+
+@pytest.mark.parametrize("name", ["bypass", "process", "os-system", "http"])
+def test_escaping_experiments_are_refused_by_validate_chaos_and_run(tmp_path, name):
+    marker = tmp_path / "pwned"
+    step, flag = variants(marker)[name]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(experiment_with(step)))
+    runner = CliRunner()
+    commands = {
+        "validate": ["experiments", "validate", str(path)],
+        "chaos": ["chaos", str(path), "--out", str(tmp_path / "chaos-out")],
+        "run": ["run", "--experiment", str(path), "--out", str(tmp_path / "runs")],
+    }
+    for command, args in commands.items():
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (command, result.output)
+        assert one_line(result.output), (command, result.output)
+        assert str(path) in result.output and flag in result.output, (command, result.output)
+        assert "method[0]" in result.output, (command, result.output)
+    assert not marker.exists()  # nothing ran
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "chaos-out").exists()
+
+
+def test_each_flag_allows_exactly_its_kind(tmp_path):
+    marker = tmp_path / "pwned"
+    steps = variants(marker)
+    process = experiment_with(steps["process"][0])
+    policy.check(process, "p.json", Permissions(process=True))
+    http = experiment_with(steps["http"][0])
+    policy.check(http, "h.json", Permissions(http_hosts=("outside.invalid",)))
+    with pytest.raises(InputError, match="--allow-http"):
+        policy.check(http, "h.json", Permissions(http_hosts=("other.invalid",)))
+    # the nested process provider is still refused when its runner module is allowed
+    runner = experiment_with(steps["bypass"][0])
+    with pytest.raises(InputError, match="--allow-process"):
+        policy.check(runner, "b.json", Permissions(extensions=("aichaos.experiments.runner",)))
+    # allowing the process too lets the user's own choice through
+    both = Permissions(extensions=("aichaos.experiments.runner",), process=True)
+    policy.check(runner, "b.json", both)
+    assert not marker.exists()  # a check never runs anything
+
+
+def test_http_providers_reach_only_the_stacks_endpoints_once_it_runs(tmp_path):
+    stack = tmp_path / "stack.json"
+    stack.write_text(
+        json.dumps(
+            {
+                "services": {"gateway": {"kind": "gateway", "url": "http://127.0.0.1:18090"}},
+                "proxies": {"retriever": {"url": "http://127.0.0.1:18001"}},
+            }
+        )
+    )
+    configuration = {"aichaos_stack_file": str(stack)}
+
+    def probe(url: str) -> dict:
+        return {"provider": {"type": "http", "url": url}}
+
+    own = experiment_with(probe("http://localhost:18090/health"))
+    ChaosRun(own, tmp_path / "run", configuration=configuration, t0=0.0)
+    via = experiment_with(probe("${aichaos_target}/health"))
+    policy.check(via, "v.json", Permissions())  # before the stack is known: its own URL
+    other = experiment_with(probe("http://127.0.0.1:22/"))  # loopback, but not the stack
+    policy.check(other, "o.json", Permissions())  # validate: loopback could be the stack
+    with pytest.raises(InputError) as info:
+        ChaosRun(other, tmp_path / "run", configuration=configuration, t0=0.0)
+    assert "stack's endpoints" in str(info.value) and "--allow-http 127.0.0.1" in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_controls_tolerances_and_dynamic_configuration_are_checked(tmp_path):
+    marker = tmp_path / "pwned"
+    base = catalog.load_experiment(BASE)
+    control = {**base, "controls": [{"name": "c", "provider": {"type": "python", "module": "x"}}]}
+    with pytest.raises(InputError, match=r"controls\[0\]\.provider\.module.*--allow-extension x"):
+        policy.check(control, "c.json", Permissions())
+    policy.check(control, "c.json", Permissions(extensions=("x",)))
+    inner = copy.deepcopy(base)
+    inner["method"][0]["controls"] = control["controls"]
+    with pytest.raises(InputError, match=r"method\[0\]\.controls\[0\]"):
+        policy.check(inner, "c.json", Permissions())
+
+    tolerance = copy.deepcopy(base)
+    probe = tolerance["steady-state-hypothesis"]["probes"][0]
+    probe["tolerance"] = {"type": "probe", "name": "t", "provider": shell(marker)}
+    with pytest.raises(InputError, match=r"tolerance\.provider.*--allow-process"):
+        policy.check(tolerance, "t.json", Permissions())
+
+    dynamic = {**base, "configuration": {"x": {"type": "probe", "provider": shell(marker)}}}
+    with pytest.raises(InputError, match=r"configuration\.x\.provider"):
+        policy.check(dynamic, "d.json", Permissions())
+
+
+def test_exported_activities_get_their_argument_types_checked():
+    experiment = copy.deepcopy(catalog.load_experiment("provider-outage"))
+    step = experiment["method"][0]["provider"]
+    assert step["module"] == "aichaos.experiments.actions.network"
+    step["arguments"]["proxies"] = 7
+    with pytest.raises(InputError, match=r"arguments\.proxies"):
+        policy.check(experiment, "e.json", Permissions())
+    step["arguments"] = {"proxies": ["llm-1"], "shell": "id"}
+    with pytest.raises(InputError, match=r"arguments\.shell .*: expected an argument of"):
+        policy.check(experiment, "e.json", Permissions())
+    step["arguments"] = {}
+    with pytest.raises(InputError, match=r"arguments\.proxies .*: expected this argument"):
+        policy.check(experiment, "e.json", Permissions())
+    helper = copy.deepcopy(catalog.load_experiment("slow-provider"))
+    helper["method"][0]["provider"]["func"] = "inject_fault"  # a helper, not an activity
+    with pytest.raises(InputError, match="an activity aichaos exports"):
+        policy.check(helper, "e.json", Permissions())
+
+
+def test_validating_never_imports_a_module_it_has_not_approved(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    module = tmp_path / "sideeffect_mod.py"
+    module.write_text(f"open({str(marker)!r}, 'w').write('ran')\n\ndef act():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    step = {"provider": {"type": "python", "module": "sideeffect_mod", "func": "act"}}
+    path = tmp_path / "import.json"
+    path.write_text(json.dumps(experiment_with(step)))
+    result = CliRunner().invoke(app, ["experiments", "validate", str(path)])
+    assert result.exit_code == 2 and "--allow-extension sideeffect_mod" in result.output
+    assert not marker.exists() and "sideeffect_mod" not in sys.modules
+    # named as an extension, it is approved, and only then does chaoslib import it
+    allowed = ["experiments", "validate", str(path), "--allow-extension", "sideeffect_mod"]
+    result = CliRunner().invoke(app, allowed)
+    assert marker.exists(), result.output
+    sys.modules.pop("sideeffect_mod", None)
+
+
+def test_deep_nesting_is_walked_without_overflow():
+    experiment = copy.deepcopy(catalog.load_experiment(BASE))
+    node: dict = {"type": "process", "path": "true"}
+    for _ in range(5000):
+        node = {"arguments": {"inner": node}}
+    experiment["method"][0]["provider"]["arguments"]["nested"] = {"provider": node}
+    with pytest.raises(InputError):
+        policy.check(experiment, "deep.json", Permissions())
