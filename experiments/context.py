@@ -11,7 +11,7 @@ Configuration keys (Chaos Toolkit ``configuration`` of an experiment; ``aichaos 
                              against it.
 - ``aichaos_target``         the gateway URL (default: the ``gateway`` kind service's URL).
 - ``aichaos_toxiproxy_url``  the Toxiproxy API (default: the ``proxy`` kind service's URL).
-- ``aichaos_allowed``        extra target names the blast-radius guard accepts besides the
+- ``aichaos_allowed``        extra target names the blast-radius policy accepts besides the
                              stack's services and proxies: Kubernetes namespaces, or proxy names
                              of a real Toxiproxy (a list, or a comma-separated string).
 
