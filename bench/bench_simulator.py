@@ -161,6 +161,7 @@ def client_main(args) -> None:
 class Server:
     def __init__(self, cmd: list[str], port: int, core: int = 0):
         self.url = f"http://127.0.0.1:{port}"
+        self.admin_url = ""  # a simulator's fault API, set by sim_server
         self.proc = subprocess.Popen(pinned(core, cmd), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 30
@@ -184,10 +185,15 @@ class Server:
 
 
 def sim_server(profile: str) -> Server:
+    """A simulator; ``admin_url`` is its fault API's own port (never the serving one)."""
     port = free_port()
+    admin_port = next(p for p in (free_port() for _ in range(20)) if p != port)
     cmd = [sys.executable, "-m", "aichaos.fixtures.llm_sim", "serve", "--port", str(port),
+           "--admin-port", str(admin_port),
            "--profile", str(HERE / "profiles" / f"{profile}.yaml"), "--model", "bench"]  # fmt: skip
-    return Server(cmd, port)
+    server = Server(cmd, port)
+    server.admin_url = f"http://127.0.0.1:{admin_port}"
+    return server
 
 
 def run_client(url: str, streams: int, seconds: float, warmup: float, max_tokens: int,
@@ -209,16 +215,17 @@ def run_client(url: str, streams: int, seconds: float, warmup: float, max_tokens
     return {**json.loads(out.strip().splitlines()[-1]), "at_end": ended}
 
 
-def sim_lag(url: str) -> dict:
+def sim_lag(admin_url: str) -> dict:
     import httpx
 
-    return httpx.get(f"{url}/admin/faults", timeout=10).json()["engine"]["step_lag"]
+    return httpx.get(f"{admin_url}/admin/faults", timeout=10).json()["engine"]["step_lag"]
 
 
-def reset_lag(url: str) -> None:
+def reset_lag(admin_url: str) -> None:
     import httpx
 
-    httpx.post(f"{url}/admin/step-lag/reset", timeout=10)
+    headers = {"Content-Type": "application/json"}  # the admin API changes state only for JSON
+    httpx.post(f"{admin_url}/admin/step-lag/reset", headers=headers, timeout=10).raise_for_status()
 
 
 def sustained(levels: list[int], seconds: float) -> list[dict]:
@@ -227,8 +234,8 @@ def sustained(levels: list[int], seconds: float) -> list[dict]:
         server = sim_server("bench-8b-h100-wide")
         try:
             got = run_client(server.url, streams, seconds, 3.0, 400,
-                             on_warm=lambda s=server: reset_lag(s.url),
-                             on_end=lambda s=server: sim_lag(s.url))  # fmt: skip
+                             on_warm=lambda s=server: reset_lag(s.admin_url),
+                             on_end=lambda s=server: sim_lag(s.admin_url))  # fmt: skip
             lag = got.pop("at_end")
         finally:
             server.stop()
