@@ -34,12 +34,13 @@ class Orphan:
     owner: ProcessRef | None
     services: dict[str, ProcessRef]  # the ones still running
 
-    def describe(self) -> str:
+    def where(self) -> str:
         owner = f"pid {self.owner.pid}" if self.owner else "unknown"
-        return (
-            f"a stack left by a dead owner ({owner}) in {self.run_dir}: "
-            f"{len(self.services)} process(es) still running ({', '.join(sorted(self.services))})"
-        )
+        return f"a stack left by a dead owner ({owner}) in {self.run_dir}"
+
+    def describe(self) -> str:
+        running = ", ".join(sorted(self.services))
+        return f"{self.where()}: {len(self.services)} process(es) still running ({running})"
 
     def remedy(self) -> str:
         return f"`aichaos stack down --run-dir {self.run_dir}` removes it"
@@ -87,13 +88,14 @@ def find_orphans(places: Iterable[Path]) -> list[Orphan]:
     return found
 
 
-def remove_orphans(places: Iterable[Path], say: Callable[[str], None]) -> list[Orphan]:
-    """Clean up every orphaned stack found in ``places``, one line each through ``say``."""
+def remove_orphans(places: Iterable[Path], say: Callable[[str], None], source: str) -> list[Orphan]:
+    """Clean up every orphaned stack found in ``places``, one line each through ``say``;
+    ``source`` (the command) signs the events."""
     orphans = find_orphans(places)
     for orphan in orphans:
         _let_the_watch_finish(orphan.run_dir)
-        notes = clean_up(orphan.run_dir, "its owner died; removed by a later command")
-        say(f"stopped {orphan.describe()}; {notes.summary()}")
+        notes = clean_up(orphan.run_dir, f"its owner died; removed by {source}", source)
+        say(f"stopped {orphan.where()}: {notes.summary()}")
     return orphans
 
 
@@ -153,7 +155,7 @@ def _roll_back(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[s
         "aichaos_stack_file": str(run_dir / STATE_FILE),
     }
     notes = restore_all(configuration)
-    events.emit("rollback", "restore-all", "instant", {"notes": notes, "by": "owner-watch"})
+    events.emit("rollback", "restore-all", "instant", {"notes": notes})
     return notes
 
 
@@ -161,7 +163,7 @@ def _stop_services(state: dict[str, Any], events: EventLog) -> list[int]:
     live = live_services(state)
     stop_groups([(ref.pid, ref.start_time) for ref in live.values()])
     for name, ref in live.items():
-        events.emit("stop", name, "instant", {"pid": ref.pid, "by": "owner-watch"})
+        events.emit("stop", name, "instant", {"pid": ref.pid})
     return [ref.pid for ref in live.values()]
 
 

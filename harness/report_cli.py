@@ -13,6 +13,8 @@ import typer
 
 from aichaos.rundir import InputError
 
+from .orphans import orphan_in
+
 EXIT_USAGE = 2
 
 
@@ -39,3 +41,6 @@ def report(
         raise typer.Exit(EXIT_USAGE) from None
     for path in paths:
         typer.echo(str(path))
+    orphan = orphan_in(run_dir)
+    if orphan is not None:  # the report says crashed; the stack it left still runs
+        typer.echo(f"aichaos report: {orphan.describe()}; {orphan.remedy()}", err=True)

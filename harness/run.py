@@ -25,12 +25,15 @@ from typing import Any
 import httpx
 
 import aichaos
+from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, SUMMARY_MD, EventLog, InputError, write_json
 
+from .orphans import remove_orphans
 from .progress import Progress
 from .run_plan import RunOptions, RunPlan, plan_run
 from .server_metrics import PrometheusSource, Scraper, metrics_summary, write_metrics
 from .stack import Stack
+from .stack_state import DEFAULT_POINTER, stack_places
 from .supervisor import SignalFlag, StackError
 from .topology import TopologyError
 
@@ -50,7 +53,15 @@ def run_game_day(options: RunOptions) -> int:
     except (InputError, TopologyError) as exc:
         print(f"aichaos run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # a stack an earlier run's dead owner left (its owner watch killed too) is stopped, not
+    # left serving, with its faults, beside this game day
+    places = stack_places(DEFAULT_POINTER, plan.run_dir.parent)
+    remove_orphans(places, _say, "aichaos run")
     return GameDay(plan).execute()
+
+
+def _say(line: str) -> None:
+    print(f"aichaos run: {line}", file=sys.stderr)
 
 
 @dataclass
@@ -337,6 +348,7 @@ class GameDay:
             "problem": self.problem,
             "command": self.plan.options.command or sys.argv,
             "versions": versions(),
+            "owner": ProcessRef.current().model_dump(),  # read as crashed once it is gone
             "started_at": self.started_at,
             "t0": self.t0,
             "ended_at": ended,

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .orphans import clean_up, live_services
 from .stack_state import (
     DEFAULT_POINTER,
     STATE_FILE,
@@ -130,13 +131,16 @@ class StackClient:
 
     def status(self) -> dict[str, Any]:
         """The state file, with what is really alive now: ``supervisor.alive`` and, per
-        service, ``alive``. A dead supervisor makes the status ``gone``."""
+        service, ``alive``. A dead supervisor makes the status ``orphaned`` while a service of
+        it still runs, else ``gone``."""
         state = read_state(self.run_dir)
         alive = supervisor_alive(state)
         state["supervisor"] = {**(state.get("supervisor") or {}), "alive": alive}
         for svc in (state.get("services") or {}).values():
             svc["alive"] = process_alive(svc.get("pid"), svc.get("start_time"))
-        if not alive and state.get("status") not in ("stopped", "failed"):
+        if not alive and live_services(state):
+            state["status"] = "orphaned"
+        elif not alive and state.get("status") not in ("stopped", "failed", "crashed"):
             state["status"] = "gone"
         return state
 
@@ -167,15 +171,16 @@ class StackClient:
         return int(svc["pid"])
 
     def pids(self) -> list[int]:
-        """The supervisor's and every service's PID, as recorded."""
+        """The supervisor's, its owner watch's and every service's PID, as recorded."""
         state = read_state(self.run_dir)
-        pids = [(state.get("supervisor") or {}).get("pid")]
+        pids = [(state.get(k) or {}).get("pid") for k in ("supervisor", "watchdog")]
         pids += [s.get("pid") for s in (state.get("services") or {}).values()]
         return [int(p) for p in pids if p]
 
     def down(self, timeout: float = 30.0) -> dict[str, Any]:
         """Ask the supervisor to stop (SIGTERM) and wait for it; then stop, by process group,
-        any service it did not (a supervisor killed with SIGKILL stops nothing)."""
+        any service it did not. A stack whose supervisor was already gone (killed with SIGKILL,
+        its owner watch too) has its faults rolled back first and is recorded as crashed."""
         state = read_state(self.run_dir)
         sup = state.get("supervisor") or {}
         signalled = False
@@ -193,7 +198,11 @@ class StackClient:
             for s in (state.get("services") or {}).values()
             if process_alive(s.get("pid"), s.get("start_time"))
         ]
-        stop_groups(leftovers)
+        if leftovers and not signalled:
+            why = "its supervisor was gone; stopped by aichaos stack down"
+            clean_up(self.run_dir, why, source="stack-down")
+        else:
+            stop_groups(leftovers)
         if self.pointer is not None:
             clear_pointer(self.pointer, self.run_dir)
         return {"supervisor_signalled": signalled, "leftovers_stopped": [p for p, _ in leftovers]}

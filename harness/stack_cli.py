@@ -20,6 +20,7 @@ import yaml
 
 import aichaos.fixtures
 
+from .orphans import find_orphans, remove_orphans
 from .stack import StackClient
 from .stack_state import (
     DEFAULT_POINTER,
@@ -27,6 +28,7 @@ from .stack_state import (
     StackNotFound,
     process_alive,
     read_state,
+    stack_places,
     supervisor_alive,
 )
 from .supervisor import (
@@ -81,6 +83,10 @@ def _refuse_running(pointer: Path, run_dir: Path) -> None:
             )
 
 
+def _say(command: str) -> Any:
+    return lambda line: typer.echo(f"aichaos {command}: {line}", err=True)
+
+
 def _default_run_dir() -> Path:
     return Path("runs") / time.strftime("stack-%Y%m%d-%H%M%S")
 
@@ -113,6 +119,8 @@ def up(
     """Start every service of a topology, wait until all are ready, keep them running."""
     spec = _load(topology)
     run_dir = (run_dir or _default_run_dir()).resolve()
+    # a stack nobody owns any more is stopped rather than left serving beside the new one
+    remove_orphans(stack_places(pointer, run_dir.parent), _say("stack up"), "aichaos stack up")
     _refuse_running(pointer, run_dir)
     retargeted = _retarget(spec, backend, model, llm_url)
     if retargeted is not spec:
@@ -251,13 +259,6 @@ def _try_state(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _attach(run_dir: Path | None, pointer: Path, command: str) -> StackClient:
-    try:
-        return StackClient.attach(run_dir, pointer)
-    except StackNotFound as exc:
-        raise _fail(f"aichaos stack {command}: {exc}", EXIT_FAILED) from None
-
-
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
@@ -267,9 +268,24 @@ def status(
     pointer: Annotated[Path, typer.Option("--pointer", hidden=True)] = DEFAULT_POINTER,
 ) -> None:
     """Show the services, their URLs and states; exit 3 when the stack is not running."""
-    state = _attach(run_dir, pointer, "status").status()
+    try:
+        client = StackClient.attach(run_dir, pointer)
+    except StackNotFound as exc:
+        orphans = find_orphans(stack_places(pointer))
+        for orphan in orphans:
+            typer.echo(f"{orphan.describe()}; {orphan.remedy()}")
+        if orphans:
+            raise typer.Exit(EXIT_FAILED) from None
+        raise _fail(f"aichaos stack status: {exc}", EXIT_FAILED) from None
+    state = client.status()
     typer.echo(json.dumps(state, indent=2) if as_json else _render(state))
-    raise typer.Exit(0 if state["supervisor"].get("alive") else EXIT_FAILED)
+    if state["supervisor"].get("alive"):
+        raise typer.Exit(0)
+    for orphan in [] if as_json else find_orphans(stack_places(pointer)):
+        # another stack nobody owns, e.g. one an `aichaos run` left
+        if orphan.run_dir != client.run_dir.resolve():
+            typer.echo(f"{orphan.describe()}; {orphan.remedy()}")
+    raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -283,7 +299,8 @@ def down(
     try:
         client = StackClient.attach(run_dir, pointer)
     except StackNotFound as exc:
-        typer.echo(f"aichaos stack down: nothing to stop ({exc})")
+        if not remove_orphans(stack_places(pointer), typer.echo, "aichaos stack down"):
+            typer.echo(f"aichaos stack down: nothing to stop ({exc})")
         raise typer.Exit(0) from None
     result = client.down()
     left = [pid for pid in client.pids() if process_alive(pid)]
@@ -320,6 +337,11 @@ def _render(state: dict[str, Any]) -> str:
             f"prometheus: {prom['url']}" if prom.get("url") else f"prometheus: {prom['skipped']}"
         )
     lines.append(f"events: {state.get('events')}")
+    if state.get("status") == "orphaned":
+        lines.append(
+            "its owner is gone but services still run; "
+            f"`aichaos stack down --run-dir {state.get('run_dir')}` removes it"
+        )
     if state.get("error"):
         lines.append(f"error: {state['error']}")
     return "\n".join(line.rstrip() for line in lines)

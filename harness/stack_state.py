@@ -10,6 +10,7 @@ kernel has since given to an unrelated process is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from aichaos.processes import process_alive
 
 STATE_FILE = "stack.json"
 DEFAULT_POINTER = Path(".aichaos") / "stack.json"
+DEFAULT_RUNS = Path("runs")  # where `aichaos run` and `aichaos stack up` put run directories
 
 
 class StackNotFound(Exception):
@@ -115,6 +117,16 @@ def find_run_dir(run_dir: Path | None = None, pointer: Path = DEFAULT_POINTER) -
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StackNotFound(f"{pointer}: unreadable stack pointer: {exc}") from None
+
+
+def stack_places(pointer: Path = DEFAULT_POINTER, *more: Path) -> list[Path]:
+    """Where stacks started from this directory live: the pointer's run directory, the
+    default runs folder, and ``more`` (run directories, or folders of them)."""
+    places = [*more, DEFAULT_RUNS]
+    # no pointer, or one we cannot read: the folders still count
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        places.insert(0, Path(json.loads(pointer.read_text(encoding="utf-8"))["run_dir"]))
+    return [p for p in places if p.exists()]
 
 
 def supervisor_alive(state: dict[str, Any]) -> bool:
