@@ -83,12 +83,14 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
              master_bind: str = "127.0.0.1", master_port: int | None = None) -> int:  # fmt: skip
     from aichaos.scenarios.runner import LoadRunner
     from aichaos.scenarios.spec import load_scenario
+    from aichaos.scenarios.worker_gate import is_loopback, resolve_token
 
     try:
         scenario = load_scenario(scenario_ref, duration_s=duration, seed=seed)
         url = _check_url(target)
         if workers < 1 and remote_workers < 1:
             raise InputError("--workers", "workers", "at least 1", workers)
+        token = resolve_token()  # $AICHAOS_LOAD_TOKEN, else a fresh one for this run
     except InputError as exc:
         raise _fail(EXIT_BAD_INPUT, str(exc)) from None
     why = _reachable(url)
@@ -126,6 +128,7 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
         remote_workers=remote_workers,
         master_bind=master_bind,
         master_port=master_port,
+        token=token,
     )
     interrupted = {"flag": False}
 
@@ -140,6 +143,9 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     events.emit("load", scenario.name, "start", {"t0": t0, "workers": workers}, t=t0)
     tty = sys.stderr.isatty()
     typer.echo(f"run directory: {run_dir}", err=True)
+    if runner.distributed and not is_loopback(master_bind):
+        # beyond loopback only workers holding this run's token may join (and get the scenario)
+        typer.echo(f"workers join with: {runner.worker_command()}", err=True)
     try:
         every = 1.0 if tty else 5.0  # a log file gets a line every 5 s
         shown = 0.0
@@ -318,11 +324,28 @@ def load(
 def worker(
     master: Annotated[str, typer.Option(help="Host of the Locust master ('aichaos load').")],
     master_port: Annotated[int, typer.Option(help="Port of the Locust master.")] = 5557,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AICHAOS_LOAD_TOKEN",
+            show_envvar=True,
+            help="The run's worker token, as 'aichaos load' prints it (prefer the variable: "
+            "an option shows in ps).",
+        ),
+    ] = None,
 ) -> None:
-    """Join a load run's Locust master from this machine; records go back to the master."""
+    """Join a load run's Locust master from this machine; records go back to the master.
+    Exit 2 when the token is missing or the master refuses it."""
+    from aichaos.processes import ProcessRef
+    from aichaos.scenarios.worker_gate import TOKEN_ENV
+
+    if not token:
+        raise _fail(EXIT_BAD_INPUT, f"--token: expected the run's worker token (or {TOKEN_ENV})")
+    me = ProcessRef.current()  # the worker process stops if this command is killed
     cmd = [sys.executable, "-m", "aichaos.scenarios.locust_proc", "worker", "--master", master,
-           "--master-port", str(master_port)]  # fmt: skip
-    raise typer.Exit(subprocess.call(cmd))
+           "--master-port", str(master_port), "--owner-pid", str(me.pid),
+           "--owner-start-time", str(me.start_time)]  # fmt: skip
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, TOKEN_ENV: token}))
 
 
 @scenarios_app.command("list")

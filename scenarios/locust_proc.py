@@ -3,9 +3,15 @@
 ``python -m aichaos.scenarios.locust_proc run CONFIG.json`` runs the whole schedule in this
 process (``workers`` = 1) or, as a Locust master, hands a share of it to each of ``workers``
 Locust workers and gathers their records. ``python -m aichaos.scenarios.locust_proc worker
---master HOST [--master-port P]`` joins a master from any machine: the master sends the
-scenario, t0 and the worker's share through Locust's messaging, and the worker sends its
-records back the same way, so one run directory holds every request.
+--master HOST [--master-port P]`` (the token in ``$AICHAOS_LOAD_TOKEN``) joins a master from
+any machine: once the worker has proved it holds the run's token (``worker_gate``), the master
+sends it the scenario, t0 and its share through Locust's messaging, and the worker sends its
+records back the same way, so one run directory holds every request. The master never lets
+Locust hand out users (Locust would give them to any client): each worker starts its one user
+itself when its share arrives.
+
+Every process stops, flushing what it recorded, when the process that owns the run dies
+(``aichaos load`` / ``run`` / ``chaos``, identified by PID and start time; ``kill -9`` included).
 
 Locust (gevent, monkey-patched) lives only in these processes, never in aichaos's asyncio code.
 Each process watches its own CPU and event-loop lag and warns when they make its timings
@@ -42,6 +48,8 @@ from locust.log import setup_logging  # noqa: E402
 from locust.runners import STATE_MISSING  # noqa: E402
 from locust.stats import print_percentile_stats, print_stats  # noqa: E402
 
+from aichaos.load_health import REFUSALS_KEPT, LoadHealth, Refusal  # noqa: E402
+from aichaos.processes import OwnerWatch, ProcessRef  # noqa: E402
 from aichaos.rundir import EVENTS_JSONL, EventLog  # noqa: E402
 
 from .engine import MAX_IN_FLIGHT, Dispatcher  # noqa: E402
@@ -49,6 +57,7 @@ from .records import RecordWriter, warm_up  # noqa: E402
 from .schedule import Schedule, build_schedule  # noqa: E402
 from .spec import Scenario  # noqa: E402
 from .stopwatch import Planned, new_record  # noqa: E402
+from .worker_gate import TOKEN_ENV, WorkerGate, is_loopback, proof  # noqa: E402
 
 FLUSH_S = 1.0  # records reach the run directory at least this often (the contract says 2 s)
 PROGRESS_S = 0.5
@@ -57,6 +66,7 @@ CPU_WARN_PERCENT = 90.0
 LAG_WARN_S = 0.005
 RECENT = 10_000  # samples kept for the live TTFT p95 and lag p99
 LOST_AFTER_S = 10.0  # a worker missing to Locust and silent this long is lost
+STOP_GRACE_S = 10.0  # after a stop, how long in-flight requests may take to end and flush
 
 
 class ScheduleUser(FastHttpUser):
@@ -74,15 +84,13 @@ class ScheduleUser(FastHttpUser):
 
     @task
     def dispatch(self) -> None:
-        # on a worker, Locust may spawn this user before our assignment message is handled
-        deadline = time.monotonic() + 30.0
-        while type(self).job is None and time.monotonic() < deadline:
-            gevent.sleep(0.01)
-        if type(self).job is None:
-            raise StopUser()
-        client = self.client.client.clientpool.get_client(URL(self.host))
-        type(self).job(client)
+        if type(self).job is not None:
+            type(self).job(self.connection())
         raise StopUser()
+
+    def connection(self) -> Any:
+        """This user's geventhttpclient client for the target."""
+        return self.client.client.clientpool.get_client(URL(self.host))
 
 
 class Health:
@@ -137,6 +145,7 @@ class Progress:
         self.warnings: list[str] = []
         self.started = time.time()
         self.finished = False
+        self.health = LoadHealth()  # refused clients and their dropped rows
 
     def update(self, worker: str, report: dict[str, Any]) -> None:
         self.parts[worker] = report
@@ -168,6 +177,7 @@ class Progress:
             "workers": sorted(self.parts),
             "warnings": self.warnings[-5:],
             "finished": self.finished,
+            **self.health.model_dump(),
             "updated_at": now,
         }
 
@@ -331,6 +341,22 @@ class Collector:
             self.events.emit("load", "timing_warning", detail={"worker": worker, "why": warning})
         self.progress.write(self.t0)
 
+    def refused(self, refusal: Refusal) -> None:
+        """A client the master would not let join: counted in the health file, said once."""
+        health = self.progress.health
+        health.refused_workers += 1
+        if len(health.refused) < REFUSALS_KEPT:
+            health.refused.append(refusal)
+        message = f"refused a load worker ({refusal.client}): {refusal.why}"
+        self.progress.warnings.append(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+        self.events.emit("load", "worker_refused", detail=refusal.model_dump())
+        self.progress.write(self.t0)
+
+    def dropped(self, rows: int) -> None:
+        self.progress.health.dropped_rows += rows
+        self.progress.write(self.t0)
+
     def finish(self) -> None:
         for writer in self.writers.values():
             writer.flush()
@@ -338,15 +364,10 @@ class Collector:
         self.progress.write(self.t0)
 
 
-def _watch_parent(parent_pid: int | None, stop: Any) -> None:
-    """Stop when the process that started us is gone (no orphaned load generators)."""
-    if not parent_pid:
-        return
-    while True:
-        gevent.sleep(1.0)
-        if os.getppid() != parent_pid:
-            stop()
-            return
+def _watch_owner(owner: ProcessRef | None, stop: Any) -> None:
+    """Stop when the process owning the run is gone (no orphaned load generators)."""
+    if owner is not None:
+        OwnerWatch(owner, stop).start()
 
 
 def _resolve_model(target_url: str, scenario: Scenario) -> str | None:
@@ -398,7 +419,7 @@ def run_standalone(cfg: dict[str, Any]) -> int:
     share = Share(cfg, schedule, worker, env, collector.rows, collector.report)
     ScheduleUser.job = share.run
     _install_stop(share.stop)
-    gevent.spawn(_watch_parent, cfg.get("parent_pid"), share.stop)
+    _watch_owner(ProcessRef.parse(cfg.get("owner")), share.stop)
     collector.progress.write(collector.t0)  # ready: LoadRunner.wait_ready() sees this
     runner.start(1, spawn_rate=1)
     share.done.wait()
@@ -410,7 +431,59 @@ def run_standalone(cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _admit_workers(runner: Any, gate: WorkerGate, collector: Collector) -> Any:
+    """The master's side of the token handshake (``worker_gate``); returns ``refuse``."""
+
+    def refuse(client_id: str, why: str) -> None:
+        refusal = gate.refuse(client_id, why)
+        if refusal is None:
+            return
+        collector.refused(refusal)
+        runner.send_message("aichaos_refused", {"why": why}, client_id=client_id)
+        runner.send_message("quit", None, client_id=client_id)  # Locust's own: leave
+
+    def on_connect(client_id: str, **_: Any) -> None:
+        gate.connected(client_id)
+
+    def on_hello(environment: Any, msg: Any, **_: Any) -> None:
+        if gate.token is not None and msg.node_id not in gate.refused:
+            nonce = gate.challenge(msg.node_id)
+            runner.send_message("aichaos_challenge", {"nonce": nonce}, client_id=msg.node_id)
+
+    def on_proof(environment: Any, msg: Any, **_: Any) -> None:
+        mac = msg.data.get("mac") if isinstance(msg.data, dict) else None
+        if not gate.verify(msg.node_id, mac):
+            refuse(msg.node_id, "wrong token")
+
+    def police() -> None:  # a client that never proves anything is refused too
+        while True:
+            for client_id in gate.overdue():
+                refuse(client_id, "no token proof")
+            gevent.sleep(0.5)
+
+    runner.environment.events.worker_connect.add_listener(on_connect)
+    runner.register_message("aichaos_hello", on_hello)
+    runner.register_message("aichaos_proof", on_proof)
+    gevent.spawn(police)
+    return refuse
+
+
+def _check_master_bind(cfg: dict[str, Any]) -> str | None:
+    """Why this master must not start (None: it may)."""
+    bind = str(cfg.get("master_bind", "127.0.0.1"))
+    if not is_loopback(bind) and not cfg.get("token"):
+        return (
+            f"master_bind {bind!r} is beyond loopback: a worker token is required "
+            f"(the config's 'token', or {TOKEN_ENV})"
+        )
+    return None
+
+
 def run_master(cfg: dict[str, Any]) -> int:
+    refusal = _check_master_bind(cfg)
+    if refusal is not None:  # before binding anything
+        print(f"error: {refusal}", file=sys.stderr, flush=True)
+        return 2
     _prepare_process()
     scenario = Scenario.from_dict(cfg["scenario"])
     schedule = build_schedule(scenario)
@@ -420,27 +493,45 @@ def run_master(cfg: dict[str, Any]) -> int:
         env.create_web_ui("127.0.0.1", int(cfg.get("web_port") or 8089))
     count = int(cfg["workers"])
     collector = Collector(cfg, len(schedule) if scenario.mode == "open" else 0)
+    gate = WorkerGate(cfg.get("token"))
+    refuse = _admit_workers(runner, gate, collector)
     done: set[str] = set()
     all_done = gevent.event.Event()
     stopping = gevent.event.Event()
+    shares: dict[str, tuple[str, Schedule]] = {}  # client id -> (worker name, its arrivals)
 
     reported: dict[str, set[str]] = {}
     heard: dict[str, float] = {}  # worker name -> when it last sent rows or progress
 
+    def sender(msg: Any) -> str | None:
+        """The worker name of the client that sent ``msg``, if it was given a share; anything
+        else (a stranger, a worker without a share) is not listened to."""
+        share = shares.get(msg.node_id)
+        return share[0] if share is not None and gate.is_trusted(msg.node_id) else None
+
     def on_rows(environment: Any, msg: Any, **_: Any) -> None:
-        heard[msg.data["worker"]] = time.monotonic()
-        rows = msg.data["rows"]
-        reported.setdefault(msg.data["worker"], set()).update(r["request_id"] for r in rows)
-        collector.rows(msg.data["worker"], rows)
+        worker = sender(msg)
+        rows = msg.data.get("rows") if isinstance(msg.data, dict) else None
+        if worker is None:
+            collector.dropped(len(rows) if isinstance(rows, list) else 0)
+            refuse(msg.node_id, "sent request rows without the run's token")
+            return
+        heard[worker] = time.monotonic()
+        reported.setdefault(worker, set()).update(r["request_id"] for r in rows)
+        collector.rows(worker, rows)
 
     def on_progress(environment: Any, msg: Any, **_: Any) -> None:
-        heard[msg.data["worker"]] = time.monotonic()
-        collector.report(msg.data["worker"], msg.data["report"])
+        worker = sender(msg)
+        if worker is not None:
+            heard[worker] = time.monotonic()
+            collector.report(worker, msg.data["report"])
 
     def on_done(environment: Any, msg: Any, **_: Any) -> None:
-        done.add(msg.data["worker"])
-        if len(done) >= count:
-            all_done.set()
+        worker = sender(msg)
+        if worker is not None:
+            done.add(worker)
+            if len(done) >= count:
+                all_done.set()
 
     runner.register_message("aichaos_rows", on_rows)
     runner.register_message("aichaos_progress", on_progress)
@@ -449,27 +540,38 @@ def run_master(cfg: dict[str, Any]) -> int:
     def stop() -> None:
         if not stopping.is_set():
             stopping.set()
-            runner.send_message("aichaos_stop", {})
+            for client_id in shares:  # only workers holding a share have anything to stop
+                runner.send_message("aichaos_stop", {}, client_id=client_id)
 
     _install_stop(stop)
-    gevent.spawn(_watch_parent, cfg.get("parent_pid"), stop)
+    _watch_owner(ProcessRef.parse(cfg.get("owner")), stop)
+
+    def joined() -> list[str]:
+        return sorted(
+            c for c in list(runner.clients.keys())
+            if gate.is_trusted(c) and runner.clients[c].state != STATE_MISSING
+        )  # fmt: skip
+
     deadline = time.monotonic() + float(cfg.get("join_timeout_s", 60.0))
-    while len(runner.clients.ready) < count:
+    while len(joined()) < count:
         if stopping.is_set() or time.monotonic() > deadline:
-            print(f"only {len(runner.clients.ready)} of {count} workers joined", file=sys.stderr)
+            refused = f" ({len(gate.refused)} refused)" if gate.refused else ""
+            print(f"only {len(joined())} of {count} workers joined{refused}", file=sys.stderr)
             collector.finish()
             runner.quit()
             return 3
         gevent.sleep(0.05)
     cfg["model"] = _resolve_model(cfg["target_url"], scenario)
-    wire = {k: v for k, v in cfg.items() if k not in ("parent_pid",)}
-    shares: dict[str, tuple[str, Schedule]] = {}  # client id -> (worker name, its arrivals)
-    for index, client_id in enumerate(sorted(runner.clients.keys())[:count]):
+    # what a worker needs, never the owner or the token
+    wire = {k: v for k, v in cfg.items() if k not in ("owner", "token")}
+    for index, client_id in enumerate(joined()[:count]):
         share = schedule.split(index, count)
         shares[client_id] = (f"{cfg['runner_id']}-w{index}", share)
         data = {"cfg": wire, "index": index, "count": count, "schedule": share.to_wire()}
         runner.send_message("aichaos_assign", data, client_id=client_id)
-    runner.start(count, spawn_rate=count)
+    if stopping.is_set():  # stopped while assigning: the new shares hear it too
+        stopping.clear()
+        stop()
     started = time.monotonic()
     collector.progress.write(collector.t0)
     limit = scenario.duration_s + scenario.target.timeout_s + 30.0
@@ -478,7 +580,7 @@ def run_master(cfg: dict[str, Any]) -> int:
     while not all_done.is_set() and time.time() < end_by:
         all_done.wait(timeout=0.5)
         if stopping.is_set():
-            stop_by = stop_by or time.time() + 10.0
+            stop_by = stop_by or time.time() + STOP_GRACE_S
             if time.time() > stop_by:
                 break
         for client_id, (worker, share) in shares.items():
@@ -531,12 +633,13 @@ def _record_lost_worker(collector: Collector, scenario: Scenario, worker: str, s
         collector.rows(worker, rows)
 
 
-def run_worker(master_host: str, master_port: int, parent_pid: int | None = None) -> int:
+def run_worker(master_host: str, master_port: int, token: str,
+               owner: ProcessRef | None = None) -> int:  # fmt: skip
+    """Join a master; exit 2 when it refuses this worker (a wrong token)."""
     _prepare_process()
     env = Environment(user_classes=[ScheduleUser], events=locust_events)
     runner = env.create_worker_runner(master_host, master_port)
     state: dict[str, Any] = {}
-    assigned = gevent.event.Event()
 
     def send_rows(worker: str, rows: list[dict[str, Any]]) -> None:
         runner.send_message("aichaos_rows", {"worker": worker, "rows": rows})
@@ -544,13 +647,23 @@ def run_worker(master_host: str, master_port: int, parent_pid: int | None = None
     def send_progress(worker: str, report: dict[str, Any]) -> None:
         runner.send_message("aichaos_progress", {"worker": worker, "report": report})
 
+    def on_challenge(environment: Any, msg: Any, **_: Any) -> None:
+        nonce = str(msg.data.get("nonce")) if isinstance(msg.data, dict) else ""
+        runner.send_message("aichaos_proof", {"mac": proof(token, nonce)})
+
+    def on_refused(environment: Any, msg: Any, **_: Any) -> None:
+        state["refused"] = why = (msg.data or {}).get("why", "refused")
+        where = f"{master_host}:{master_port}"
+        print(f"error: the master at {where} refused this worker: {why}", file=sys.stderr)
+
     def on_assign(environment: Any, msg: Any, **_: Any) -> None:
+        if "share" in state:  # one share per worker process
+            return
         cfg = msg.data["cfg"]
         ScheduleUser.host = cfg["target_url"].rstrip("/")
         schedule = Schedule.from_wire(msg.data["schedule"])
         worker = f"{cfg['runner_id']}-w{msg.data['index']}"
-        share = Share(cfg, schedule, worker, env, send_rows, send_progress)
-        state["share"] = share
+        share = state["share"] = Share(cfg, schedule, worker, env, send_rows, send_progress)
 
         def job(client: Any) -> None:
             try:
@@ -558,21 +671,31 @@ def run_worker(master_host: str, master_port: int, parent_pid: int | None = None
             finally:  # the master waits for every worker's "done", even after a crash
                 runner.send_message("aichaos_done", {"worker": worker})
 
-        ScheduleUser.job = job
-        assigned.set()
+        # our one user, started here: the master never asks Locust to hand users out
+        gevent.spawn(job, ScheduleUser(env).connection())
 
     def on_stop(environment: Any, msg: Any, **_: Any) -> None:
         share = state.get("share")
         if share is not None:
             share.stop()
 
+    def leave() -> None:
+        """The owner is gone: flush what this worker has to the master, then quit."""
+        on_stop(env, None)
+        share = state.get("share")
+        if share is not None:
+            share.done.wait(timeout=STOP_GRACE_S)
+        runner.quit()
+
+    runner.register_message("aichaos_challenge", on_challenge)
+    runner.register_message("aichaos_refused", on_refused)
     runner.register_message("aichaos_assign", on_assign)
     runner.register_message("aichaos_stop", on_stop)
+    runner.send_message("aichaos_hello", {})
     _install_stop(lambda: on_stop(env, None))
-    # a local worker ends with the runner that started it, even if the master never says so
-    gevent.spawn(_watch_parent, parent_pid, runner.quit)
+    _watch_owner(owner, leave)
     runner.greenlet.join()
-    return 0
+    return 2 if "refused" in state else 0
 
 
 def _install_stop(stop: Any) -> None:
@@ -585,13 +708,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="role", required=True)
     run = sub.add_parser("run")
     run.add_argument("config")
-    worker = sub.add_parser("worker")
+    worker = sub.add_parser("worker", description=f"The token comes from ${TOKEN_ENV}.")
     worker.add_argument("--master", required=True)
     worker.add_argument("--master-port", type=int, default=5557)
-    worker.add_argument("--parent-pid", type=int, default=None)
+    worker.add_argument("--owner-pid", type=int, default=None)
+    worker.add_argument("--owner-start-time", type=int, default=None)
     args = parser.parse_args(argv)
     if args.role == "worker":
-        return run_worker(args.master, args.master_port, args.parent_pid)
+        token = os.environ.get(TOKEN_ENV, "")
+        if not token:
+            print(f"error: {TOKEN_ENV}: expected the run's worker token", file=sys.stderr)
+            return 2
+        owner = None
+        if args.owner_pid is not None and args.owner_start_time is not None:
+            owner = ProcessRef(pid=args.owner_pid, start_time=args.owner_start_time)
+        return run_worker(args.master, args.master_port, token, owner)
     cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
     if cfg.get("master") or int(cfg.get("workers", 1)) > 1:
         return run_master(cfg)

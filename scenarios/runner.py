@@ -6,6 +6,11 @@ file they rewrite twice a second. Records land in ``RUN_DIR/requests/`` as Parqu
 named after the runner's ``name``, so a second runner (a noisy neighbour) can write into the
 same run directory under another name.
 
+Distributed runs share a token (``worker_gate``): the runner's own local workers get it through
+their environment, remote ones through ``aichaos worker`` (``$AICHAOS_LOAD_TOKEN``). Every Locust
+process watches the run's owner (by default the process that created the runner) and stops,
+flushing its records, when the owner dies.
+
     runner = LoadRunner(scenario, "http://127.0.0.1:8000", run_dir, workers=2)
     runner.start(t0=time.time() + 3)      # t0: epoch of schedule time 0
     while runner.alive: print(runner.progress()); time.sleep(1)
@@ -25,8 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aichaos.processes import ProcessRef
+
 from .schedule import build_schedule
 from .spec import Scenario
+from .worker_gate import TOKEN_ENV, resolve_token
 
 PROC_MODULE = "aichaos.scenarios.locust_proc"
 
@@ -37,11 +45,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Only this user may read it: it holds the worker token and the scenario's headers."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 class LoadRunner:
     def __init__(self, scenario: Scenario, target_url: str, run_dir: Path, *, workers: int = 1,
                  web_ui: bool = False, name: str = "load", remote_workers: int = 0,
                  master_bind: str = "127.0.0.1", master_port: int | None = None,
-                 web_port: int | None = None) -> None:  # fmt: skip
+                 web_port: int | None = None, token: str | None = None,
+                 owner: ProcessRef | None = None) -> None:  # fmt: skip
         if workers < 0 or workers + remote_workers < 1:
             raise ValueError("at least one worker is needed")
         self.scenario = scenario
@@ -54,6 +71,9 @@ class LoadRunner:
         self.name = name
         self.master_bind = master_bind
         self.master_port = master_port
+        # one secret per run (InputError when a given one is too short)
+        self.token = resolve_token(token)
+        self.owner = owner or ProcessRef.current()
         self.t0: float | None = None
         self.procs: list[subprocess.Popen] = []
         self._logs: list[Any] = []
@@ -76,7 +96,7 @@ class LoadRunner:
         # due before they are ready go out late (and say so in t_sent)
         lead = 3.5 + (1.0 + 0.5 * self.workers if self.distributed else 0.0)
         self.t0 = float(t0) if t0 is not None else time.time() + lead
-        port = self.master_port or _free_port()
+        port = self.master_port = self.master_port or _free_port()
         cfg = {
             "runner_id": self.name,
             "run_dir": str(self.run_dir.resolve()),
@@ -89,23 +109,36 @@ class LoadRunner:
             "master_port": port,
             "web_ui": self.web_ui,
             "web_port": self.web_port,
-            "parent_pid": os.getpid(),
+            "owner": self.owner.model_dump(),
+            "token": self.token if self.distributed else None,
         }
         config_path = self.load_dir / f"{self.name}.config.json"
-        config_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+        _write_private(config_path, json.dumps(cfg, indent=2))
         self._spawn([sys.executable, "-m", PROC_MODULE, "run", str(config_path)], self.name)
         if self.distributed:
+            owner = ["--owner-pid", str(self.owner.pid),
+                     "--owner-start-time", str(self.owner.start_time)]  # fmt: skip
             for i in range(self.workers):
                 cmd = [sys.executable, "-m", PROC_MODULE, "worker", "--master", "127.0.0.1",
-                       "--master-port", str(port), "--parent-pid", str(os.getpid())]  # fmt: skip
+                       "--master-port", str(port), *owner]  # fmt: skip
                 self._spawn(cmd, f"{self.name}-worker{i}")
         return self.t0
+
+    def worker_command(self) -> str:
+        """How a remote worker joins this run (the token goes in the environment, not ``ps``)."""
+        host = self.master_bind
+        if host in ("0.0.0.0", "*", "::", ""):
+            host = socket.gethostname()
+        return (f"{TOKEN_ENV}={self.token} aichaos worker --master {host} "
+                f"--master-port {self.master_port}")  # fmt: skip
 
     def _spawn(self, cmd: list[str], log_name: str) -> None:
         log = open(self.load_dir / f"{log_name}.log", "ab")  # noqa: SIM115 - closed in wait()
         self._logs.append(log)
+        env = {**os.environ, TOKEN_ENV: self.token}
         # its own session: a Ctrl-C in the terminal reaches the caller, which stops us in order
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
         self.procs.append(proc)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:

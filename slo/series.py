@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aichaos.load_health import load_health_notes
 from aichaos.rundir import METRICS_PARQUET, read_events, read_manifest, read_requests
 
 # Bin widths (seconds) a long run is downsampled to: the smallest that keeps max_points.
@@ -87,6 +88,7 @@ def build_series(
     }
     series.update(_request_series(table, grid))
     series["server"] = _server_series(run_dir / METRICS_PARQUET, grid, notes)
+    notes += load_health_notes(run_dir)  # e.g. load workers refused for lacking the token
     if phases is None:
         phases = [{"name": "all", "start": t0, "end": t_end}] + [
             {"name": f"fault:{f['name']}", "start": t0 + f["start"], "end": t0 + f["end"]}
