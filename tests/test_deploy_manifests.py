@@ -711,6 +711,33 @@ def test_simulator_invocations_use_options_the_cli_has(compose):
     assert seen >= 5  # compose llm-1, llm-2, fallback; k8s fallback (x2), sim replicas
 
 
+def test_simulator_fault_apis_are_never_published_or_proxied(compose):
+    """Each simulator's admin port is named (to be reached with exec or port-forward) and
+    bound to loopback in its container: no port, Service or proxy leads to it."""
+    admin_ports: set[int] = set()
+    for where, image, args in all_containers(compose):
+        if image.startswith("aichaos:") and args[:2] == ["sim", "serve"]:
+            admin = one_option(args, "--admin-port")
+            assert admin != one_option(args, "--port"), where
+            admin_ports.add(int(admin))
+    published: set[int] = set()
+    for svc in compose["services"].values():
+        for entry in [*svc.get("expose", []), *svc.get("ports", [])]:
+            published.add(int(str(entry).rsplit(":", 1)[-1].split("/")[0]))
+    upstreams = json.loads((DEPLOY / "toxiproxy.json").read_text())
+    for variant in VARIANTS:
+        stack = Stack(variant)
+        for w in stack.workloads:
+            published |= {p["containerPort"] for c in w.containers for p in c.get("ports", [])}
+        for service in stack.of_kind("Service"):
+            for port in service["spec"]["ports"]:
+                numbers = (port["port"], port.get("targetPort"))
+                published |= {v for v in numbers if isinstance(v, int)}
+        upstreams += configmap_json(stack, "toxiproxy-config", "toxiproxy.json")
+    published |= {host_port(p["upstream"])[1] for p in upstreams}
+    assert admin_ports and not admin_ports & published
+
+
 def test_the_nightly_cronjob_runs_a_game_day_the_cli_accepts():
     docs = load_docs(K8S / "nightly" / "cronjob.yaml")
     job = next(d for d in docs if d["kind"] == "CronJob")
