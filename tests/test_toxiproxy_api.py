@@ -316,6 +316,26 @@ def test_browsers_unknown_routes_and_wrong_methods(api):
     assert error(api.post("/version"))[0] == 405
 
 
+def test_cross_site_and_rebound_requests_are_refused(api, echo):
+    make_proxy(api, "x", echo.address, enabled=False)
+    strangers = [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Host": "evil.example"},
+        {"Host": "evil.example", "Origin": "http://evil.example", "Content-Type": "text/plain"},
+    ]
+    for headers in strangers:
+        assert error(api.post("/reset", headers=headers))[0] == 403, headers
+        assert error(api.delete("/proxies/x", headers=headers))[0] == 403, headers
+        assert error(api.get("/proxies", headers=headers))[0] == 403, headers
+    assert api.get("/proxies").json()["x"]["enabled"] is False  # nothing was done
+    # Toxiproxy's own clients post /reset without a JSON body: still served from loopback
+    local = {"Content-Type": "text/plain", "Origin": "http://127.0.0.1", "Host": "localhost"}
+    assert api.post("/reset", headers=local).status_code == 204
+    assert api.get("/proxies").json()["x"]["enabled"] is True
+
+
 def test_metrics(api, toxiproxy, echo):
     listen = make_proxy(api, "m", echo.address)
     api.post("/proxies/m/toxics", json={"type": "noop", "stream": "upstream"})
