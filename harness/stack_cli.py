@@ -331,6 +331,11 @@ def _render(state: dict[str, Any]) -> str:
         lines.append("proxies:")
         for name, proxy in proxies.items():
             lines.append(f"  {name}: {proxy.get('url')} -> {proxy['upstream']}")
+    services = state.get("services") or {}
+    admins = {name: svc["admin_url"] for name, svc in services.items() if svc.get("admin_url")}
+    if admins:
+        lines.append("fault APIs (own loopback ports, never behind a proxy):")
+        lines += [f"  {name}: {url}/admin/faults" for name, url in admins.items()]
     prom = state.get("prometheus")
     if prom:
         lines.append(

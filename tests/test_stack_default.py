@@ -114,6 +114,18 @@ def test_pool_down_means_fallback(stack):
     assert closed, "the breakers did not close after the pool came back"
 
 
+def test_no_llm_proxy_leads_to_a_fault_api(stack):
+    state = stack.status()["services"]
+    assert [n for n, svc in state.items() if svc["admin_url"]] == ["llm-1", "llm-2", "fallback"]
+    fault = {"kind": "error", "status": 503}
+    for name in ("llm-1", "llm-2", "fallback"):
+        through_proxy = f"{stack.proxy_url(name)}/admin/faults"
+        assert httpx.post(through_proxy, json=fault, timeout=5).status_code == 404
+        assert httpx.get(through_proxy, timeout=5).status_code == 404
+        admin = httpx.get(f"{stack.admin_url(name)}/admin/faults", timeout=5)
+        assert admin.status_code == 200 and admin.json()["faults"] == []
+
+
 def test_stack_down_leaves_no_process(tmp_path):
     running = Stack.up(TOPOLOGY, tmp_path / "run", prometheus=False)
     pids = [p for p in (running.pid(n) for n in ("gateway", "llm-1", "retriever")) if p]

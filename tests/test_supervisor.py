@@ -268,6 +268,8 @@ def test_detached_up_then_status_and_down_from_other_processes(tmp_path):
         assert state["status"] == "ready" and state["supervisor"]["alive"]
         assert set(state["services"]) == {"toxiproxy", "llm", "prometheus"}
         assert all(s["alive"] for s in state["services"].values())
+        admin = state["services"]["llm"]["admin_url"]
+        assert f"llm: {admin}/admin/faults" in cli("status", cwd=tmp_path).stdout
         prom_url = state["prometheus"]["url"]
         assert httpx.get(f"{prom_url}/-/ready", timeout=5).status_code == 200
         config = yaml.safe_load((run_dir / "prometheus.yml").read_text())
