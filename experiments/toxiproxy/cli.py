@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from aichaos.fixtures.aio import run_loop
 
 from .errors import ApiError
 from .spec import ProxySpec, SpecError, parse_spec_list
@@ -23,15 +24,6 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """A Toxiproxy-compatible fault proxy (Toxiproxy 2.x HTTP API and toxics)."""
-
-
-def run_loop(main) -> int:
-    """Run a coroutine on uvloop when it is installed, else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def load_config(path: Path) -> list[ProxySpec]:
