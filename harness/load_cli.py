@@ -165,6 +165,9 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     if tty:
         typer.echo("", err=True)
     typer.echo(_progress_line(final), err=True)
+    if final.get("refused_workers"):
+        typer.echo(f"warning: {final['refused_workers']} worker connection(s) refused for lacking "
+                   "the run's token; none of their rows were recorded", err=True)  # fmt: skip
     events.emit("load", scenario.name, "end", {"exit_code": code, "sent": final["sent"]})
     manifest["ended_at"] = time.time()
     manifest["status"] = (
