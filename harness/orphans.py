@@ -22,7 +22,6 @@ from aichaos.rundir import write_json as write_run_json
 
 from .stack_state import STATE_FILE, StackNotFound, read_state, stop_groups, write_json
 
-FINISHED = ("stopped", "failed", "crashed")  # stack.json statuses of a stack that is over
 WATCH_GRACE_S = 20.0  # how long a live owner watch gets to finish before we clean up for it
 
 
@@ -72,7 +71,8 @@ def orphan_in(run_dir: Path) -> Orphan | None:
 
 def find_orphans(places: Iterable[Path]) -> list[Orphan]:
     """Orphaned stacks among run directories: each place is a run directory or a folder of
-    them (``runs/``). Only stacks not recorded as over are looked at closely."""
+    them (``runs/``). Whatever its state file says, a stack counts by the processes that really
+    run (a clean-up cut short leaves "crashed" with services still up)."""
     seen: set[Path] = set()
     found = []
     for place in places:
