@@ -8,12 +8,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 STATUSES = ("pass", "warn", "fail", "insufficient_data")
+# verdicts of a run that did not complete (slo/completion.py): one look for all three
+INCOMPLETE_VERDICTS = ("aborted", "crashed", "incomplete")
 STATUS_LABELS = {
     "pass": "pass",
     "warn": "warn",
     "fail": "fail",
     "insufficient_data": "insufficient data",
     "not_evaluated": "not evaluated",
+    "aborted": "aborted",
+    "crashed": "crashed",
+    "incomplete": "incomplete",
 }
 DASH = "—"
 
@@ -130,4 +135,27 @@ def status_label(status: Any) -> str:
 
 
 def status_class(status: Any) -> str:
+    if status in INCOMPLETE_VERDICTS:
+        return "incomplete"
     return str(status) if status in STATUSES else "none"
+
+
+def phases_ran(done: Any) -> str:
+    """What of an unfinished run ran, from slo's ``Completion``: "baseline ran,
+    fault:outage ran 7 s of 30 s, recovery did not run"."""
+    if not done.load_started:
+        return "the load never started"
+    parts = []
+    for p in done.phases:
+        if p.state == "not_run":
+            parts.append(f"{p.name} did not run")
+        elif p.state == "ran":
+            parts.append(f"{p.name} ran")
+        elif p.planned_s is not None:
+            parts.append(f"{p.name} ran {duration(p.ran_s)} of {duration(p.planned_s)}")
+        else:
+            parts.append(f"{p.name} cut short after {duration(p.ran_s)}")
+    text = ", ".join(parts) or "no phase ran"
+    if done.during not in (None, "load"):
+        text += f"; stopped during {done.during}"
+    return text

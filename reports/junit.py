@@ -1,8 +1,10 @@
 """``junit.xml``: one test case per objective and phase (and tier when scoped), one test suite
 per phase, so CI systems list SLOs as tests. A failed objective is a ``<failure>`` whose message
 carries the measured value and the threshold; insufficient data is ``<skipped>``; a warning
-passes with the warning in ``system-out``. A run that was not evaluated, or was aborted, gets a
-test case saying so, so a CI gate cannot pass on it by accident."""
+passes with the warning in ``system-out``. A run that was not evaluated, or did not finish, gets
+a test case saying so (a run that did not finish fails "run completed" with the report's
+headline: ABORTED / CRASHED / INCOMPLETE and the phases that ran), so a CI gate cannot pass on
+it by accident."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def render_junit(run: RunData) -> str:
         run_suite,
         "run completed",
         "aichaos.run",
-        failure=None if run.status == "completed" else f"run {run.status}: results incomplete",
+        failure=_not_completed(run),
     )
     _case(
         run_suite,
@@ -74,6 +76,12 @@ def render_junit(run: RunData) -> str:
             suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _not_completed(run: RunData) -> str | None:
+    if run.completion is not None:
+        return f"{run.headline} (run {run.status}: results incomplete)"
+    return None if run.status == "completed" else f"run {run.status}: results incomplete"
 
 
 def _case(

@@ -10,6 +10,7 @@ from aichaos.reports import fmt, tables
 from aichaos.reports.rundata import RunData
 
 MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "insufficient_data": "❔"}
+MARKS |= dict.fromkeys(fmt.INCOMPLETE_VERDICTS, "⛔")  # a run that did not finish
 MAX_ROWS = 200  # objective rows in the collapsed full table
 MAX_NOTES = 20
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
@@ -33,10 +34,8 @@ def code(value: Any) -> str:
 def render_markdown(run: RunData) -> str:
     slo = run.slo or {}
     m = run.manifest
-    verdict = run.verdict
-    mark = MARKS.get(verdict, "❔")
-    score = f" — score {fmt.number(slo.get('score'))}/100" if run.evaluated else ""
-    lines = [f"## {mark} Game day: {fmt.status_label(verdict).upper()}{score}", ""]
+    mark = MARKS.get(run.verdict, "❔")
+    lines = [f"## {mark} Game day: {cell(run.headline)}", ""]
     experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
     scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
     started, ended = m.get("started_at"), m.get("ended_at")

@@ -2,7 +2,8 @@
 
 A report must render whatever a run left behind: an aborted run has no end time and maybe no
 journal, a run that was never evaluated has no slo.json, a run against a bare target has no
-server metrics. Missing pieces become notes in the report; only a directory that is not a run
+server metrics; a run that did not finish is headlined by how it ended (``slo.completion``),
+never as a pass. Missing pieces become notes in the report; only a directory that is not a run
 at all (or a file that is not JSON) is an ``InputError``.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aichaos.reports import fmt
 from aichaos.rundir import (
     JOURNAL_JSON,
     METRICS_PARQUET,
@@ -21,7 +23,10 @@ from aichaos.rundir import (
     SLO_JSON,
     InputError,
     read_events,
+    settled_status,
 )
+from aichaos.slo.completion import Completion, completion
+from aichaos.slo.phases import build_phases
 from aichaos.slo.series import build_series
 
 
@@ -34,6 +39,7 @@ class RunData:
     events: list[dict[str, Any]]
     series: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    completion: Completion | None = None  # how an unfinished run ended; None when it finished
 
     @property
     def run_id(self) -> str:
@@ -54,7 +60,32 @@ class RunData:
 
     @property
     def verdict(self) -> str:
+        """How the run ended when it did not finish (run.json may say so only after slo.json
+        was written), else the evaluation's verdict."""
+        if self.completion is not None:
+            return self.completion.verdict
         return str(self.slo.get("verdict")) if self.slo else "not_evaluated"
+
+    @property
+    def score(self) -> float | None:
+        """The run's score; an unfinished run has none, whatever its recorded part scored."""
+        return None if self.completion is not None else (self.slo or {}).get("score")
+
+    @property
+    def phases_ran(self) -> str | None:
+        """What of an unfinished run ran; None when it finished."""
+        return None if self.completion is None else fmt.phases_ran(self.completion)
+
+    @property
+    def headline(self) -> str:
+        """One line every view opens with: "ABORTED — baseline ran, fault:x ran 7 s of 30 s,
+        recovery did not run" or "PASS — score 97/100"."""
+        word = fmt.status_label(self.verdict).upper()
+        if self.phases_ran is not None:
+            return f"{word} — {self.phases_ran}"
+        if fmt.is_number(self.score):
+            return f"{word} — score {fmt.number(self.score)}/100"
+        return word
 
     @property
     def has_server_metrics(self) -> bool:
@@ -76,6 +107,9 @@ def load_run(run_dir: Path) -> RunData:
     manifest = _json_object(run_dir / RUN_JSON, required=False) or {}
     if not manifest:
         notes.append(f"{RUN_JSON} missing: run facts unknown")
+    elif "status" in manifest:
+        # a run.json still saying running whose owner is gone is read as crashed
+        manifest = {**manifest, "status": settled_status(manifest)}
     slo = _json_object(run_dir / SLO_JSON, required=False)
     if slo is not None:
         _check_slo_shape(run_dir / SLO_JSON, slo)
@@ -89,7 +123,11 @@ def load_run(run_dir: Path) -> RunData:
     series = build_series(run_dir, phases or None)
     notes += series.get("notes", [])
     notes += [str(n) for n in (slo or {}).get("data_notes") or []]
-    return RunData(run_dir, manifest, slo, journal, events, series, notes)
+    if not phases:  # not evaluated: the phases as slo would cut them, from the events
+        timed = [e for e in events if fmt.is_number(e.get("t"))]
+        phases = [p.to_dict() for p in build_phases(manifest, timed, None, None)[0]]
+    done = completion(manifest, phases, events)
+    return RunData(run_dir, manifest, slo, journal, events, series, notes, done)
 
 
 # slo.json fields the renderers walk, and the JSON type each must have when present

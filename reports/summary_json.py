@@ -40,7 +40,10 @@ def build_summary(run: RunData) -> dict[str, Any]:
         "incomplete": run.incomplete,
         "evaluated": run.evaluated,
         "verdict": run.verdict,
-        "score": slo.get("score"),
+        "headline": run.headline,
+        "score": run.score,
+        # an unfinished run: how it ended and which phases ran (slo/completion.py)
+        "completion": run.completion.model_dump() if run.completion else None,
         "key_failed": list(slo.get("key_failed") or []),
         "counts": tables.status_counts(run.slo),
         "not_passing": [{k: o.get(k) for k in OBJECTIVE_FIELDS} for o in not_passing],

@@ -3,7 +3,8 @@
 The records are read once into sorted numpy columns (``records.py``), so every phase is a
 slice and every objective a vectorised expression over it. Objectives give one row per
 (objective × phase × tier); rows score Keptn-style (weight on pass, half on warn, none on
-fail, rows without enough data left out) and a failed key objective fails the run.
+fail, rows without enough data left out) and a failed key objective fails the run. A run
+that did not complete is judged by how it ended (``completion.py``), never as a pass.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from aichaos.rundir import (
 
 from . import budget as bm
 from . import server, stats
+from .completion import INCOMPLETE_VERDICTS, completion
 from .phases import Phase, build_phases, select
 from .records import load
 from .spec import LATENCY_SLIS, Objective, SloSpec
 
 SLO_SCHEMA_VERSION = 1
 CREDIT = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
+EXIT_NOT_COMPLETED = 3  # DESIGN: the run could not complete
 UNIT_SCALE = {"s": (1000.0, "ms"), "ratio": (100.0, "%")}
 
 
@@ -57,7 +60,10 @@ def _finite(value: Any) -> Any:
 
 def exit_code(result: dict[str, Any]) -> int:
     """0 when the SLOs held (pass or warn); 1 when one failed, when nothing could be judged
-    (``insufficient_data``: the run does not show the SLOs were met) or on a regression."""
+    (``insufficient_data``: the run does not show the SLOs were met) or on a regression; 3
+    when the run did not complete, whatever its recorded objectives say."""
+    if result.get("verdict") in INCOMPLETE_VERDICTS:
+        return EXIT_NOT_COMPLETED
     comparison = result.get("comparison") or {}
     if comparison.get("verdict") == "fail":
         return 1
@@ -649,6 +655,22 @@ def evaluate_run(
     }
     if baseline_dir is not None:
         result["comparison"] = _compare_with_baseline(Path(baseline_dir), run.dir, spec, run.notes)
+    return judge_completion(result, run.manifest, run.events)
+
+
+def judge_completion(
+    result: dict[str, Any], manifest: dict[str, Any], events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``result`` with the verdict of how the run ended when it did not complete: the score
+    of what was recorded is kept as ``recorded_score``, never as the run's score. The harness
+    calls it again when the run is stopped after its evaluation."""
+    done = completion(manifest, result.get("phases") or [], events)
+    result["completion"] = done.model_dump() if done else None
+    if done is None:
+        return result
+    if result.get("verdict") not in INCOMPLETE_VERDICTS:
+        result["recorded_verdict"], result["recorded_score"] = result["verdict"], result["score"]
+    result["verdict"], result["score"], result["incomplete"] = done.verdict, None, True
     return result
 
 

@@ -130,6 +130,9 @@ EVENT_ACTIONS = ("start", "end", "instant")
 # written by the owner watch when the process owning a run or stack dies: detail says who died,
 # which faults were rolled back and which processes were stopped
 OWNER_GONE = "owner_gone"
+# written by the harness when Ctrl-C or SIGTERM stops a run: ``t`` is when the signal came,
+# ``name`` the signal, ``detail.during`` the stage it came in (load, evaluation, rendering...)
+INTERRUPT = "interrupt"
 
 
 class InputError(Exception):

@@ -1,0 +1,166 @@
+"""How a run ended and how much of it ran: an incomplete run is never headlined as a pass.
+
+A run whose run.json status is not ``completed`` gets, whatever its recorded objectives
+scored, the verdict of how it ended (DESIGN, Safety):
+
+- ``aborted``: Ctrl-C or SIGTERM stopped it (the harness writes an ``interrupt`` event);
+- ``crashed``: the process that owned it died (the owner watch writes ``owner_gone``);
+- ``incomplete``: anything else that did not finish — the stack, the target or the load
+  generator failed, or run.json still says ``running``.
+
+Its phases are told against the plan: each one ran, was cut (so many seconds of so many
+planned) or did not run. The stop is the first ``interrupt`` or ``owner_gone`` event, else
+the end of the run as recorded. The plan is run.json's: ``t0`` and ``duration_s`` for the
+load, the experiment's ``x-aichaos`` ``at`` / ``duration`` for each fault.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from aichaos.rundir import INTERRUPT, OWNER_GONE
+
+COMPLETED = "completed"
+INCOMPLETE = "incomplete"
+# run.json status -> verdict; every other unfinished status is ``incomplete``
+VERDICT_OF_STATUS = {"aborted": "aborted", "crashed": "crashed"}
+INCOMPLETE_VERDICTS = ("aborted", "crashed", INCOMPLETE)
+STOP_KINDS = (INTERRUPT, OWNER_GONE)
+SCHEDULE = "x-aichaos"  # the experiment's timing extension (experiments/clock.py)
+
+
+class PhaseRan(BaseModel):
+    name: str
+    kind: str  # baseline | fault | recovery
+    state: Literal["ran", "cut", "not_run"]
+    ran_s: float | None = None
+    planned_s: float | None = None
+
+
+class Completion(BaseModel):
+    status: str  # run.json's
+    verdict: str  # one of INCOMPLETE_VERDICTS
+    stopped_at: float | None = None  # epoch seconds
+    during: str | None = None  # the stage the stop came in (load, evaluation, ...) when known
+    load_started: bool = False
+    phases: list[PhaseRan] = []
+
+
+def incomplete_verdict(status: Any) -> str | None:
+    """The verdict an unfinished run is headlined with; None for a completed run, or for a
+    run directory without a status (no run.json), which its objectives judge."""
+    if status is None or status == COMPLETED:
+        return None
+    return VERDICT_OF_STATUS.get(str(status), INCOMPLETE)
+
+
+def completion(
+    manifest: dict[str, Any], phases: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> Completion | None:
+    """How an unfinished run ended; ``phases`` as slo.json holds them. None when it finished."""
+    status = manifest.get("status")
+    verdict = incomplete_verdict(status)
+    if verdict is None:
+        return None
+    whole = next((p for p in phases if p.get("kind") == "all"), None)
+    stop = next((e for e in events if e.get("kind") in STOP_KINDS), None)
+    stopped_at = _number(stop.get("t")) if stop else None
+    if stopped_at is None and whole is not None:
+        stopped_at = _number(whole.get("end"))
+    during = (stop.get("detail") or {}).get("during") if stop else None
+    return Completion(
+        status=str(status),
+        verdict=verdict,
+        stopped_at=stopped_at,
+        during=str(during) if during else None,
+        load_started=_load_started(manifest, events, whole),
+        phases=_phases_ran(manifest, phases, stopped_at),
+    )
+
+
+def _load_started(manifest: dict[str, Any], events: list[dict], whole: dict | None) -> bool:
+    if _number(manifest.get("t0")) is not None or (whole or {}).get("requests"):
+        return True
+    starts = [e for e in events if e.get("action") == "start"]
+    return any(e.get("kind") in ("run", "load") or e.get("name") == "load" for e in starts)
+
+
+def planned_faults(manifest: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
+    """``{fault name: (at, duration)}`` from the experiment run.json recorded (as scaled for
+    the run); a fault window is named after its action."""
+    experiment = manifest.get("experiment")
+    method = experiment.get("method") if isinstance(experiment, dict) else None
+    planned: dict[str, tuple[float | None, float | None]] = {}
+    for activity in method if isinstance(method, list) else []:
+        timing = activity.get(SCHEDULE) if isinstance(activity, dict) else None
+        if isinstance(timing, dict) and activity.get("type") == "action":
+            planned[str(activity.get("name"))] = (
+                _number(timing.get("at")),
+                _number(timing.get("duration")),
+            )
+    return planned
+
+
+def _phases_ran(
+    manifest: dict[str, Any], phases: list[dict[str, Any]], stopped_at: float | None
+) -> list[PhaseRan]:
+    planned = planned_faults(manifest)
+    t0, length = _number(manifest.get("t0")), _number(manifest.get("duration_s"))
+    run_end = t0 + length if t0 is not None and length is not None else None
+    starts = [t0 + at for at, _ in planned.values() if t0 is not None and at is not None]
+    ends = [t0 + at + d for at, d in planned.values() if t0 is not None and None not in (at, d)]
+    started = {str((p.get("fault") or {}).get("name")) for p in phases if p.get("kind") == "fault"}
+    missing = [name for name in planned if name not in started]
+    out: list[PhaseRan] = []
+    for p in phases:
+        kind = p.get("kind")
+        if kind == "baseline":
+            end = min(starts) if starts else (run_end if not planned else None)
+            out.append(_ran(p, _span(p, end), stopped_at))
+        elif kind == "fault":
+            name = str((p.get("fault") or {}).get("name"))
+            out.append(_ran(p, planned.get(name, (None, None))[1], stopped_at))
+    for name in missing:
+        out.append(PhaseRan(name=f"fault:{name}", kind="fault", state="not_run",
+                            planned_s=planned[name][1]))  # fmt: skip
+    recovery = next((p for p in phases if p.get("kind") == "recovery"), None)
+    planned_recovery = run_end - max(ends) if run_end is not None and ends else None
+    if recovery is not None and not missing:
+        out.append(_ran(recovery, planned_recovery, stopped_at))
+    elif planned:
+        # the recovery the plan meant comes after the last fault, which never came
+        out.append(PhaseRan(name="recovery", kind="recovery", state="not_run",
+                            planned_s=planned_recovery))  # fmt: skip
+    return out
+
+
+def _span(phase: dict[str, Any], planned_end: float | None) -> float | None:
+    start = _number(phase.get("start"))
+    if planned_end is None or start is None:
+        return None
+    return max(0.0, planned_end - start)
+
+
+def _ran(phase: dict[str, Any], planned_s: float | None, stopped_at: float | None) -> PhaseRan:
+    name, kind = str(phase.get("name")), str(phase.get("kind"))
+    start, end = _number(phase.get("start")), _number(phase.get("end"))
+    if start is None or end is None:
+        return PhaseRan(name=name, kind=kind, state="not_run", planned_s=planned_s)
+    if stopped_at is None:
+        return PhaseRan(name=name, kind=kind, state="ran", ran_s=end - start, planned_s=planned_s)
+    if start >= stopped_at:
+        return PhaseRan(name=name, kind=kind, state="not_run", planned_s=planned_s)
+    ran = min(end, stopped_at) - start
+    # cut: the stop came before the phase's planned end, or, without a plan, while it was on
+    cut = start + planned_s > stopped_at if planned_s is not None else end >= stopped_at
+    state: Literal["ran", "cut"] = "cut" if cut else "ran"
+    return PhaseRan(name=name, kind=kind, state=state, ran_s=ran, planned_s=planned_s)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
