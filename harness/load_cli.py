@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
 
 scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_args_is_help=True)
@@ -102,9 +103,11 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
         raise _fail(EXIT_BAD_INPUT, f"--out: {run_dir}: expected an empty or new directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(run_dir / EVENTS_JSONL, source="load")
+    owner = ProcessRef.current()  # the Locust processes stop when this process dies
     manifest: dict[str, Any] = {
         "id": run_dir.name,
         "status": "running",
+        "owner": owner.model_dump(),  # a reader sees "crashed" once it is gone
         "command": sys.argv,
         "versions": _versions(),
         "seed": scenario.seed,
@@ -129,6 +132,7 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
         master_bind=master_bind,
         master_port=master_port,
         token=token,
+        owner=owner,
     )
     interrupted = {"flag": False}
 
@@ -339,7 +343,6 @@ def worker(
 ) -> None:
     """Join a load run's Locust master from this machine; records go back to the master.
     Exit 2 when the token is missing or the master refuses it."""
-    from aichaos.processes import ProcessRef
     from aichaos.scenarios.worker_gate import TOKEN_ENV
 
     if not token:
