@@ -16,12 +16,12 @@ import pytest
 from conftest import REPO
 
 from aichaos.load_health import read_load_health
+from aichaos.reports.rundata import load_run
 from aichaos.rundir import read_events, read_requests
 from aichaos.scenarios.runner import LoadRunner
 from aichaos.scenarios.schedule import build_schedule
 from aichaos.scenarios.spec import Scenario
 from aichaos.scenarios.worker_gate import TOKEN_ENV
-from aichaos.slo.series import build_series
 
 AICHAOS = str(Path(sys.executable).with_name("aichaos"))
 
@@ -99,7 +99,7 @@ def test_a_worker_without_the_token_is_refused_and_its_rows_are_dropped(sim, tmp
         "wrong token", "sent request rows without the run's token"}  # fmt: skip
     events, _ = read_events(tmp_path)
     assert sum(e["name"] == "worker_refused" for e in events if e["source"] == "load") == 2
-    notes = build_series(tmp_path)["notes"]
+    notes = load_run(tmp_path).notes  # what the report's data notes list
     assert any("2 worker connection(s) refused" in n for n in notes), notes
     # the token never reaches a log, and the config holding it is private to this user
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "load").glob("*.log"))
