@@ -2,12 +2,15 @@
 
 Lifecycle: validate every input (nothing started before) → run directory and manifest → stack
 up (or check the target answers) → server metrics source → load and experiment on one clock,
-with live progress → rollbacks → stop load → collect server metrics → evaluate → render →
-stack down → exit code (DESIGN: 0 met, 1 an SLO failed, 2 bad input, 3 could not run).
+with live progress → rollbacks → stop load → collect server metrics → evaluate → stack down →
+render → exit code (DESIGN: 0 met, 1 an SLO failed, 2 bad input, 3 could not run or complete).
 
-Ctrl-C or SIGTERM stops the load and rolls every fault back, then evaluates and renders what
-was recorded, marked aborted. Later signals are counted but never interrupt the clean-up: no
-fault is ever left in place because the user pressed Ctrl-C twice.
+Ctrl-C or SIGTERM at any moment makes the run ``aborted`` and its exit code 3. During the load
+it stops the load and rolls every fault back, then evaluates and renders what was recorded.
+Signals never interrupt the clean-up (no fault is ever left in place because the user pressed
+Ctrl-C twice); they do stop the evaluation and the rendering, which are then rendered again
+from what exists, headlined ABORTED. The ``interrupt`` event records when the first signal
+came and in which stage.
 """
 
 from __future__ import annotations
@@ -26,7 +29,17 @@ import httpx
 
 import aichaos
 from aichaos.processes import ProcessRef
-from aichaos.rundir import EVENTS_JSONL, RUN_JSON, SUMMARY_MD, EventLog, InputError, write_json
+from aichaos.rundir import (
+    EVENTS_JSONL,
+    INTERRUPT,
+    RUN_JSON,
+    SUMMARY_MD,
+    EventLog,
+    InputError,
+    read_events,
+    read_manifest,
+    write_json,
+)
 
 from .orphans import remove_orphans
 from .progress import Progress
@@ -64,12 +77,23 @@ def _say(line: str) -> None:
     print(f"aichaos run: {line}", file=sys.stderr)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C / SIGTERM inside an interruptible step (evaluation, rendering). A BaseException,
+    so that no ``except Exception`` on the way (a Prometheus query's) swallows it."""
+
+
 @dataclass
 class Signals:
-    """SIGINT / SIGTERM set a flag and are counted; they never raise inside the clean-up."""
+    """SIGINT / SIGTERM set a flag and are counted. They never raise inside the clean-up; they
+    stop an ``interruptible`` step (evaluation, rendering), as the user asked. The handler does
+    no I/O (it may run while the main thread holds the event log's lock): the first signal's
+    time, name and stage are kept for the ``interrupt`` event the harness writes later."""
 
     flag: SignalFlag = field(default_factory=SignalFlag)
     count: int = 0
+    stage: str = "starting"  # the lifecycle step running now, set by GameDay
+    first: tuple[float, str, str] | None = None  # (time, signal, stage) of the first signal
+    _raising: bool = False
     _previous: dict[int, Any] = field(default_factory=dict)
 
     def install(self) -> None:
@@ -78,7 +102,26 @@ class Signals:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.count += 1
+        name = signal.Signals(signum).name
+        if self.first is None:
+            self.first = (time.time(), name, self.stage)
         self.flag.set()
+        if self._raising:
+            self._raising = False  # once: what the step does on its way out is not interrupted
+            raise Interrupted(name)
+
+    def interruptible(self, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """``fn(*args, **kwargs)``, stopped by a signal that comes while it runs: (whether a
+        signal came, fn's value or None when it was stopped)."""
+        before = self.count
+        self._raising = True
+        try:
+            value = fn(*args, **kwargs)
+        except Interrupted:
+            return True, None
+        finally:
+            self._raising = False
+        return self.count > before, value
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -100,6 +143,9 @@ class GameDay:
         self.chaos: Any = None
         self.configuration: dict[str, Any] = {}
         self.t0: float | None = None
+        self.result: dict[str, Any] | None = None
+        self.stack_info: dict[str, Any] | None = None
+        self._interrupt_noted = False
         self.status = "running"
         self.problem: str | None = None
         self.started_at = time.time()
@@ -116,21 +162,34 @@ class GameDay:
                 self._bring_up()
                 self._drive()
             except CouldNotRun as exc:
-                self.status, self.problem = "failed", str(exc)
+                # a stop during bring-up surfaces as a failure to start: it is still a stop
+                self.status = "aborted" if self.signals.flag.is_set() else "failed"
+                self.problem = str(exc)
+                self._note_interrupt()
                 self.progress.say(str(exc))
             finally:
                 self._wind_down()
-            result = self._evaluate()
-            self._render()
-            return self._exit_code(result)
-        finally:
+            self._evaluate()
+            self._stage("stack-down")
             self._stack_down()
-            self._write_manifest()
+            self._render()
+        finally:
+            self._stage("finishing")
+            self._stack_down()
             self.progress.close()
+            self._write_manifest()
+            if self._catch_up():  # a signal in the last steps: the reports must say so too
+                self._render_reports()
+            self._publish()
             self.signals.restore()
             self.progress.say(f"run directory {self.run_dir} ({self.status})")
+        return self._exit_code(self.result)
+
+    def _stage(self, name: str) -> None:
+        self.signals.stage = name
 
     def _bring_up(self) -> None:
+        self._stage("bring-up")
         plan = self.plan
         if plan.topology is None:
             self._check_target()
@@ -188,6 +247,7 @@ class GameDay:
         plan = self.plan
         if self.signals.flag.is_set():
             raise CouldNotRun("interrupted before the load started")
+        self._stage("load")
         assert self.target is not None
         self.load = LoadRunner(
             plan.scenario, self.target, self.run_dir, workers=plan.options.workers
@@ -200,7 +260,7 @@ class GameDay:
                 self.run_dir,
                 configuration=self.configuration,
                 t0=self.t0,
-                allowed=self._allowed(),
+                permissions=self.plan.options.permissions,
             )
             self.chaos.start()
         self.events.emit("run", self.plan.run_id, "start", {"t0": self.t0}, t=self.t0)
@@ -212,6 +272,7 @@ class GameDay:
         while True:
             if self.signals.flag.is_set():
                 self.status = "aborted"
+                self._note_interrupt()
                 self.progress.say("interrupted: stopping the load and rolling faults back")
                 return
             if not self.load.alive:
@@ -243,6 +304,7 @@ class GameDay:
     def _wind_down(self) -> None:
         """Rollbacks first, then the load, then server metrics; each step runs even when the
         one before it failed."""
+        self._stage("wind-down")
         self.progress.close()
         if self.chaos is not None:
             with suppress(Exception):
@@ -270,13 +332,17 @@ class GameDay:
         write_metrics(self.run_dir, rows)
         self.metrics_rows = metrics_summary(rows)
 
-    def _evaluate(self) -> dict[str, Any] | None:
+    def _evaluate(self) -> None:
+        """Evaluate what was recorded; a signal stops it, and the run is then not evaluated."""
         from aichaos.slo.evaluate import evaluate_run, write_result
 
-        self._write_manifest()
+        self._write_manifest()  # the evaluation reads the run's status from run.json
+        self._stage("evaluation")
+        self.events.emit("evaluation", self.plan.run_id, "start")
         baseline = self.plan.options.baseline
         try:
-            result = evaluate_run(
+            stopped, result = self.signals.interruptible(
+                evaluate_run,
                 self.run_dir,
                 self.plan.slo,
                 prometheus_url=self.prometheus_url,
@@ -286,16 +352,60 @@ class GameDay:
             self.problem = self.problem or f"evaluation failed: {exc}"
             self.progress.say(self.problem)
             traceback.print_exc(file=sys.stderr)
-            return None
+            return
+        self.events.emit("evaluation", self.plan.run_id, "end", {"stopped": stopped})
+        if result is None:
+            self._catch_up()
+            self.progress.say("interrupted during the evaluation: the run is not evaluated")
+            return
+        self.result = result
         write_result(self.run_dir, result)
-        return result
+        self._catch_up()
+
+    def _catch_up(self) -> bool:
+        """A signal after the load (evaluation, stack down, rendering) still stops the run: it
+        becomes aborted in run.json and in slo.json. True when this call changed the status."""
+        from aichaos.slo.evaluate import judge_completion, write_result
+
+        if not self.signals.flag.is_set() or self.status != "completed":
+            return False
+        self.status = "aborted"
+        self._note_interrupt()
+        self._write_manifest()
+        if self.result is not None:
+            events, _ = read_events(self.run_dir)
+            self.result = judge_completion(self.result, read_manifest(self.run_dir), events)
+            write_result(self.run_dir, self.result)
+        return True
+
+    def _note_interrupt(self) -> None:
+        """The ``interrupt`` event, once, at the first signal's time (the handler cannot
+        write it: it may run while the event log's lock is held)."""
+        if self.signals.first is None or self._interrupt_noted or self.events is None:
+            return
+        self._interrupt_noted = True
+        t, name, stage = self.signals.first
+        self.events.emit(INTERRUPT, name, "instant", {"during": stage}, t=t)
 
     def _render(self) -> None:
+        """Render the reports; a signal during it stops it, and they are rendered again, not
+        interruptible, from what exists, so no report says anything but how the run ended."""
+        self._catch_up()
+        self._stage("rendering")
+        stopped, _ = self.signals.interruptible(self._render_reports)
+        if self._catch_up() or stopped:
+            self.progress.say("interrupted while rendering: rendering the reports as aborted")
+            self._render_reports()
+
+    def _render_reports(self) -> None:
         from aichaos.reports.render import render_run
 
-        paths = _guarded(render_run, self.run_dir)
+        _guarded(render_run, self.run_dir)
+
+    def _publish(self) -> None:
+        """Point at the report, hand summary.md to the CI's step summary, open the browser."""
         report = self.run_dir / "report.html"
-        if paths and report.exists():
+        if report.exists():
             self.progress.say(f"report: {report.resolve().as_uri()}")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if self.plan.options.ci and summary and (self.run_dir / SUMMARY_MD).exists():
@@ -310,6 +420,7 @@ class GameDay:
         from aichaos.slo.evaluate import exit_code
 
         if self.status != "completed" or result is None:
+            self.progress.say(f"run {self.status}: exit {EXIT_NOT_RUN}")
             return EXIT_NOT_RUN
         code = exit_code(result)
         verdict = result.get("verdict")
@@ -329,19 +440,12 @@ class GameDay:
 
     # --- the manifest ----------------------------------------------------------------------
 
-    def _allowed(self) -> set[str] | None:
-        """What the experiment may touch: the stack's services and proxies, and what
-        ``--allow`` names (Kubernetes namespaces, proxies of a real Toxiproxy)."""
-        allowed = set(self.plan.options.allow)
-        if self.stack is not None:
-            state = self.stack.status()
-            allowed |= set(state["services"]) | set(state["proxies"])
-        return allowed or None
-
     def _write_manifest(self) -> None:
         if not self.run_dir.exists():
             return
         ended = None if self.status == "running" else time.time()
+        if self.stack is not None:  # kept once the stack is down: the reports name it
+            self.stack_info = _stack_summary(self.stack, self.plan.topology_source)
         manifest = {
             "id": self.plan.run_id,
             "status": self.status,
@@ -354,7 +458,7 @@ class GameDay:
             "ended_at": ended,
             **self.plan.manifest_inputs(),
             "target": self.target,
-            "stack": _stack_summary(self.stack, self.plan.topology_source),
+            "stack": self.stack_info,
             "prometheus_url": self.prometheus_url,
             "metrics_rows": getattr(self, "metrics_rows", None),
         }
