@@ -17,7 +17,6 @@ in an activity's arguments, and every control.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from chaoslib import substitute
 from chaoslib.configuration import load_configuration
 from pydantic import BaseModel, ConfigDict
 
+from aichaos.loopback import is_loopback_name
 from aichaos.rundir import InputError
 
 from . import registry
@@ -183,7 +183,7 @@ class _Scope:
         if host in named or f"{host}:{port}" in named:
             return
         endpoints = self._endpoints()
-        if endpoints is None and _loopback(host):
+        if endpoints is None and is_loopback_name(host):
             return
         if endpoints is not None and (host, port) in endpoints:
             return
@@ -303,10 +303,3 @@ def _port(parts: Any) -> int | None:
         return parts.port or DEFAULT_PORTS.get(parts.scheme)
     except ValueError:  # a port out of range
         return None
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

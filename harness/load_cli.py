@@ -82,9 +82,10 @@ def _progress_line(p: dict[str, Any]) -> str:
 def run_load(scenario_ref: str, target: str, duration: float | None, workers: int,
              out: Path | None, seed: int | None, web_ui: bool, remote_workers: int = 0,
              master_bind: str = "127.0.0.1", master_port: int | None = None) -> int:  # fmt: skip
+    from aichaos.loopback import is_loopback_name
     from aichaos.scenarios.runner import LoadRunner
     from aichaos.scenarios.spec import load_scenario
-    from aichaos.scenarios.worker_gate import is_loopback, resolve_token
+    from aichaos.scenarios.worker_gate import resolve_token
 
     try:
         scenario = load_scenario(scenario_ref, duration_s=duration, seed=seed)
@@ -147,7 +148,7 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     events.emit("load", scenario.name, "start", {"t0": t0, "workers": workers}, t=t0)
     tty = sys.stderr.isatty()
     typer.echo(f"run directory: {run_dir}", err=True)
-    if runner.distributed and not is_loopback(master_bind):
+    if runner.distributed and not is_loopback_name(master_bind):
         # beyond loopback only workers holding this run's token may join (and get the scenario)
         typer.echo(f"workers join with: {runner.worker_command()}", err=True)
     try:

@@ -49,6 +49,7 @@ from locust.runners import STATE_MISSING  # noqa: E402
 from locust.stats import print_percentile_stats, print_stats  # noqa: E402
 
 from aichaos.load_health import REFUSALS_KEPT, LoadHealth, Refusal  # noqa: E402
+from aichaos.loopback import is_loopback_name  # noqa: E402
 from aichaos.processes import OwnerWatch, ProcessRef  # noqa: E402
 from aichaos.rundir import EVENTS_JSONL, EventLog  # noqa: E402
 
@@ -57,7 +58,7 @@ from .records import RecordWriter, warm_up  # noqa: E402
 from .schedule import Schedule, build_schedule  # noqa: E402
 from .spec import Scenario  # noqa: E402
 from .stopwatch import Planned, new_record  # noqa: E402
-from .worker_gate import TOKEN_ENV, WorkerGate, is_loopback, proof  # noqa: E402
+from .worker_gate import TOKEN_ENV, WorkerGate, proof  # noqa: E402
 
 FLUSH_S = 1.0  # records reach the run directory at least this often (the contract says 2 s)
 PROGRESS_S = 0.5
@@ -471,7 +472,7 @@ def _admit_workers(runner: Any, gate: WorkerGate, collector: Collector) -> Any:
 def _check_master_bind(cfg: dict[str, Any]) -> str | None:
     """Why this master must not start (None: it may)."""
     bind = str(cfg.get("master_bind", "127.0.0.1"))
-    if not is_loopback(bind) and not cfg.get("token"):
+    if not is_loopback_name(bind) and not cfg.get("token"):
         return (
             f"master_bind {bind!r} is beyond loopback: a worker token is required "
             f"(the config's 'token', or {TOKEN_ENV})"

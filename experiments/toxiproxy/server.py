@@ -8,7 +8,7 @@ import signal
 
 from aiohttp import web
 
-from aichaos.fixtures.control import is_loopback_name
+from aichaos.loopback import is_loopback_name
 
 from .api import build_app
 from .collection import ProxyCollection
