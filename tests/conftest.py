@@ -23,6 +23,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """The first true value of ``predicate()`` within ``timeout`` seconds, else a failure
+    naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
 class ServiceProcess:
     """One ``python -m MODULE serve --port P ...`` process on loopback; stopped by PID."""
 

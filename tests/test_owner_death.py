@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO, free_port, wait_for
 
 AICHAOS = str(Path(sys.executable).parent / "aichaos")
 LIBRARY = REPO / "experiments" / "library"
@@ -81,16 +81,6 @@ def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProc
 def events(run_dir: Path) -> list[dict]:
     lines = (run_dir / "events.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def fault_window_open(out: Path, proc: subprocess.Popen) -> Path | None:

@@ -10,13 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from conftest import wait_for
 from typer.testing import CliRunner
 
 from aichaos.harness.cli import app
@@ -39,16 +39,6 @@ pytestmark = pytest.mark.timeout(120)
 
 def events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def state_pids(run_dir: Path, supervisor: bool = True) -> list[tuple[int, int | None]]:
