@@ -7,9 +7,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from aichaos.slo.completion import INCOMPLETE_VERDICTS
+
 STATUSES = ("pass", "warn", "fail", "insufficient_data")
-# verdicts of a run that did not complete (slo/completion.py): one look for all three
-INCOMPLETE_VERDICTS = ("aborted", "crashed", "incomplete")
 STATUS_LABELS = {
     "pass": "pass",
     "warn": "warn",

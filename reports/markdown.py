@@ -8,9 +8,10 @@ from typing import Any
 
 from aichaos.reports import fmt, tables
 from aichaos.reports.rundata import RunData
+from aichaos.slo.completion import INCOMPLETE_VERDICTS
 
 MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "insufficient_data": "❔"}
-MARKS |= dict.fromkeys(fmt.INCOMPLETE_VERDICTS, "⛔")  # a run that did not finish
+MARKS |= dict.fromkeys(INCOMPLETE_VERDICTS, "⛔")  # a run that did not finish
 MAX_ROWS = 200  # objective rows in the collapsed full table
 MAX_NOTES = 20
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")

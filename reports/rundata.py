@@ -23,10 +23,8 @@ from aichaos.rundir import (
     SLO_JSON,
     InputError,
     read_events,
-    settled_status,
 )
-from aichaos.slo.completion import Completion, completion
-from aichaos.slo.phases import build_phases
+from aichaos.slo.completion import Completion, run_completion
 from aichaos.slo.series import build_series
 
 
@@ -47,6 +45,9 @@ class RunData:
 
     @property
     def status(self) -> str:
+        """run.json's status as slo settled it (``running`` with a dead owner is crashed)."""
+        if self.completion is not None:
+            return self.completion.status
         return str(self.manifest.get("status") or "unknown")
 
     @property
@@ -107,9 +108,6 @@ def load_run(run_dir: Path) -> RunData:
     manifest = _json_object(run_dir / RUN_JSON, required=False) or {}
     if not manifest:
         notes.append(f"{RUN_JSON} missing: run facts unknown")
-    elif "status" in manifest:
-        # a run.json still saying running whose owner is gone is read as crashed
-        manifest = {**manifest, "status": settled_status(manifest)}
     slo = _json_object(run_dir / SLO_JSON, required=False)
     if slo is not None:
         _check_slo_shape(run_dir / SLO_JSON, slo)
@@ -123,10 +121,7 @@ def load_run(run_dir: Path) -> RunData:
     series = build_series(run_dir, phases or None)
     notes += series.get("notes", [])
     notes += [str(n) for n in (slo or {}).get("data_notes") or []]
-    if not phases:  # not evaluated: the phases as slo would cut them, from the events
-        timed = [e for e in events if fmt.is_number(e.get("t"))]
-        phases = [p.to_dict() for p in build_phases(manifest, timed, None, None)[0]]
-    done = completion(manifest, phases, events)
+    done = run_completion(manifest, slo, events)  # slo judges how it ended; we render it
     return RunData(run_dir, manifest, slo, journal, events, series, notes, done)
 
 

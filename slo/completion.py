@@ -6,7 +6,10 @@ scored, the verdict of how it ended (DESIGN, Safety):
 - ``aborted``: Ctrl-C or SIGTERM stopped it (the harness writes an ``interrupt`` event);
 - ``crashed``: the process that owned it died (the owner watch writes ``owner_gone``);
 - ``incomplete``: anything else that did not finish — the stack, the target or the load
-  generator failed, or run.json still says ``running``.
+  generator failed, or run.json still says ``running`` while its owner lives.
+
+run.json's status is read settled (``rundir.settled_status``): ``running`` with a dead owner
+is ``crashed``. This is the one place that reads it; slo.json and every report agree.
 
 Its phases are told against the plan: each one ran, was cut (so many seconds of so many
 planned) or did not run. The stop is the first ``interrupt`` or ``owner_gone`` event, else
@@ -21,12 +24,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from aichaos.rundir import INTERRUPT, OWNER_GONE
+from aichaos.rundir import INTERRUPT, OWNER_GONE, settled_status
+
+from .phases import build_phases
 
 COMPLETED = "completed"
 INCOMPLETE = "incomplete"
 # run.json status -> verdict; every other unfinished status is ``incomplete``
 VERDICT_OF_STATUS = {"aborted": "aborted", "crashed": "crashed"}
+# the verdicts of a run that did not complete; the reports give all three one look
 INCOMPLETE_VERDICTS = ("aborted", "crashed", INCOMPLETE)
 STOP_KINDS = (INTERRUPT, OWNER_GONE)
 SCHEDULE = "x-aichaos"  # the experiment's timing extension (experiments/clock.py)
@@ -61,7 +67,7 @@ def completion(
     manifest: dict[str, Any], phases: list[dict[str, Any]], events: list[dict[str, Any]]
 ) -> Completion | None:
     """How an unfinished run ended; ``phases`` as slo.json holds them. None when it finished."""
-    status = manifest.get("status")
+    status = settled_status(manifest) if "status" in manifest else None
     verdict = incomplete_verdict(status)
     if verdict is None:
         return None
@@ -79,6 +85,19 @@ def completion(
         load_started=_load_started(manifest, events, whole),
         phases=_phases_ran(manifest, phases, stopped_at),
     )
+
+
+def run_completion(
+    manifest: dict[str, Any], slo: dict[str, Any] | None, events: list[dict[str, Any]]
+) -> Completion | None:
+    """How an unfinished run ended, judged now from run.json (which may have changed since
+    slo.json was written: a crash while rendering) with slo.json's phases, or, for a run that
+    was never evaluated, the phases slo cuts from its events. What the reports render."""
+    phases = [p for p in (slo or {}).get("phases") or [] if isinstance(p, dict)]
+    if not phases:
+        timed = [e for e in events if _number(e.get("t")) is not None]
+        phases = [p.to_dict() for p in build_phases(manifest, timed, None, None)[0]]
+    return completion(manifest, phases, events)
 
 
 def _load_started(manifest: dict[str, Any], events: list[dict], whole: dict | None) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from junitparser import Failure, JUnitXml
 from synthetic_run import STARTED_AT, make_run_dir
 from test_reports_render import page
 
+from aichaos.processes import ProcessRef
 from aichaos.reports.render import render_run
 from aichaos.rundir import OWNER_GONE, RUN_JSON, SLO_JSON, read_manifest, write_json
 from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
@@ -134,3 +136,23 @@ def test_a_run_stopped_before_the_load_says_so(tmp_path):
     for view, text in views(run).items():
         if view != "html title":
             assert "ABORTED — the load never started" in text, (view, text)
+
+
+def test_a_running_run_whose_owner_died_is_crashed_in_slo_json_and_every_view(tmp_path):
+    """run.json still says running, but the process that owned the run is gone (kill -9):
+    slo.json and every report call it crashed, not one ``incomplete`` and the other CRASHED."""
+    run = stopped_run(tmp_path / "dead-owner", "running", None)
+    owner = subprocess.Popen(["sleep", "30"])
+    ref = ProcessRef.of(owner.pid)
+    owner.kill()
+    owner.wait(timeout=10)
+    write_json(run / RUN_JSON, {**read_manifest(run), "owner": ref.model_dump()})
+    result = evaluate_run(run, load_spec("default"))
+    write_result(run, result)
+    assert result["verdict"] == "crashed" and result["completion"]["status"] == "crashed"
+    render_run(run)
+    for view, text in views(run).items():
+        assert "CRASHED" in text and "INCOMPLETE" not in text, (view, text)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "crashed" and summary["verdict"] == "crashed"
+    assert summary["completion"] == result["completion"]
