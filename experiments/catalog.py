@@ -65,6 +65,8 @@ def _parse(path: Path) -> dict[str, Any]:
         raise InputError(path, f"line {exc.lineno}", f"JSON ({exc.msg})") from None
     except yaml.YAMLError as exc:
         raise InputError(path, "file", f"YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise InputError(path, "file", "a document nested less deeply") from None
     if not isinstance(data, dict):
         raise InputError(path, "experiment", "an object with title, description and method")
     return data

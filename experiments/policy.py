@@ -17,23 +17,27 @@ in an activity's arguments, and every control.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+import requests
+import urllib3
 from chaoslib import substitute
 from chaoslib.configuration import load_configuration
+from chaoslib.exceptions import ActivityFailed
 from pydantic import BaseModel, ConfigDict
 
 from aichaos.loopback import is_loopback_name
 from aichaos.rundir import InputError
 
 from . import registry
-from .context import REPLICA_KINDS, STACK_FILE, TARGET, TOXIPROXY_URL, allowed_names
+from .context import REPLICA_KINDS, TARGET, TOXIPROXY_URL, allowed_names, stack_state
 
 K8S_MODULES = "chaosk8s"
+# Never extensions: their functions run nested providers or reach the run's internals; an
+# experiment calls them only through the activities the registry exports.
+NOT_EXTENSIONS = ("aichaos", "chaoslib")
 SERVICE_ARGS = ("service", "services")
 PROXY_ARGS = ("proxy", "proxies")
 STACK_URL_KEYS = (TARGET, TOXIPROXY_URL)
@@ -51,6 +55,8 @@ class Permissions(BaseModel):
     targets: tuple[str, ...] = ()  # --allow NAME: namespaces, proxies of a real Toxiproxy
 
     def extension_of(self, module: str) -> str | None:
+        if module.split(".")[0] in NOT_EXTENSIONS:
+            return None
         for name in self.extensions:
             if module == name or module.startswith(name + "."):
                 return name
@@ -83,10 +89,16 @@ def check(
 
 def _providers(experiment: dict[str, Any]) -> Iterator[tuple[str, dict, dict, bool]]:
     """``(path, owner, provider, is_control)`` for every provider anywhere in the file, walked
-    without recursion so deep nesting cannot overflow the stack."""
+    without recursion so deep nesting cannot overflow the stack, and each node once so YAML
+    aliases repeating one node cannot blow the walk up."""
     pending: list[tuple[str, Any, bool]] = [("", experiment, False)]
+    seen: set[int] = set()
     while pending:
         path, node, in_controls = pending.pop()
+        if isinstance(node, dict | list):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
         if isinstance(node, dict):
             provider = node.get("provider")
             if provider is not None:
@@ -175,10 +187,11 @@ class _Scope:
         url = substitute(raw, self.mapping, {})
         if not isinstance(url, str) or "${" in url:
             raise InputError(source, f"{field}.url", "a URL whose host the file names", raw)
-        parts = urlsplit(url)
-        host, port = _host(parts.hostname), _port(parts)
-        if host is None or port is None:
-            raise InputError(source, f"{field}.url", "an http(s) URL with a host", url)
+        address = _address(url)
+        if address is None:
+            expected = "a plain http(s) URL with a host (no user info, spaces or backslashes)"
+            raise InputError(source, f"{field}.url", expected, url)
+        host, port = address
         named = {h.lower() for h in self.permissions.http_hosts}
         if host in named or f"{host}:{port}" in named:
             return
@@ -200,21 +213,14 @@ class _Scope:
             urls += [svc.get("url"), svc.get("admin_url")]
         for proxy in ((self.stack or {}).get("proxies") or {}).values():
             urls.append(proxy.get("url"))
-        found = set()
-        for url in urls:
-            if isinstance(url, str) and url:
-                parts = urlsplit(url)
-                host, port = _host(parts.hostname), _port(parts)
-                if host is not None and port is not None:
-                    found.add((host, port))
-        return found
+        return {a for a in (_address(u) for u in urls if isinstance(u, str) and u) if a}
 
     # --- targets ----------------------------------------------------------------------------
 
     def _namespace(self, source: str | Path, field: str, arguments: dict[str, Any]) -> None:
         ns = arguments.get("ns")
-        if ns is None:
-            raise InputError(source, f"{field}.arguments.ns", "an explicit namespace")
+        if not isinstance(ns, str):
+            raise InputError(source, f"{field}.arguments.ns", "an explicit namespace", ns)
         if ns not in self.allowed:
             names = ", ".join(sorted(self.allowed)) or "none"
             expected = f"a namespace allowed with --allow ({names})"
@@ -244,32 +250,36 @@ class _Scope:
 
 
 def _flag(module: str) -> str:
-    """The flag that would allow ``module``: its top-level package, except inside aichaos,
-    where only the exact module (never every internal module) is suggested."""
+    """The flag that would allow ``module``: its top-level package; none for aichaos's and
+    chaoslib's own modules, which only the registry's activities reach."""
     top = module.split(".")[0] or module
-    return f"allowed with --allow-extension {module if top == 'aichaos' else top}"
+    if top in NOT_EXTENSIONS:
+        return f"allowed with --allow-extension (none: {top} is not an extension)"
+    return f"allowed with --allow-extension {top}"
 
 
 def _mapping(experiment: dict[str, Any], configuration: dict[str, Any] | None) -> dict[str, Any]:
     """The values ``${key}`` placeholders take: the file's own configuration (static and
-    environment entries) under the run's."""
+    environment entries) under the run's. Dynamic entries (a probe's output) and objects are
+    left out: their value is only known when the run computes it, so a placeholder naming
+    one stays unresolved and is refused where a host or a target must be read."""
     run = dict(configuration or {})
     declared = experiment.get("configuration")
     if not isinstance(declared, dict):
         return run
     try:
-        return {**load_configuration(dict(declared), dict(run)), **run}
+        loaded = load_configuration(dict(declared), dict(run))
     except Exception:  # an unset environment key: its placeholders stay unresolved
         return run
+    plain = {k: v for k, v in loaded.items() if not isinstance(v, dict | list)}
+    return {**plain, **run}
 
 
 def _stack(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
-    path = (configuration or {}).get(STACK_FILE)
-    if not path:
-        return None
+    """The stack's state, or None when the run has none (or it cannot be read)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return stack_state(configuration, required=False) or None
+    except ActivityFailed:
         return None
 
 
@@ -291,15 +301,17 @@ def _names(value: Any) -> list[str]:
     return []
 
 
-def _host(hostname: str | None) -> str | None:
-    if not hostname:
+def _address(url: str) -> tuple[str, int] | None:
+    """The host and port a request to ``url`` really goes to, read as chaoslib's http provider
+    (requests) prepares it, so a URL that parsers read differently (``http://a\\@b/``) is
+    judged by where it would go; None for anything but a plain http(s) URL with a host."""
+    if any(ch.isspace() or ch == "\\" for ch in url):
         return None
-    host = hostname.lower()
-    return "127.0.0.1" if host == "localhost" else host
-
-
-def _port(parts: Any) -> int | None:
     try:
-        return parts.port or DEFAULT_PORTS.get(parts.scheme)
-    except ValueError:  # a port out of range
+        parts = urllib3.util.parse_url(requests.Request("GET", url).prepare().url)
+    except (requests.RequestException, ValueError, urllib3.exceptions.HTTPError):
         return None
+    if parts.auth or parts.scheme not in DEFAULT_PORTS or not parts.host:
+        return None
+    host = parts.host.strip("[]").lower()
+    return ("127.0.0.1" if host == "localhost" else host), parts.port or DEFAULT_PORTS[parts.scheme]

@@ -40,7 +40,7 @@ from chaoslib.types import Strategy
 from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, EventLog, write_json
 
 from . import clock, policy
-from .context import ALLOWED, RUN_DIR, RUN_KEY, allowed_names
+from .context import ALLOWED, CONFIG_KEYS, RUN_DIR, RUN_KEY, allowed_names
 from .policy import Permissions
 
 SETTINGS = {"runtime": {"rollbacks": {"strategy": "always"}}}
@@ -137,6 +137,8 @@ class ChaosRun:
         if permissions.targets:
             config[ALLOWED] = sorted(allowed_names(config) | set(permissions.targets))
         config[RUN_KEY] = self.key
+        for key in CONFIG_KEYS:  # the run's, never the file's: an experiment may declare
+            config.setdefault(key, None)  # these keys, and chaoslib keeps what the run leaves
         self.configuration = config
         policy.check(self.experiment, self.title, permissions, config)
         self.events = EventLog(self.run_dir / EVENTS_JSONL, source="experiments")

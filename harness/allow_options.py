@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from aichaos.experiments.policy import Permissions
+from aichaos.experiments.policy import NOT_EXTENSIONS, Permissions
+from aichaos.rundir import InputError
 
 Allow = Annotated[
     list[str] | None,
@@ -42,6 +43,11 @@ def permissions(
     process: bool,
     http_hosts: list[str] | None,
 ) -> Permissions:
+    """The permissions the flags give; ``InputError`` for an extension that is not one."""
+    for name in extensions or ():
+        if name.split(".")[0] in NOT_EXTENSIONS:
+            expected = "a Chaos Toolkit extension (aichaos's own activities need no flag)"
+            raise InputError("command line", "--allow-extension", expected, name)
     return Permissions(
         targets=tuple(allow or ()),
         extensions=tuple(extensions or ()),

@@ -61,7 +61,10 @@ def validate_cmd(
     ``run`` give with the same flags), as ``chaos validate`` does (activities resolvable) and
     aichaos's schedule fields; one line per experiment."""
     refs = experiments or [name for name, _ in catalog.list_experiments()]
-    allowed = permissions(allow, allow_extension, allow_process, allow_http)
+    try:
+        allowed = permissions(allow, allow_extension, allow_process, allow_http)
+    except InputError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     bad = 0
     for ref in refs:
         try:
@@ -123,8 +126,8 @@ def chaos(
     from aichaos.experiments.runner import ChaosRun
     from aichaos.experiments.safety import restore_all
 
-    allowed = permissions(allow, allow_extension, allow_process, allow_http)
     try:
+        allowed = permissions(allow, allow_extension, allow_process, allow_http)
         data = catalog.load_experiment(experiment, allowed)
     except InputError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None

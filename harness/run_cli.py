@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from aichaos.rundir import InputError
+
 from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
 from .run import EXIT_BAD_INPUT, run_game_day
 from .run_plan import RunOptions
@@ -83,6 +85,11 @@ def run(
         message = f"command line: --duration: expected 90, 90s or 5m, got {duration!r}"
         print(f"aichaos run: {message}", file=sys.stderr)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    try:
+        allowed = permissions(allow, allow_extension, allow_process, allow_http)
+    except InputError as exc:
+        print(f"aichaos run: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     options = RunOptions(
         scenario=scenario,
         experiment=experiment,
@@ -102,7 +109,7 @@ def run(
         promote=promote,
         replay=replay,
         open_report=open_report,
-        permissions=permissions(allow, allow_extension, allow_process, allow_http),
+        permissions=allowed,
         command=["aichaos", *sys.argv[1:]],
     )
     raise typer.Exit(run_game_day(options))

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import aichaos.fixtures
 from aichaos.experiments import policy
 from aichaos.experiments.catalog import load_experiment
+from aichaos.experiments.catalog import validate as validate_experiment
 from aichaos.experiments.clock import scale_schedule
 from aichaos.experiments.policy import Permissions
 from aichaos.rundir import InputError, read_manifest
@@ -215,5 +216,6 @@ def _plan_replay(options: RunOptions) -> RunPlan:
         if not isinstance(experiment, dict):
             raise InputError(where, "experiment", "the experiment recorded by aichaos run")
         policy.check(experiment, where, replayed.permissions)
+        validate_experiment(experiment, where)
     topology, source = _topology(replayed)
     return _plan(replayed, scenario, experiment, slo, topology, source)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from aichaos.experiments import catalog, policy
@@ -50,7 +51,7 @@ def bypass(marker: Path) -> dict:
 def variants(marker: Path) -> dict[str, tuple[dict, str]]:
     """name -> (method step, the flag the refusal must name)."""
     return {
-        "bypass": (bypass(marker), "--allow-extension aichaos.experiments.runner"),
+        "bypass": (bypass(marker), "aichaos is not an extension"),
         "process": ({"provider": shell(marker)}, "--allow-process"),
         "os-system": (
             {
@@ -106,14 +107,19 @@ def test_each_flag_allows_exactly_its_kind(tmp_path):
     policy.check(http, "h.json", Permissions(http_hosts=("outside.invalid",)))
     with pytest.raises(InputError, match="--allow-http"):
         policy.check(http, "h.json", Permissions(http_hosts=("other.invalid",)))
-    # the nested process provider is still refused when its runner module is allowed
+    # aichaos's and chaoslib's own modules are never extensions, whatever the flags say
     runner = experiment_with(steps["bypass"][0])
-    with pytest.raises(InputError, match="--allow-process"):
-        policy.check(runner, "b.json", Permissions(extensions=("aichaos.experiments.runner",)))
-    # allowing the process too lets the user's own choice through
-    both = Permissions(extensions=("aichaos.experiments.runner",), process=True)
-    policy.check(runner, "b.json", both)
+    everything = Permissions(
+        extensions=("aichaos", "aichaos.experiments.runner", "chaoslib"), process=True
+    )
+    with pytest.raises(InputError, match="an activity aichaos exports"):
+        policy.check(runner, "b.json", everything)
     assert not marker.exists()  # a check never runs anything
+    refused = CliRunner().invoke(
+        app, ["experiments", "validate", BASE, "--allow-extension", "aichaos.experiments"]
+    )
+    assert refused.exit_code == 2 and one_line(refused.output)
+    assert "--allow-extension: expected a Chaos Toolkit extension" in refused.output
 
 
 def test_http_providers_reach_only_the_stacks_endpoints_once_it_runs(tmp_path):
@@ -211,3 +217,49 @@ def test_deep_nesting_is_walked_without_overflow():
     experiment["method"][0]["provider"]["arguments"]["nested"] = {"provider": node}
     with pytest.raises(InputError):
         policy.check(experiment, "deep.json", Permissions())
+
+
+def test_a_url_is_judged_by_where_the_request_would_go(tmp_path):
+    """urlsplit reads ``http://a\\@127.0.0.1/`` as loopback; requests sends it to ``a``."""
+    for url in (
+        "http://outside.invalid\\@127.0.0.1:8080/x",
+        "http://user@127.0.0.1:8080/x",
+        "http://127.0.0.1:8080 /x",
+    ):
+        experiment = experiment_with({"provider": {"type": "http", "url": url}})
+        with pytest.raises(InputError, match="plain http"):
+            policy.check(experiment, "u.json", Permissions())
+
+
+def test_a_file_cannot_set_the_runs_own_configuration(tmp_path):
+    """The file's ``aichaos_target`` never replaces the run's: unset by the run, it is unset."""
+    step = {"provider": {"type": "http", "url": "${aichaos_target}/hook"}}
+    experiment = experiment_with(step)
+    experiment["configuration"] = {
+        "aichaos_target": "http://outside.invalid",
+        "aichaos_stack_file": str(tmp_path / "planted.json"),
+    }
+    policy.check(experiment, "c.json", Permissions())  # validate: the stack's own URL
+    with pytest.raises(InputError, match="url"):
+        ChaosRun(experiment, tmp_path / "run", configuration={}, t0=0.0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dynamic_configuration_cannot_name_a_host_or_a_namespace():
+    probe = {"type": "probe", "provider": {"type": "python", "module": BASE, "func": "f"}}
+    experiment = experiment_with({"provider": {"type": "http", "url": "http://${dyn}/x"}})
+    experiment["configuration"] = {"dyn": {**probe, "name": "a@127.0.0.1:8080#"}}
+    with pytest.raises(InputError, match="a URL whose host the file names"):
+        policy.check(experiment, "d.json", Permissions(extensions=(BASE,)))
+    k8s = copy.deepcopy(catalog.read_experiment("k8s-scale-down"))
+    k8s["method"][0]["provider"]["arguments"]["ns"] = {"not": "a name"}
+    with pytest.raises(InputError, match=r"arguments\.ns"):
+        policy.check(k8s, "k.json", Permissions(extensions=("chaosk8s",), targets=("aichaos",)))
+
+
+def test_yaml_aliases_repeating_one_node_are_walked_once(tmp_path):
+    levels = ["a0: &a0 [x, x]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 60)]
+    bomb = yaml.safe_load("\n".join(levels))  # 2**60 leaves if expanded
+    experiment = copy.deepcopy(catalog.load_experiment(BASE))
+    experiment["x-notes"] = bomb
+    policy.check(experiment, "bomb.yaml", Permissions())  # returns: every node seen once
