@@ -432,6 +432,26 @@ def run_standalone(cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _trust_the_routing_id(runner: Any) -> None:
+    """Make ``msg.node_id`` the ZMQ routing id the master received ``msg`` from.
+
+    ``node_id`` is a field of the msgpack body, written by the sender: any client can put a
+    trusted worker's id there (ids show in Locust's log lines). Locust's ``client_listener``
+    reads the routing id from the ROUTER socket, which the sender cannot forge while that
+    worker is connected (ZMQ refuses a second peer with the same identity), but hands it only
+    to its ``client_ready`` handling; custom-message listeners get the body alone. Its public
+    ``MasterRunner.handle_message(client_id, msg)`` is the one place both meet, so we stamp
+    the routing id there, before Locust's own handlers (heartbeat, quit) and ours see it: the
+    gate, the rows and ``aichaos_done`` are then keyed by who really sent them."""
+    dispatch = runner.handle_message
+
+    def handle_message(client_id: str, msg: Any) -> None:
+        msg.node_id = client_id
+        dispatch(client_id, msg)
+
+    runner.handle_message = handle_message  # client_listener looks it up for each message
+
+
 def _admit_workers(runner: Any, gate: WorkerGate, collector: Collector) -> Any:
     """The master's side of the token handshake (``worker_gate``); returns ``refuse``."""
 
@@ -490,6 +510,7 @@ def run_master(cfg: dict[str, Any]) -> int:
     schedule = build_schedule(scenario)
     env = _environment(cfg["target_url"], scenario)
     runner = env.create_master_runner(cfg.get("master_bind", "127.0.0.1"), int(cfg["master_port"]))
+    _trust_the_routing_id(runner)  # before any greenlet switch lets a message in
     if cfg.get("web_ui"):
         env.create_web_ui("127.0.0.1", int(cfg.get("web_port") or 8089))
     count = int(cfg["workers"])

@@ -2,7 +2,12 @@
 token, answers the challenge with a made-up proof and pushes request rows (claiming to be the
 master's first worker) before and after. It writes what it received to a JSON file.
 
-    python tests/rogue_worker.py HOST PORT OUT.json
+    python tests/rogue_worker.py HOST PORT OUT.json [CLAIMED_ID]
+
+With CLAIMED_ID (a trusted worker's Locust client id, as the master's log shows it) every
+message it sends names that id as its sender (``node_id``), as a stranger who read the log
+could; its connection keeps its own ZMQ identity, which a client cannot take from a connected
+worker.
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ def fake_rows(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def main(host: str, port: int, out: Path) -> int:
+def main(host: str, port: int, out: Path, claim: str | None = None) -> int:
     env = Environment(user_classes=[Idle])
     runner = env.create_worker_runner(host, port)
+    if claim:
+        runner.client_id = claim  # Locust writes it into every message this worker sends
     received: list[dict[str, Any]] = []
     most_users = 0
 
@@ -79,4 +86,5 @@ def main(host: str, port: int, out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])))
+    claimed = sys.argv[4] if len(sys.argv) > 4 else None
+    sys.exit(main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), claimed))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO
+from conftest import REPO, wait_for
 
 from aichaos.load_health import read_load_health
 from aichaos.reports.rundata import load_run
@@ -105,6 +106,47 @@ def test_a_worker_without_the_token_is_refused_and_its_rows_are_dropped(sim, tmp
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "load").glob("*.log"))
     assert runner.token not in logs + right_log
     assert (tmp_path / "load" / "load.config.json").stat().st_mode & 0o077 == 0
+
+
+def trusted_ids(run_dir: Path) -> list[str]:
+    """The Locust client ids of the workers that joined, as the master logs them."""
+    log = (run_dir / "load" / "load.log").read_text(errors="replace")
+    return re.findall(r"(\S+) \(index \d+\) reported as ready", log)
+
+
+def test_a_stranger_claiming_a_trusted_workers_id_is_refused_and_its_rows_dropped(sim, tmp_path):
+    s = scenario(duration=6.0)
+    runner = LoadRunner(s, sim.url, tmp_path, workers=2)
+    runner.start(t0=time.time() + 10)
+    try:
+        # both workers proved the token and hold a share (the master reports ready after that)
+        assert runner.wait_ready(timeout=40), runner.log_tail()
+        claimed = wait_for(lambda: trusted_ids(tmp_path), 10, "the workers' ids in the log")[0]
+        # a stranger that read the log names that worker as the sender of all it sends:
+        # request rows, "done", a hello and a made-up proof
+        rogue_out = tmp_path / "rogue.json"
+        rogue = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "rogue_worker.py"), "127.0.0.1",
+             str(runner.master_port), str(rogue_out), claimed], env=env_with(None), cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        rogue_log = rogue.communicate(timeout=40)[0]
+        assert runner.wait(timeout=60, kill=True) == 0, runner.log_tail()
+    finally:
+        runner.stop()
+    seen = json.loads(rogue_out.read_text()) if rogue_out.exists() else None
+    assert seen is not None, rogue_log
+    kinds = {m["type"] for m in seen["received"]}
+    assert "aichaos_refused" in kinds and "aichaos_assign" not in kinds, (seen, rogue_log)
+    assert seen["quit_by_master"], seen
+    # the run went on to its end (the rogue's "done" did not stop it) with the real workers'
+    # rows only, and the worker it impersonated was not refused
+    df = read_requests(tmp_path)[0].to_pandas()
+    assert not df.request_id.str.startswith("rogue").any()
+    assert len(df) == len(build_schedule(s)) and df.request_id.is_unique
+    assert set(df.worker) == {"load-w0", "load-w1"} and (df.status == "ok").all()
+    health = read_load_health(tmp_path)
+    assert health.refused_workers == 1 and health.dropped_rows >= 3
+    assert claimed[:80] not in {r.client for r in health.refused}
 
 
 def test_a_master_beyond_loopback_needs_a_token(sim, tmp_path):
