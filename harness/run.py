@@ -61,16 +61,36 @@ class CouldNotRun(Exception):
 
 
 def run_game_day(options: RunOptions) -> int:
+    # the handlers come first: a Ctrl-C while planning or removing orphans is a stop (3),
+    # never a KeyboardInterrupt (130); nothing is started once one came
+    signals = Signals()
+    signals.install()
+    try:
+        plan = _prepare(options)
+    except BaseException:
+        signals.restore()
+        raise
+    if plan is not None and not signals.flag.is_set():
+        return GameDay(plan, signals).execute()
+    signals.restore()
+    if signals.flag.is_set():  # read after the restore: a signal just before it counts too
+        _say(f"interrupted before the run started: exit {EXIT_NOT_RUN}")
+        return EXIT_NOT_RUN
+    return EXIT_BAD_INPUT
+
+
+def _prepare(options: RunOptions) -> RunPlan | None:
+    """The plan (None after one line for bad input), with the stacks dead owners left gone."""
     try:
         plan = plan_run(options)
     except (InputError, TopologyError) as exc:
         print(f"aichaos run: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return None
     # a stack an earlier run's dead owner left (its owner watch killed too) is stopped, not
     # left serving, with its faults, beside this game day
     places = stack_places(DEFAULT_POINTER, plan.run_dir.parent)
     remove_orphans(places, _say, "aichaos run")
-    return GameDay(plan).execute()
+    return plan
 
 
 def _say(line: str) -> None:
@@ -97,6 +117,8 @@ class Signals:
     _previous: dict[int, Any] = field(default_factory=dict)
 
     def install(self) -> None:
+        if self._previous:  # installed already (run_game_day does it before planning)
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
 
@@ -114,25 +136,30 @@ class Signals:
         """``fn(*args, **kwargs)``, stopped by a signal that comes while it runs: (whether a
         signal came, fn's value or None when it was stopped)."""
         before = self.count
-        self._raising = True
+        value = None
+        # the outer try also catches a signal that lands after fn returned, before the
+        # inner finally has turned raising off
         try:
-            value = fn(*args, **kwargs)
+            try:
+                self._raising = True
+                value = fn(*args, **kwargs)
+            finally:
+                self._raising = False
         except Interrupted:
-            return True, None
-        finally:
-            self._raising = False
+            return True, value
         return self.count > before, value
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
 
 
 class GameDay:
-    def __init__(self, plan: RunPlan):
+    def __init__(self, plan: RunPlan, signals: Signals | None = None):
         self.plan = plan
         self.run_dir = plan.run_dir
-        self.signals = Signals()
+        self.signals = signals or Signals()
         self.progress = Progress(tty=False if plan.options.ci else None)
         self.events: EventLog | None = None
         self.stack: Stack | None = None
@@ -181,9 +208,14 @@ class GameDay:
             if self._catch_up():  # a signal in the last steps: the reports must say so too
                 self._render_reports()
             self._publish()
-            self.signals.restore()
+            if self._catch_up():  # a signal while publishing: run.json and reports say so
+                self._render_reports()
             self.progress.say(f"run directory {self.run_dir} ({self.status})")
-        return self._exit_code(self.result)
+        code = self._exit_code(self.result)
+        # restored only now: until the exit code stands, a signal is a flag, never a
+        # KeyboardInterrupt; one that came meanwhile still makes it 3
+        self.signals.restore()
+        return EXIT_NOT_RUN if self.signals.flag.is_set() else code
 
     def _stage(self, name: str) -> None:
         self.signals.stage = name
@@ -419,7 +451,7 @@ class GameDay:
     def _exit_code(self, result: dict[str, Any] | None) -> int:
         from aichaos.slo.evaluate import exit_code
 
-        if self.status != "completed" or result is None:
+        if self.signals.flag.is_set() or self.status != "completed" or result is None:
             self.progress.say(f"run {self.status}: exit {EXIT_NOT_RUN}")
             return EXIT_NOT_RUN
         code = exit_code(result)

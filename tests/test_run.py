@@ -7,6 +7,7 @@ seconds.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -24,7 +25,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, free_port
 
+from aichaos.harness import run as run_module
 from aichaos.harness.run import Signals
+from aichaos.harness.run_plan import RunOptions
 from aichaos.harness.stack_state import process_alive
 
 AICHAOS = [str(Path(sys.executable).parent / "aichaos")]
@@ -369,3 +372,67 @@ def wait_for_fault(out: Path, proc: subprocess.Popen, timeout: float = 120.0) ->
                     return events.parent
         time.sleep(0.5)
     raise AssertionError("no fault window started")
+
+
+def test_a_signal_as_an_interruptible_step_returns_is_still_a_stop():
+    """A real SIGINT that lands after the step returned, before raising is turned off (the
+    line is found and the signal sent from a trace hook, so it lands exactly there): counted
+    as a stop, never an ``Interrupted`` escaping into the clean-up."""
+    source, first = inspect.getsourcelines(Signals.interruptible)
+    (line,) = [first + i for i, text in enumerate(source) if "self._raising = False" in text]
+    sent = []
+
+    def tracer(frame, event, _arg):
+        if frame.f_code is not Signals.interruptible.__code__:
+            return None
+        if event == "line" and frame.f_lineno == line and not sent:
+            sent.append(line)
+            os.kill(os.getpid(), signal.SIGINT)
+        return tracer
+
+    signals = Signals()
+    signals.install()
+    try:
+        sys.settrace(tracer)
+        try:
+            stopped, _ = signals.interruptible(lambda: "finished")
+        finally:
+            sys.settrace(None)
+    finally:
+        signals.restore()
+    assert sent and stopped and signals.count == 1
+
+
+def target_options(sim, out: Path) -> RunOptions:
+    return RunOptions(scenario=str(REPO / "tests/data/run/light.yaml"), slo="default",
+                      experiment="none", target=sim.url, out=out)  # fmt: skip
+
+
+def test_ctrl_c_while_planning_exits_3_and_starts_nothing(sim, tmp_path, monkeypatch):
+    real_plan = run_module.plan_run
+
+    def plan_with_a_ctrl_c(options):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_plan(options)
+
+    monkeypatch.setattr(run_module, "plan_run", plan_with_a_ctrl_c)
+    previous = signal.getsignal(signal.SIGINT)
+    assert run_module.run_game_day(target_options(sim, tmp_path / "runs")) == 3
+    assert signal.getsignal(signal.SIGINT) is previous, "the handlers were not restored"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_ctrl_c_while_publishing_exits_3_and_the_run_says_aborted(sim, tmp_path, monkeypatch):
+    """The last step, after every catch-up: the signal still makes the run aborted, exit 3."""
+    real_publish = run_module.GameDay._publish
+
+    def publish_with_a_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_publish(self)
+
+    monkeypatch.setattr(run_module.GameDay, "_publish", publish_with_a_ctrl_c)
+    assert run_module.run_game_day(target_options(sim, tmp_path)) == 3
+    run_dir = only_run_dir(tmp_path)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "aborted"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["headline"].startswith("ABORTED"), summary["headline"]
