@@ -14,14 +14,13 @@ import yaml
 from chaoslib.exceptions import ChaosException
 from chaoslib.experiment import ensure_experiment_is_valid
 
-from aichaos.rundir import InputError
+from aichaos.rundir import SCHEDULE_EXTENSION, InputError
 
 from . import policy
 from .policy import Permissions
 
 LIBRARY = Path(__file__).parent / "library"
 SUFFIXES = (".json", ".yaml", ".yml")
-EXTENSION = "x-aichaos"
 LOCAL_MODULES = "aichaos.experiments."
 
 
@@ -80,12 +79,12 @@ def check_schedule(experiment: dict[str, Any], source: str | Path) -> None:
     """``x-aichaos`` fields: ``at`` and ``duration`` seconds, ``rollback`` the name of one of
     the experiment's rollbacks; every aichaos method action names its rollback."""
     rollbacks = {r.get("name") for r in experiment.get("rollbacks") or [] if isinstance(r, dict)}
-    top = experiment.get(EXTENSION) or {}
+    top = experiment.get(SCHEDULE_EXTENSION) or {}
     if not isinstance(top, dict) or not _number(top.get("settle", 0)):
-        raise InputError(source, f"{EXTENSION}.settle", "seconds (a number >= 0)", top)
+        raise InputError(source, f"{SCHEDULE_EXTENSION}.settle", "seconds (a number >= 0)", top)
     for i, activity in enumerate(experiment.get("method") or []):
-        where = f"method[{i}].{EXTENSION}"
-        ext = activity.get(EXTENSION)
+        where = f"method[{i}].{SCHEDULE_EXTENSION}"
+        ext = activity.get(SCHEDULE_EXTENSION)
         module = str((activity.get("provider") or {}).get("module", ""))
         local = activity.get("type") == "action" and module.startswith(LOCAL_MODULES)
         if ext is None:

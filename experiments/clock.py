@@ -18,6 +18,8 @@ from typing import Any
 
 from chaoslib.exceptions import InterruptExecution
 
+from aichaos.rundir import SCHEDULE_EXTENSION
+
 from .context import RUN_KEY
 
 CONTROL = {
@@ -70,7 +72,7 @@ def scale_schedule(experiment: dict[str, Any], factor: float) -> dict[str, Any]:
 
     scaled = copy.deepcopy(experiment)
     for activity in scaled.get("method", []):
-        timing = activity.get("x-aichaos")
+        timing = activity.get(SCHEDULE_EXTENSION)
         if isinstance(timing, dict):
             for key in ("at", "duration"):
                 if isinstance(timing.get(key), int | float):

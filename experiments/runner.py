@@ -37,7 +37,7 @@ from chaoslib.exceptions import ChaosException
 from chaoslib.run import RunEventHandler, Runner
 from chaoslib.types import Strategy
 
-from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, EventLog, write_json
+from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, SCHEDULE_EXTENSION, EventLog, write_json
 
 from . import clock, policy
 from .context import ALLOWED, CONFIG_KEYS, RUN_DIR, RUN_KEY, allowed_names
@@ -45,7 +45,6 @@ from .policy import Permissions
 
 SETTINGS = {"runtime": {"rollbacks": {"strategy": "always"}}}
 LOG_FILE = "chaostoolkit.log"
-EXTENSION = "x-aichaos"
 
 
 def _arguments(activity: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +53,7 @@ def _arguments(activity: dict[str, Any]) -> dict[str, Any]:
 
 class _Window:
     def __init__(self, activity: dict[str, Any], start: float):
-        ext = activity.get(EXTENSION) or {}
+        ext = activity.get(SCHEDULE_EXTENSION) or {}
         self.name = str(activity.get("name"))
         self.activity = activity
         self.start = start
@@ -197,7 +196,7 @@ class ChaosRun:
             self._stop.wait(delay)
 
     def wait_for_start(self, activity: dict[str, Any]) -> None:
-        at = (activity.get(EXTENSION) or {}).get("at")
+        at = (activity.get(SCHEDULE_EXTENSION) or {}).get("at")
         if at is not None:
             self._sleep_until(self.t0 + float(at))
 
@@ -222,7 +221,7 @@ class ChaosRun:
         self._close(window, "duration")
 
     def settle(self) -> None:
-        settle = (self.experiment.get(EXTENSION) or {}).get("settle")
+        settle = (self.experiment.get(SCHEDULE_EXTENSION) or {}).get("settle")
         if settle:
             self._stop.wait(float(settle))
 

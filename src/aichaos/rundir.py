@@ -61,6 +61,11 @@ RUN_FIELDS = (
 # saying ``running`` whose owner is gone is read as crashed (``settled_status``).
 RUN_STATUSES = ("running", "completed", "aborted", "failed", "crashed")
 
+# The key, on an experiment and on each of its method activities, of aichaos's schedule
+# (``at``, ``duration``, ``rollback``; ``settle`` on the experiment). experiments writes and
+# runs it; slo reads it from run.json's ``experiment`` for the planned phases.
+SCHEDULE_EXTENSION = "x-aichaos"
+
 # One row per request (DESIGN "Request record"). Latencies in seconds; null when not reached.
 REQUEST_SCHEMA = pa.schema(
     [
