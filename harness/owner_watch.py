@@ -22,7 +22,8 @@ from pathlib import Path
 
 from aichaos.processes import ProcessRef, wait_until_gone
 
-STATE_FILE = "stack.json"  # stack_state.STATE_FILE, not imported: this process starts lean
+from .stack_state import STATE_FILE  # lean: stdlib and aichaos.processes, as here
+
 FINISHED = ("stopped", "failed", "crashed")
 LOG_NAME = "owner-watch.log"
 
