@@ -18,10 +18,10 @@ from aichaos.rundir import SCHEDULE_EXTENSION, InputError
 
 from . import policy
 from .policy import Permissions
+from .registry import lookup
 
 LIBRARY = Path(__file__).parent / "library"
 SUFFIXES = (".json", ".yaml", ".yml")
-LOCAL_MODULES = "aichaos.experiments."
 
 
 def _library_files() -> dict[str, Path]:
@@ -85,8 +85,10 @@ def check_schedule(experiment: dict[str, Any], source: str | Path) -> None:
     for i, activity in enumerate(experiment.get("method") or []):
         where = f"method[{i}].{SCHEDULE_EXTENSION}"
         ext = activity.get(SCHEDULE_EXTENSION)
-        module = str((activity.get("provider") or {}).get("module", ""))
-        local = activity.get("type") == "action" and module.startswith(LOCAL_MODULES)
+        provider = activity.get("provider") or {}
+        # one of aichaos's own actions (a fault it knows how to undo), by the registry
+        ours = lookup(str(provider.get("module", "")), str(provider.get("func", "")))
+        local = activity.get("type") == "action" and ours is not None
         if ext is None:
             if local:
                 raise InputError(source, where, "an object naming the action's rollback")
