@@ -173,6 +173,7 @@ class GameDay:
         self.result: dict[str, Any] | None = None
         self.stack_info: dict[str, Any] | None = None
         self._interrupt_noted = False
+        self.bad_input = False  # an InputError refused the run once it was under way: exit 2
         self.status = "running"
         self.problem: str | None = None
         self.started_at = time.time()
@@ -182,24 +183,9 @@ class GameDay:
     def execute(self) -> int:
         self.signals.install()
         try:
-            self.run_dir.mkdir(parents=True)
-            self.events = EventLog(self.run_dir / EVENTS_JSONL, "harness")
-            self._write_manifest()
-            try:
-                self._bring_up()
-                self._drive()
-            except CouldNotRun as exc:
-                # a stop during bring-up surfaces as a failure to start: it is still a stop
-                self.status = "aborted" if self.signals.flag.is_set() else "failed"
-                self.problem = str(exc)
-                self._note_interrupt()
-                self.progress.say(str(exc))
-            finally:
-                self._wind_down()
-            self._evaluate()
-            self._stage("stack-down")
-            self._stack_down()
-            self._render()
+            self._lifecycle()
+        except Exception as exc:  # whatever failed, the clean-up below still runs
+            self._unexpected(exc)
         finally:
             self._stage("finishing")
             self._stack_down()
@@ -216,6 +202,47 @@ class GameDay:
         # KeyboardInterrupt; one that came meanwhile still makes it 3
         self.signals.restore()
         return EXIT_NOT_RUN if self.signals.flag.is_set() else code
+
+    def _lifecycle(self) -> None:
+        self.run_dir.mkdir(parents=True)
+        self.events = EventLog(self.run_dir / EVENTS_JSONL, "harness")
+        self._write_manifest()
+        try:
+            self._bring_up()
+            self._drive()
+        except CouldNotRun as exc:
+            # a stop during bring-up surfaces as a failure to start: it is still a stop
+            self.status = "aborted" if self.signals.flag.is_set() else "failed"
+            self.problem = str(exc)
+            self._note_interrupt()
+            self.progress.say(str(exc))
+        except InputError as exc:
+            # refused once the stack runs (the blast radius of an http provider, a replica
+            # the topology lacks): bad input, exit 2, nothing of the experiment started
+            self.status, self.problem, self.bad_input = "failed", str(exc), True
+            _say(str(exc))
+        except Exception as exc:
+            self._unexpected(exc)
+        finally:
+            self._wind_down()
+        self._evaluate()
+        self._stage("stack-down")
+        self._stack_down()
+        self._render()
+
+    def _unexpected(self, exc: Exception) -> None:
+        """A failure nobody planned for: the run failed (exit 3), one line here, the
+        traceback in the run directory's log."""
+        self.status = "failed"
+        self.problem = self.problem or f"unexpected error: {exc!r}"
+        where = ""
+        if self.run_dir.exists():
+            log = self.run_dir / "logs" / "harness-error.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as f:
+                traceback.print_exception(exc, file=f)
+            where = f" (traceback in {log})"
+        _say(f"{self.problem}{where}")
 
     def _stage(self, name: str) -> None:
         self.signals.stage = name
@@ -284,17 +311,23 @@ class GameDay:
         self.load = LoadRunner(
             plan.scenario, self.target, self.run_dir, workers=plan.options.workers
         )
-        # the runner picks a time 0 far enough ahead for its Locust processes to be ready
-        self.t0 = self.load.start()
+        chaos = None
         if plan.experiment is not None:
-            self.chaos = ChaosRun(
+            # before the load: the policy's checks that need the stack (its endpoints, its
+            # replicas) refuse here, with nothing of the load or the experiment started
+            chaos = ChaosRun(
                 plan.experiment,
                 self.run_dir,
                 configuration=self.configuration,
-                t0=self.t0,
+                t0=time.time(),  # replaced by the load's time 0 below
                 permissions=self.plan.options.permissions,
             )
-            self.chaos.start()
+        # the runner picks a time 0 far enough ahead for its Locust processes to be ready
+        self.t0 = self.load.start()
+        if chaos is not None:
+            chaos.t0 = self.t0
+            chaos.start()
+            self.chaos = chaos  # only a started run is stopped and waited for
         self.events.emit("run", self.plan.run_id, "start", {"t0": self.t0}, t=self.t0)
         self._watch()
 
@@ -451,6 +484,9 @@ class GameDay:
     def _exit_code(self, result: dict[str, Any] | None) -> int:
         from aichaos.slo.evaluate import exit_code
 
+        if self.bad_input and not self.signals.flag.is_set():
+            self.progress.say(f"run {self.status}: exit {EXIT_BAD_INPUT}")
+            return EXIT_BAD_INPUT
         if self.signals.flag.is_set() or self.status != "completed" or result is None:
             self.progress.say(f"run {self.status}: exit {EXIT_NOT_RUN}")
             return EXIT_NOT_RUN

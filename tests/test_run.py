@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, free_port
 
+from aichaos.experiments import catalog
 from aichaos.harness import run as run_module
 from aichaos.harness.run import Signals
 from aichaos.harness.run_plan import RunOptions
@@ -436,3 +437,28 @@ def test_ctrl_c_while_publishing_exits_3_and_the_run_says_aborted(sim, tmp_path,
     assert json.loads((run_dir / "run.json").read_text())["status"] == "aborted"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["headline"].startswith("ABORTED"), summary["headline"]
+
+
+def test_an_http_probe_outside_the_stack_is_refused_once_the_stack_runs(tmp_path):
+    """Only the running stack tells its own ports from another loopback server's: the refusal
+    comes after the stack is up, and is still bad input (exit 2, one line), with the run
+    failed, not running, and nothing of it left alive."""
+    outside = f"http://127.0.0.1:{free_port()}/"
+    experiment = catalog.load_experiment("provider-outage")
+    first = experiment["method"][0]
+    experiment["method"][0] = {**first, "provider": {"type": "http", "url": outside}}
+    path = tmp_path / "outside.json"
+    path.write_text(json.dumps(experiment))
+    result = aichaos("run", "--quick", "--ci", "--experiment", str(path),
+                     "--out", str(tmp_path / "runs"))  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    refusals = [line for line in result.stderr.splitlines() if outside.rstrip("/") in line]
+    assert len(refusals) == 1 and "--allow-http" in refusals[0], result.stderr
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    state = json.loads((run_dir / "stack.json").read_text())
+    refs = [*state["services"].values(), state.get("watchdog") or {}]
+    for ref in refs:
+        if ref.get("pid"):
+            assert not process_alive(ref["pid"], ref["start_time"]), ref
