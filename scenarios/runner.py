@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aichaos.loopback import is_wildcard
 from aichaos.processes import ProcessRef
 
 from .schedule import build_schedule
@@ -126,9 +127,7 @@ class LoadRunner:
 
     def worker_command(self) -> str:
         """How a remote worker joins this run (the token goes in the environment, not ``ps``)."""
-        host = self.master_bind
-        if host in ("0.0.0.0", "*", "::", ""):
-            host = socket.gethostname()
+        host = socket.gethostname() if is_wildcard(self.master_bind) else self.master_bind
         return (f"{TOKEN_ENV}={self.token} aichaos worker --master {host} "
                 f"--master-port {self.master_port}")  # fmt: skip
 

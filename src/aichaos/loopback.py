@@ -11,7 +11,7 @@ import ipaddress
 
 def is_loopback_name(host: str) -> bool:
     """``localhost``, an address of 127.0.0.0/8 or ``::1`` (no port, no brackets). A wildcard
-    bind address (``0.0.0.0``, ``::``, ``*``) and any other name are not."""
+    bind address (``is_wildcard``) and any other name are not."""
     host = host.lower()
     if host == "localhost":
         return True
@@ -19,6 +19,12 @@ def is_loopback_name(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_wildcard(host: str) -> bool:
+    """A bind address meaning every interface (``0.0.0.0``, ``::``, ``*`` or empty): neither
+    loopback nor an address a remote peer can dial."""
+    return host in ("0.0.0.0", "::", "*", "")
 
 
 def is_loopback_host(value: str) -> bool:
