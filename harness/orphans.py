@@ -6,21 +6,38 @@ services run in their own sessions, so a ``kill -9`` of the owner leaves them se
 whatever fault was in place. The owner watch (``owner_watch``) calls ``clean_up`` the moment
 that happens; ``aichaos run`` and ``aichaos stack up`` call it for a stack whose watch died
 too, and ``aichaos stack status`` reports one.
+
+These commands may run as root, and a state file is only a claim: one anybody could write
+would name any process group to kill and any URL to send requests to. So only state files
+owned by this user and writable by nobody else are acted on, and only processes that carry
+the stack's marker (``STACK_MARKER`` in their environment, set by the supervisor) are
+stopped; any other process a state file names is left alone, with a line saying so.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from aichaos.processes import ProcessRef, wait_until_gone
 from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, RUN_JSON, EventLog, read_manifest
 from aichaos.rundir import write_json as write_run_json
 
-from .stack_state import STATE_FILE, StackNotFound, read_state, stop_groups, write_json
+from .stack_state import (
+    STACK_MARKER,
+    STATE_FILE,
+    StackNotFound,
+    read_state,
+    stop_groups,
+    write_json,
+)
 
 WATCH_GRACE_S = 20.0  # how long a live owner watch gets to finish before we clean up for it
 
@@ -31,7 +48,8 @@ class Orphan:
 
     run_dir: Path
     owner: ProcessRef | None
-    services: dict[str, ProcessRef]  # the ones still running
+    services: dict[str, ProcessRef]  # the ones still running, carrying the stack's marker
+    strangers: dict[str, ProcessRef]  # running under a service's PID, without the marker
 
     def where(self) -> str:
         owner = f"pid {self.owner.pid}" if self.owner else "unknown"
@@ -44,6 +62,32 @@ class Orphan:
     def remedy(self) -> str:
         return f"`aichaos stack down --run-dir {self.run_dir}` removes it"
 
+    def left_alone(self) -> str:
+        pids = ", ".join(str(ref.pid) for ref in self.strangers.values())
+        return (
+            f"{self.run_dir / STATE_FILE} names process(es) {pids}, which this stack's "
+            "supervisor did not start: left alone (stop them yourself if they are yours)"
+        )
+
+
+def trusted_state(run_dir: Path) -> bool:
+    """A state file this user wrote and nobody else can change: the only kind acted on."""
+    try:
+        info = (Path(run_dir) / STATE_FILE).stat()
+    except OSError:
+        return False
+    writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return info.st_uid == os.geteuid() and not writable_by_others
+
+
+def is_stack_process(ref: ProcessRef, run_dir: Path) -> bool:
+    """``ref`` runs and was started by the supervisor of the stack in ``run_dir``."""
+    try:
+        marker = psutil.Process(ref.pid).environ().get(STACK_MARKER)
+    except (psutil.Error, OSError):
+        return False
+    return marker == str(Path(run_dir).resolve()) and ref.alive()
+
 
 def live_services(state: dict[str, Any]) -> dict[str, ProcessRef]:
     services = {}
@@ -54,8 +98,15 @@ def live_services(state: dict[str, Any]) -> dict[str, ProcessRef]:
     return services
 
 
+def stack_services(run_dir: Path, state: dict[str, Any]) -> dict[str, ProcessRef]:
+    """The services of ``state`` that still run and really are the stack's."""
+    return {n: r for n, r in live_services(state).items() if is_stack_process(r, run_dir)}
+
+
 def orphan_in(run_dir: Path) -> Orphan | None:
     """The stack in ``run_dir`` if its owner is gone and a service of it still runs."""
+    if not trusted_state(run_dir):
+        return None
     try:
         state = read_state(run_dir)
     except StackNotFound:
@@ -63,10 +114,12 @@ def orphan_in(run_dir: Path) -> Orphan | None:
     owner = ProcessRef.parse(state.get("supervisor"))
     if owner is not None and owner.alive():
         return None
-    services = live_services(state)
-    if not services:
+    live = live_services(state)
+    if not live:
         return None
-    return Orphan(Path(run_dir), owner, services)
+    services = stack_services(run_dir, state)
+    strangers = {n: r for n, r in live.items() if n not in services}
+    return Orphan(Path(run_dir), owner, services, strangers)
 
 
 def find_orphans(places: Iterable[Path]) -> list[Orphan]:
@@ -93,6 +146,10 @@ def remove_orphans(places: Iterable[Path], say: Callable[[str], None], source: s
     ``source`` (the command) signs the events."""
     orphans = find_orphans(places)
     for orphan in orphans:
+        if orphan.strangers:
+            say(orphan.left_alone())
+        if not orphan.services:
+            continue
         _let_the_watch_finish(orphan.run_dir)
         notes = clean_up(orphan.run_dir, f"its owner died; removed by {source}", source)
         say(f"stopped {orphan.where()}: {notes.summary()}")
@@ -128,13 +185,14 @@ def clean_up(run_dir: Path, reason: str, source: str = "owner-watch") -> CleanUp
     run_dir = Path(run_dir)
     events = EventLog(run_dir / EVENTS_JSONL, source)
     try:
-        state = read_state(run_dir)
+        # a state file someone else could have written names nothing we act on
+        state = read_state(run_dir) if trusted_state(run_dir) else {}
     except StackNotFound:
         state = {}
     owner = (state.get("supervisor") or {}).get("pid")
     events.emit(OWNER_GONE, str(run_dir.name), "start", {"owner_pid": owner, "reason": reason})
     rollback = _roll_back(run_dir, state, events)
-    stopped = _stop_services(state, events)
+    stopped = _stop_services(run_dir, state, events)
     if state:
         state.update(status="crashed", stopped_at=time.time(), error=f"owner gone: {reason}")
         write_json(run_dir / STATE_FILE, state)
@@ -146,7 +204,7 @@ def clean_up(run_dir: Path, reason: str, source: str = "owner-watch") -> CleanUp
 
 def _roll_back(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[str]:
     """The run's last line of defence (``restore_all``), told about the stack by its state."""
-    if not live_services(state):
+    if not stack_services(run_dir, state):
         return []
     from aichaos.experiments.safety import restore_all
 
@@ -159,8 +217,8 @@ def _roll_back(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[s
     return notes
 
 
-def _stop_services(state: dict[str, Any], events: EventLog) -> list[int]:
-    live = live_services(state)
+def _stop_services(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[int]:
+    live = stack_services(run_dir, state)
     stop_groups([(ref.pid, ref.start_time) for ref in live.values()])
     for name, ref in live.items():
         events.emit("stop", name, "instant", {"pid": ref.pid})

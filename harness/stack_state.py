@@ -21,6 +21,9 @@ from typing import Any
 from aichaos.processes import process_alive
 
 STATE_FILE = "stack.json"
+# set by the supervisor on every service it starts, to the stack's run directory: how a
+# clean-up tells the stack's processes from whatever a state file names
+STACK_MARKER = "AICHAOS_STACK"
 DEFAULT_POINTER = Path(".aichaos") / "stack.json"
 DEFAULT_RUNS = Path("runs")  # where `aichaos run` and `aichaos stack up` put run directories
 

@@ -33,6 +33,7 @@ from aichaos.rundir import EventLog
 from . import owner_watch
 from . import prometheus as prom
 from .stack_state import (
+    STACK_MARKER,
     STATE_FILE,
     clear_pointer,
     signal_group,
@@ -372,7 +373,8 @@ class Supervisor:
             env = {k: substitute(v, values, refs) for k, v in p.spec.env.items()}
         except KeyError as exc:  # a proxy not created yet: the dependency order prevents it
             raise StackStartError(f"service {p.name!r}: {exc.args[0]!r} is not known yet") from None
-        return command, {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        marker = {STACK_MARKER: str(self.run_dir)}  # orphans.py stops only processes with it
+        return command, {**os.environ, "PYTHONUNBUFFERED": "1", **env, **marker}
 
     def _launch(self, p: Managed, starting: bool = False) -> None:
         command, env = self._command(p)

@@ -19,6 +19,8 @@ import psutil
 import pytest
 from conftest import REPO, free_port, wait_for
 
+from aichaos.processes import ProcessRef
+
 AICHAOS = str(Path(sys.executable).parent / "aichaos")
 LIBRARY = REPO / "experiments" / "library"
 SMALL_TOPOLOGY = REPO / "tests" / "data" / "topology" / "small.yaml"
@@ -290,3 +292,38 @@ def test_the_next_command_stops_a_stack_left_by_a_dead_owner_and_says_so(
     finally:
         if command == "stack up":
             assert cli("stack", "down", cwd=tmp_path).returncode == 0
+
+
+def planted_stack(run_dir: Path, victim: subprocess.Popen) -> None:
+    """A stack.json nobody's supervisor wrote: a dead owner, and a 'service' that is really
+    another process group leader of this user (as root: of anybody)."""
+    run_dir.mkdir(parents=True)
+    ref = ProcessRef.of(victim.pid)
+    state = {
+        "status": "running",
+        "supervisor": {"pid": victim.pid, "start_time": ref.start_time + 1},  # long gone
+        "services": {"gateway": {"pid": ref.pid, "start_time": ref.start_time,
+                                 "kind": "gateway", "url": f"http://127.0.0.1:{free_port()}"}},
+        "proxies": {},
+    }  # fmt: skip
+    (run_dir / "stack.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o666])
+def test_a_planted_state_file_never_gets_a_process_killed(tmp_path, mode):
+    """Our own file (0644) whose 'service' lacks the stack's marker, or a file anybody may
+    write (0666, not read at all): the next `aichaos run`'s orphan removal leaves the process
+    alone, saying so in one line for the first."""
+    victim = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        planted_stack(tmp_path / "runs" / "planted", victim)
+        (tmp_path / "runs" / "planted" / "stack.json").chmod(mode)
+        result = cli("run", "--target", f"http://127.0.0.1:{free_port()}", "--quick",
+                     "--out", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 3, result.stderr
+        assert victim.poll() is None, "a process named by a planted stack.json was killed"
+        said = [line for line in result.stderr.splitlines() if "left alone" in line]
+        assert len(said) == (1 if mode == 0o644 else 0), result.stderr
+    finally:
+        victim.kill()
+        victim.wait(timeout=10)
