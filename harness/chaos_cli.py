@@ -14,8 +14,10 @@ import typer
 
 from aichaos.experiments import catalog
 from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
+from aichaos.processes import ProcessRef
 from aichaos.rundir import InputError
 
+from . import owner_watch
 from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
 from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state, supervisor_alive
 
@@ -154,6 +156,8 @@ def chaos(
         raise _fail(str(exc), EXIT_USAGE) from None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     status, interrupted = "failed", False
+    # a kill -9 of this process runs no finally: the watch then restores what it faulted
+    watch = owner_watch.spawn(out, ProcessRef.current(), restore=configuration)
     try:
         if load is not None:
             t0 = load.start()
@@ -178,6 +182,8 @@ def chaos(
         finally:
             for note in restore_all(configuration):
                 typer.echo(f"restore: {note}")
+            watch.terminate()  # restored already: nothing left for it to guard
+            watch.wait(timeout=10)
             signal.signal(signal.SIGTERM, previous)
     _summary(run, status, out)
     raise typer.Exit(EXIT_INTERRUPTED if interrupted else _exit_code(status, run.deviated))

@@ -327,3 +327,51 @@ def test_a_planted_state_file_never_gets_a_process_killed(tmp_path, mode):
     finally:
         victim.kill()
         victim.wait(timeout=10)
+
+
+def disabled_proxies(api_url: str) -> set[str]:
+    """What toxiproxy-python reads from the stack's proxy server: the proxies turned off."""
+    from toxiproxy import Toxiproxy
+
+    server = Toxiproxy()
+    host, port = api_url.removeprefix("http://").rsplit(":", 1)
+    server.update_api_consumer(host, int(port))
+    return {name for name, proxy in server.proxies().items() if not proxy.enabled}
+
+
+def test_kill_9_of_aichaos_chaos_in_its_fault_window_restores_the_faults(tmp_path):
+    """`aichaos chaos` against a detached stack, whose owner (`stack up`) stays alive: when
+    the chaos process is killed with its fault in place, its own watch restores the proxies
+    within the bound, and the stack keeps serving."""
+    up = cli("stack", "up", "--detach", "--no-prometheus", cwd=tmp_path, timeout=240)
+    assert up.returncode == 0, up.stderr
+    experiment = json.loads((LIBRARY / "provider-outage.json").read_text())
+    experiment["method"][0]["x-aichaos"] = {"at": 1, "duration": 120, "rollback": "primary-pool-up"}
+    path = tmp_path / "outage.json"
+    path.write_text(json.dumps(experiment))
+    out = tmp_path / "chaos"
+    run_dir = Path(json.loads((tmp_path / ".aichaos" / "stack.json").read_text())["run_dir"])
+    state = json.loads((run_dir / "stack.json").read_text())
+    (api,) = [s["url"] for s in state["services"].values() if s["kind"] == "proxy"]
+    proc = subprocess.Popen([AICHAOS, "chaos", str(path), "--out", str(out)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        opened = ("fault", "start", "primary-pool-down")
+
+        def window_open() -> bool:
+            assert proc.poll() is None, "aichaos chaos ended before its fault window"
+            if not (out / "events.jsonl").exists():
+                return False
+            return opened in {(e["kind"], e["action"], e["name"]) for e in events(out)}
+
+        wait_for(window_open, 120, "the fault window opens")
+        disabled = wait_for(lambda: disabled_proxies(api), 10, "a proxy disabled")
+        proc.kill()
+        proc.wait(timeout=10)
+        wait_for(lambda: not disabled_proxies(api), CLEAN_UP_S, f"{disabled} enabled again")
+        assert cli("stack", "status", cwd=tmp_path).returncode == 0  # the stack still runs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        assert cli("stack", "down", cwd=tmp_path).returncode == 0
