@@ -14,6 +14,8 @@ import time
 
 import httpx
 
+from aichaos import exits
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -89,7 +91,7 @@ def run_demo(profile: str = "llama-3.1-8b-h100", max_tokens: int = 40) -> int:
         return 0
     except (RuntimeError, httpx.HTTPError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return exits.NOT_COMPLETED
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

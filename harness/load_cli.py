@@ -24,13 +24,12 @@ from urllib.parse import urlsplit
 
 import typer
 
+from aichaos import exits
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
 
 scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_args_is_help=True)
 
-EXIT_BAD_INPUT = 2
-EXIT_UNREACHABLE = 3
 CALIBRATE_RATES = "5,10,20,40,80"
 
 
@@ -94,14 +93,14 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
             raise InputError("--workers", "workers", "at least 1", workers)
         token = resolve_token()  # $AICHAOS_LOAD_TOKEN, else a fresh one for this run
     except InputError as exc:
-        raise _fail(EXIT_BAD_INPUT, str(exc)) from None
+        raise _fail(exits.BAD_INPUT, str(exc)) from None
     why = _reachable(url)
     if why is not None:
-        raise _fail(EXIT_UNREACHABLE, f"target {url} unreachable: {why}")
+        raise _fail(exits.NOT_COMPLETED, f"target {url} unreachable: {why}")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out) if out else Path("runs") / f"load-{stamp}-{scenario.name}"
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise _fail(EXIT_BAD_INPUT, f"--out: {run_dir}: expected an empty or new directory")
+        raise _fail(exits.BAD_INPUT, f"--out: {run_dir}: expected an empty or new directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(run_dir / EVENTS_JSONL, source="load")
     owner = ProcessRef.current()  # the Locust processes stop when this process dies
@@ -182,7 +181,7 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     _summary(run_dir)
     if code != 0 and not interrupted["flag"]:
         typer.echo(f"error: the load generator exited with {code}:\n{runner.log_tail()}", err=True)
-        return EXIT_UNREACHABLE
+        return exits.NOT_COMPLETED
     return 0
 
 
@@ -227,7 +226,7 @@ def _start_fixed_sim(log_dir: Path) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(0.1)
     _stop_proc(proc)
-    raise _fail(EXIT_UNREACHABLE, "the fixed-latency simulator did not start")
+    raise _fail(exits.NOT_COMPLETED, "the fixed-latency simulator did not start")
 
 
 def _stop_proc(proc: subprocess.Popen) -> None:
@@ -249,7 +248,7 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
             raise ValueError
     except ValueError:
         raise _fail(
-            EXIT_BAD_INPUT, f"--rates: expected positive numbers like 5,10,20, got {rates_text!r}"
+            exits.BAD_INPUT, f"--rates: expected positive numbers like 5,10,20, got {rates_text!r}"
         ) from None
     out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="aichaos-calibrate-"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +259,7 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
         floor = floor_s(url, served_log)
     except OSError as exc:
         _stop_proc(sim)
-        raise _fail(EXIT_UNREACHABLE, f"the simulator does not answer: {exc}") from None
+        raise _fail(exits.NOT_COMPLETED, f"the simulator does not answer: {exc}") from None
     typer.echo(
         "TTFT errors below: each request's reading minus the TTFT the server says it served, "
         f"minus the floor a bare socket sees at no load ({floor * 1000:.2f} ms)"
@@ -323,7 +322,7 @@ def load(
     if scenario == "calibrate":
         raise typer.Exit(run_calibrate(rates, duration or 8.0, workers, out))
     if target is None:
-        raise _fail(EXIT_BAD_INPUT, "--target: expected the target's base URL (http://host:port)")
+        raise _fail(exits.BAD_INPUT, "--target: expected the target's base URL (http://host:port)")
     code = run_load(scenario, target, duration, workers, out, seed, web_ui, remote_workers,
                     master_bind, master_port)  # fmt: skip
     raise typer.Exit(code)
@@ -347,7 +346,7 @@ def worker(
     from aichaos.scenarios.worker_gate import TOKEN_ENV
 
     if not token:
-        raise _fail(EXIT_BAD_INPUT, f"--token: expected the run's worker token (or {TOKEN_ENV})")
+        raise _fail(exits.BAD_INPUT, f"--token: expected the run's worker token (or {TOKEN_ENV})")
     me = ProcessRef.current()  # the worker process stops if this command is killed
     cmd = [sys.executable, "-m", "aichaos.scenarios.locust_proc", "worker", "--master", master,
            "--master-port", str(master_port), "--owner-pid", str(me.pid),
@@ -376,7 +375,7 @@ def show_scenario(
     try:
         s = load_scenario(scenario)
     except InputError as exc:
-        raise _fail(EXIT_BAD_INPUT, str(exc)) from None
+        raise _fail(exits.BAD_INPUT, str(exc)) from None
     typer.echo(json.dumps(s.to_dict(), indent=2))
     if schedule:
         from aichaos.scenarios.schedule import build_schedule
@@ -407,7 +406,7 @@ def validate_scenario(
             bad = True
             continue
         typer.echo(f"ok: {ref} ({s.name}, {s.duration_s:g}s, {n} requests)")
-    raise typer.Exit(EXIT_BAD_INPUT if bad else 0)
+    raise typer.Exit(exits.BAD_INPUT if bad else exits.OK)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,11 +11,10 @@ from typing import Annotated
 
 import typer
 
+from aichaos import exits
 from aichaos.rundir import InputError
 
 from .orphans import orphan_in
-
-EXIT_USAGE = 2
 
 
 def report(
@@ -38,7 +37,7 @@ def report(
         paths = render_run(run_dir, format.split(","))
     except InputError as exc:
         typer.echo(f"aichaos report: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(exits.BAD_INPUT) from None
     for path in paths:
         typer.echo(str(path))
     orphan = orphan_in(run_dir)

@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 
+from aichaos import exits
 from aichaos.rundir import InputError
 
 from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
-from .run import EXIT_BAD_INPUT, run_game_day
+from .run import run_game_day
 from .run_plan import RunOptions
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
@@ -84,12 +85,12 @@ def run(
     except ValueError:
         message = f"command line: --duration: expected 90, 90s or 5m, got {duration!r}"
         print(f"aichaos run: {message}", file=sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(exits.BAD_INPUT) from None
     try:
         allowed = permissions(allow, allow_extension, allow_process, allow_http)
     except InputError as exc:
         print(f"aichaos run: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(exits.BAD_INPUT) from None
     options = RunOptions(
         scenario=scenario,
         experiment=experiment,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from aichaos import exits
 from aichaos.rundir import InputError, read_manifest
 
 app = typer.Typer(help="Evaluate runs against SLO specs; manage baselines.", no_args_is_help=True)
@@ -16,7 +17,7 @@ app = typer.Typer(help="Evaluate runs against SLO specs; manage baselines.", no_
 
 def _fail_input(exc: InputError) -> None:
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(exits.BAD_INPUT)
 
 
 def _spec_for(run_dir: Path, ref: str | None):
@@ -147,7 +148,7 @@ def validate(files: Annotated[list[str], typer.Argument(help="Spec files or name
         except InputError as exc:
             typer.echo(f"error: {exc}", err=True)
             bad += 1
-    raise typer.Exit(2 if bad else 0)
+    raise typer.Exit(exits.BAD_INPUT if bad else exits.OK)
 
 
 @app.command()
@@ -192,7 +193,7 @@ def compare(
                 f" {_change(c):<24} {flag}"
             )
         typer.echo(f"verdict: {result['verdict']}")
-    raise typer.Exit(1 if result["verdict"] == "fail" else 0)
+    raise typer.Exit(exits.SLO_FAILED if result["verdict"] == "fail" else exits.OK)
 
 
 def register(root: typer.Typer) -> None:

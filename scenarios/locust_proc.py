@@ -48,6 +48,7 @@ from locust.log import setup_logging  # noqa: E402
 from locust.runners import STATE_MISSING  # noqa: E402
 from locust.stats import print_percentile_stats, print_stats  # noqa: E402
 
+from aichaos import exits  # noqa: E402
 from aichaos.load_health import REFUSALS_KEPT, LoadHealth, Refusal  # noqa: E402
 from aichaos.loopback import is_loopback_name  # noqa: E402
 from aichaos.processes import OwnerWatch, ProcessRef  # noqa: E402
@@ -409,7 +410,7 @@ def _prepare_process() -> None:
 def run_standalone(cfg: dict[str, Any]) -> int:
     _prepare_process()
     scenario = Scenario.from_dict(cfg["scenario"])
-    schedule = build_schedule(scenario)
+    schedule = build_schedule(scenario, cfg.get("sizing"))
     env = _environment(cfg["target_url"], scenario)
     runner = env.create_local_runner()
     if cfg.get("web_ui"):
@@ -504,10 +505,10 @@ def run_master(cfg: dict[str, Any]) -> int:
     refusal = _check_master_bind(cfg)
     if refusal is not None:  # before binding anything
         print(f"error: {refusal}", file=sys.stderr, flush=True)
-        return 2
+        return exits.BAD_INPUT
     _prepare_process()
     scenario = Scenario.from_dict(cfg["scenario"])
-    schedule = build_schedule(scenario)
+    schedule = build_schedule(scenario, cfg.get("sizing"))
     env = _environment(cfg["target_url"], scenario)
     runner = env.create_master_runner(cfg.get("master_bind", "127.0.0.1"), int(cfg["master_port"]))
     _trust_the_routing_id(runner)  # before any greenlet switch lets a message in
@@ -581,7 +582,7 @@ def run_master(cfg: dict[str, Any]) -> int:
             print(f"only {len(joined())} of {count} workers joined{refused}", file=sys.stderr)
             collector.finish()
             runner.quit()
-            return 3
+            return exits.NOT_COMPLETED
         gevent.sleep(0.05)
     cfg["model"] = _resolve_model(cfg["target_url"], scenario)
     # what a worker needs, never the owner or the token
@@ -717,7 +718,7 @@ def run_worker(master_host: str, master_port: int, token: str,
     _install_stop(lambda: on_stop(env, None))
     _watch_owner(owner, leave)
     runner.greenlet.join()
-    return 2 if "refused" in state else 0
+    return exits.BAD_INPUT if "refused" in state else exits.OK
 
 
 def _install_stop(stop: Any) -> None:
@@ -740,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         token = os.environ.get(TOKEN_ENV, "")
         if not token:
             print(f"error: {TOKEN_ENV}: expected the run's worker token", file=sys.stderr)
-            return 2
+            return exits.BAD_INPUT
         owner = None
         if args.owner_pid is not None and args.owner_start_time is not None:
             owner = ProcessRef(pid=args.owner_pid, start_time=args.owner_start_time)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from aichaos import exits
 from aichaos.fixtures.aio import run_loop
 
 from .errors import ApiError
@@ -57,7 +58,7 @@ def serve(
             specs = load_config(config)
         except SpecError as exc:
             typer.echo(f"error: {config}: {exc.line()}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(exits.BAD_INPUT) from None
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from .server import serve as run_server
 
@@ -65,10 +66,10 @@ def serve(
         code = run_loop(run_server(host, port, specs, metrics))
     except ApiError as exc:  # a proxy from --config could not listen
         typer.echo(f"error: {config}: {exc.message}", err=True)
-        raise typer.Exit(3) from None
+        raise typer.Exit(exits.NOT_COMPLETED) from None
     except OSError as exc:
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(3) from None
+        raise typer.Exit(exits.NOT_COMPLETED) from None
     sys.exit(code)
 
 
