@@ -210,3 +210,48 @@ def test_step_lag_keeps_the_last_steps_in_a_fixed_ring():
     assert lag.summary() == {"steps": 5, "p50_s": 0.005, "p99_s": 0.007, "max_s": 0.007}
     lag.reset()
     assert lag.summary() == {"steps": 0}
+
+
+def hist(eng: StepEngine, name: str, suffix: str) -> float:
+    return counter(eng, f"{name}{suffix}")
+
+
+def test_per_request_preemptions_and_time_per_output_token():
+    eng = engine(num_gpu_blocks=60)
+    seqs = [seq(prompt(100, salt=i), max_new=150) for i in range(8)]
+    run(eng, seqs)
+    assert hist(eng, "vllm:request_num_preemptions", "_count") == 8
+    total = counter(eng, "vllm:num_preemptions_total")
+    assert total > 0
+    assert hist(eng, "vllm:request_num_preemptions", "_sum") == total
+    assert sum(s.num_preemptions for s in seqs) == total
+    tpot = sum((s.last_token - s.first_token) / 149 for s in seqs)
+    assert abs(hist(eng, "vllm:request_time_per_output_token_seconds", "_sum") - tpot) < 1e-9
+
+
+def test_cached_and_computed_prompt_tokens_and_tokens_per_step():
+    shared = prompt(2000)
+    eng = engine()
+    run(eng, [seq([*shared, 1, 2, 3], max_new=5)])
+    run(eng, [seq([*shared, 4, 5, 6], max_new=5)])
+    cached = 2000 // 16 * 16
+    assert counter(eng, "vllm:prompt_tokens_cached_total") == cached
+    computed = 2 * 2003 - cached
+    assert hist(eng, "vllm:request_prefill_kv_computed_tokens", "_sum") == computed
+    # each step that produced output: the prompt tokens its finished prefills computed plus
+    # the tokens sampled; the chunks of a prefill still running are not observed
+    assert hist(eng, "vllm:iteration_tokens_total", "_sum") == computed + 2 * 5
+    assert hist(eng, "vllm:iteration_tokens_total", "_count") == 2 * 5
+
+
+def test_waiting_by_reason_is_the_waiting_queue():
+    eng = engine(max_num_seqs=1)
+    for i in range(3):
+        eng.submit(seq(prompt(10, salt=i)))
+    eng._apply(eng._schedule(0.0), 0.01)
+    eng.metrics.on_step(eng)
+    labels = {"model_name": "m", "engine": "0"}
+    value = eng.metrics.registry.get_sample_value
+    assert value("vllm:num_requests_waiting_by_reason", {**labels, "reason": "capacity"}) == 2
+    assert value("vllm:num_requests_waiting_by_reason", {**labels, "reason": "deferred"}) == 0
+    assert value("vllm:num_requests_waiting", labels) == 2

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+from metric_shapes import metric_shapes
 from prometheus_client.parser import text_string_to_metric_families
 
 from aichaos.fixtures.llm_sim.metrics import build_1_2_5_buckets
@@ -103,3 +106,25 @@ def test_counters_follow_the_requests(h100_sim):
     assert delta("vllm:request_generation_tokens", "_sum") == 24
     assert delta("vllm:prefix_cache_queries", "_total") == 12
     assert sample(after, "vllm:num_requests_running") == 0
+
+
+# /metrics of a real vLLM 0.32.0 (CPU) engine serving the project's model, max_model_len 2048
+ENGINE_METRICS = Path(__file__).parent / "data" / "vllm" / "metrics-0.32.0.txt"
+SLO_FAMILIES = [
+    "vllm:request_time_per_output_token_seconds",
+    "vllm:iteration_tokens_total",
+    "vllm:num_requests_waiting_by_reason",
+    "vllm:prompt_tokens_cached",
+    "vllm:request_num_preemptions",
+    "vllm:request_prefill_kv_computed_tokens",
+]
+
+
+def test_every_family_has_the_engines_shape(start_sim):
+    """Each family the simulator exposes has the real engine's type, labels and buckets."""
+    sim = start_sim("--model", "tiny", "--max-model-len", "2048")
+    httpx.post(f"{sim.url}/v1/completions", json={"prompt": "a b c", "max_tokens": 3})
+    ours = metric_shapes(httpx.get(f"{sim.url}/metrics").text)
+    engine = metric_shapes(ENGINE_METRICS.read_text())
+    assert set(SLO_FAMILIES) <= set(ours)
+    assert {name: engine.get(name) for name in ours} == ours
