@@ -139,6 +139,7 @@ def render_html(run: RunData) -> str:
         "faults": series.get("faults", []),
         "error_samples": series.get("error_samples", []),
         "notes": run.notes,
+        "prompt_lengths": tables.prompt_length_lines(slo),
         "chart_json": json_for_script({"figures": figures}),
         "plotly_js": plotly_js,
         "app_js": app_js,

@@ -86,6 +86,9 @@ def render_markdown(run: RunData) -> str:
         if len(objectives) > len(shown):
             lines += [f"… and {len(objectives) - len(shown)} more in report.html", ""]
         lines += ["</details>", ""]
+    lengths = tables.prompt_length_lines(slo)
+    if lengths:
+        lines += ["### Prompt lengths", "", *(f"- {cell(line)}" for line in lengths), ""]
     return "\n".join([*lines, *_notes(run)]) + "\n"
 
 

@@ -116,3 +116,32 @@ def _is_num(v: Any) -> bool:
 
 def _num(v: Any) -> float:
     return float(v) if _is_num(v) else float("inf")
+
+
+def prompt_length_lines(slo: dict[str, Any]) -> list[str]:
+    """Sentences on the prompt lengths (slo's ``prompt_lengths``): where they were counted,
+    how many were capped, and how far the server's counts were from the intended ones."""
+    pl = slo.get("prompt_lengths")
+    if not isinstance(pl, dict) or not pl.get("sources"):
+        return []
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(pl["sources"].items()))
+    lines = [f"Intended prompt lengths counted by: {sources}."]
+    if pl.get("approximate"):
+        lines.append(
+            f"{pl['approximate']} requests have APPROXIMATE lengths (one token per word): "
+            "the target had no /tokenize and the scenario names no tokenizer."
+        )
+    if pl.get("capped"):
+        lines.append(f"{pl['capped']} requests were capped to fit the target's max_model_len.")
+    if _is_num(pl.get("share_within")):
+        tol = _num(pl.get("tolerance")) * 100
+        lines.append(
+            f"Server-reported prompt tokens within ±{tol:g}% of the intended count: "
+            f"{pl['within_tolerance']} of {pl['compared']} ({_num(pl['share_within']):.1%})."
+        )
+    for w in _dicts(pl.get("worst")):
+        lines.append(
+            f"Intended {w.get('intended')}, served {w.get('served')} "
+            f"({_num(w.get('relative')):+.1%})."
+        )
+    return lines

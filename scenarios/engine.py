@@ -125,7 +125,10 @@ class Dispatcher:
         rid = f"{self.id_prefix}-{s.index[i]}"
         if self.scenario.mode == "closed":
             rid = f"{rid}-{self.counters.sent}"
-        planned = Planned(rid, tier.name, t_scheduled, int(s.prompt_tokens[i]))
+        sized = s.sizes
+        planned = Planned(rid, tier.name, t_scheduled, int(s.prompt_tokens[i]),
+                          sized.source if sized is not None else "estimate",
+                          bool(sized.capped[i]) if sized is not None else False)  # fmt: skip
         record = new_record(planned, self.worker, self.scenario.name)
         body, headers = build_request(
             self.scenario.target, tier, s, i, self.scenario.seed, self.model

@@ -410,7 +410,7 @@ def _prepare_process() -> None:
 def run_standalone(cfg: dict[str, Any]) -> int:
     _prepare_process()
     scenario = Scenario.from_dict(cfg["scenario"])
-    schedule = build_schedule(scenario)
+    schedule = build_schedule(scenario, cfg.get("sizing"))
     env = _environment(cfg["target_url"], scenario)
     runner = env.create_local_runner()
     if cfg.get("web_ui"):
@@ -508,7 +508,7 @@ def run_master(cfg: dict[str, Any]) -> int:
         return exits.BAD_INPUT
     _prepare_process()
     scenario = Scenario.from_dict(cfg["scenario"])
-    schedule = build_schedule(scenario)
+    schedule = build_schedule(scenario, cfg.get("sizing"))
     env = _environment(cfg["target_url"], scenario)
     runner = env.create_master_runner(cfg.get("master_bind", "127.0.0.1"), int(cfg["master_port"]))
     _trust_the_routing_id(runner)  # before any greenlet switch lets a message in

@@ -1,8 +1,10 @@
 """Prompt text: synthetic prompts of a given token count, and prompts read from files.
 
-Synthetic text is made of short words that the vLLM-compatible simulator (and BPE tokenizers,
-roughly) count as one token each. Text is deterministic from a key, so equal keys give equal
-text: a shared prefix (a system prompt, a Mooncake block, an earlier turn of a session) is
+Synthetic text is made of short words that the vLLM-compatible simulator counts as one token
+each; a real tokenizer counts some of them as two or three, so ``sizing`` measures each word in
+the target's tokens and asks for as many words as make the intended count. Text is
+deterministic from a key, so equal keys give equal text: a shared prefix (a system prompt, a
+Mooncake block, an earlier turn of a session) is
 byte-identical across requests and a prefix cache can hit on it.
 """
 
@@ -22,21 +24,24 @@ _POOL_SIZE = 1 << 16
 _TOKEN_RE = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
 
 
-def _build_pool() -> list[str]:
-    rng = np.random.default_rng(20240601)
-    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "fe"]
-    words = [a + b for a in syllables for b in syllables]  # 144 short words
-    return [" " + words[i] for i in rng.integers(0, len(words), _POOL_SIZE)]
+_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "fe"]
+WORDS = tuple(" " + a + b for a in _SYLLABLES for b in _SYLLABLES)  # 144 short words
+# appended to reach a count the words alone step over (a word may cost 2 tokens)
+FILLERS = (".", ",", " " + _SYLLABLES[0], " a")
+POOL_IDS = np.random.default_rng(20240601).integers(0, len(WORDS), _POOL_SIZE)
+_POOL = [WORDS[i] for i in POOL_IDS]
 
 
-_POOL = _build_pool()
+def pool_start(key: str) -> int:
+    return zlib.crc32(key.encode()) % _POOL_SIZE
 
 
 def text(key: str, tokens: int) -> str:
-    """``tokens`` words, deterministic from ``key``."""
+    """``tokens`` words (as many words as the simulator's tokens), deterministic from ``key``:
+    ``text(key, n)`` is a prefix of ``text(key, n + 1)``."""
     if tokens <= 0:
         return ""
-    start = zlib.crc32(key.encode()) % _POOL_SIZE
+    start = pool_start(key)
     end = start + tokens
     if end <= _POOL_SIZE:
         return "".join(_POOL[start:end])

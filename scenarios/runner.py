@@ -32,6 +32,7 @@ from typing import Any
 
 from aichaos.loopback import is_wildcard
 from aichaos.processes import ProcessRef
+from aichaos.rundir import EVENTS_JSONL, EventLog, write_json
 
 from .schedule import build_schedule
 from .spec import Scenario
@@ -80,6 +81,7 @@ class LoadRunner:
         self._logs: list[Any] = []
         self._stop_requested = False
         self._scheduled = len(build_schedule(scenario)) if scenario.mode == "open" else 0
+        self.sizing: dict[str, Any] | None = None  # set by size_prompts()
         self.load_dir = self.run_dir / "load"
         self.progress_path = self.load_dir / f"{name}.progress.json"
 
@@ -87,11 +89,29 @@ class LoadRunner:
     def distributed(self) -> bool:
         return self.workers + self.remote_workers > 1 or self.remote_workers > 0
 
+    def size_prompts(self) -> dict[str, Any]:
+        """Count the schedule's lengths in the target's tokens and cap them by its context
+        (``sizing``), before any request goes out; the summary goes to
+        ``load/<name>.sizing.json`` and ``events.jsonl``. Done once; ``start`` calls it."""
+        from .sizing import size_schedule
+
+        self.load_dir.mkdir(parents=True, exist_ok=True)
+        result = size_schedule(self.scenario, build_schedule(self.scenario), self.target_url)
+        self.sizing = result.wire
+        write_json(self.load_dir / f"{self.name}.sizing.json", result.summary)
+        events = EventLog(self.run_dir / EVENTS_JSONL, source="load")
+        events.emit("load", "prompt_sizing", detail=result.summary)
+        for note in result.summary["notes"]:
+            print(f"note: prompt lengths: {note}", file=sys.stderr)
+        return result.summary
+
     def start(self, t0: float | None = None) -> float:
         """Start the Locust process(es) without waiting; returns t0 (epoch of schedule 0)."""
         if self.procs:
             raise RuntimeError("this LoadRunner was already started")
         self.load_dir.mkdir(parents=True, exist_ok=True)
+        if self.sizing is None:
+            self.size_prompts()
         (self.run_dir / "requests").mkdir(parents=True, exist_ok=True)
         # Locust processes take 1-2 s to import and start, more on a busy machine; arrivals
         # due before they are ready go out late (and say so in t_sent)
@@ -112,6 +132,7 @@ class LoadRunner:
             "web_port": self.web_port,
             "owner": self.owner.model_dump(),
             "token": self.token if self.distributed else None,
+            "sizing": self.sizing,
         }
         config_path = self.load_dir / f"{self.name}.config.json"
         _write_private(config_path, json.dumps(cfg, indent=2))

@@ -22,6 +22,43 @@ CLOSED_LOOP_POOL = 20_000  # request templates a closed-loop run cycles through
 
 
 @dataclass
+class PromptSizes:
+    """How many synthetic words make each part of each arrival's prompt, measured in the
+    target's tokens before the load starts (``sizing``): the send path only joins words.
+    Parallel to the schedule's arrays; a part's words are the same for every arrival that
+    shares it, so shared prefixes stay byte-identical."""
+
+    source: str  # one of aichaos.rundir.LENGTH_SOURCES
+    filler: str  # appended ``own_fill`` times where a word would step over the count
+    own_words: np.ndarray  # int64
+    own_fill: np.ndarray  # int64
+    prefix_words: np.ndarray  # int64, words of the shared system prompt
+    context_words: np.ndarray  # int64, words of the earlier turns
+    capped: np.ndarray  # bool: lengths cut to fit the target's max_model_len
+    block_words: list[list[int]] | None = None  # per Mooncake block of each arrival
+
+    def take(self, idx: np.ndarray) -> PromptSizes:
+        blocks = [self.block_words[i] for i in idx] if self.block_words is not None else None
+        arrays = {name: getattr(self, name)[idx] for name in _SIZE_ARRAYS}
+        return PromptSizes(self.source, self.filler, block_words=blocks, **arrays)
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name).tolist() for name in _SIZE_ARRAYS}
+        return {**out, "source": self.source, "filler": self.filler,
+                "block_words": self.block_words}  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> PromptSizes:
+        arrays = {name: np.asarray(d[name], dtype=bool if name == "capped" else np.int64)
+                  for name in _SIZE_ARRAYS}  # fmt: skip
+        return cls(str(d["source"]), str(d["filler"]), block_words=d.get("block_words"),
+                   **arrays)  # fmt: skip
+
+
+_SIZE_ARRAYS = ("own_words", "own_fill", "prefix_words", "context_words", "capped")
+
+
+@dataclass
 class Schedule:
     """Arrivals as parallel arrays, ordered by time (structure of arrays: cheap to split,
     to send to a Locust worker and to iterate in the dispatcher)."""
@@ -39,6 +76,7 @@ class Schedule:
     blocks: list[list[int]] | None = None  # Mooncake hash ids per arrival
     texts: list[str | None] | None = None  # prompt text from a file, per arrival
     index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    sizes: PromptSizes | None = None  # None: one word per token (the estimate)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -58,6 +96,7 @@ class Schedule:
             [self.blocks[i] for i in idx] if self.blocks is not None else None,
             [self.texts[i] for i in idx] if self.texts is not None else None,
             self.index[idx],
+            self.sizes.take(idx) if self.sizes is not None else None,
         )
 
     def split(self, worker: int, workers: int) -> Schedule:
@@ -71,6 +110,7 @@ class Schedule:
             out[name] = getattr(self, name).tolist()
         out["blocks"] = self.blocks
         out["texts"] = self.texts
+        out["sizes"] = self.sizes.to_wire() if self.sizes is not None else None
         return out
 
     @classmethod
@@ -78,8 +118,9 @@ class Schedule:
         arrays = {
             name: np.asarray(d[name], dtype=float if name == "t" else np.int64) for name in _ARRAYS
         }
+        sizes = PromptSizes.from_wire(d["sizes"]) if d.get("sizes") else None
         return cls(tier_names=list(d["tier_names"]), blocks=d.get("blocks"),
-                   texts=d.get("texts"), **arrays)  # fmt: skip
+                   texts=d.get("texts"), sizes=sizes, **arrays)  # fmt: skip
 
 
 _ARRAYS = (
@@ -96,8 +137,28 @@ _ARRAYS = (
 )
 
 
-def build_schedule(scenario: Scenario) -> Schedule:
-    """Every arrival of the run, deterministic from ``scenario.seed``."""
+def build_schedule(scenario: Scenario, sizing: dict[str, Any] | None = None) -> Schedule:
+    """Every arrival of the run, deterministic from ``scenario.seed``; ``sizing`` (from
+    ``sizing.size_schedule(...).to_wire()``) puts the lengths measured in the target's tokens
+    (and capped by its context) in place of the drawn ones."""
+    schedule = _draw(scenario)
+    if sizing:
+        apply_sizing(schedule, sizing)
+    return schedule
+
+
+def apply_sizing(schedule: Schedule, sizing: dict[str, Any]) -> None:
+    """The measured lengths, planned ahead by the runner, for this same schedule."""
+    if len(sizing["prompt_tokens"]) != len(schedule):
+        raise ValueError("the sizing was made for another schedule")
+    schedule.prompt_tokens = np.asarray(sizing["prompt_tokens"], dtype=np.int64)
+    schedule.output_tokens = np.asarray(sizing["output_tokens"], dtype=np.int64)
+    schedule.sizes = PromptSizes.from_wire(sizing["sizes"])
+    if sizing.get("blocks") is not None:
+        schedule.blocks = sizing["blocks"]  # blocks a capped prompt had to leave out
+
+
+def _draw(scenario: Scenario) -> Schedule:
     seed = scenario.seed
     rng_times = np.random.default_rng([seed, 2])
     rng_tiers = np.random.default_rng([seed, 3])

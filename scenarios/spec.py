@@ -108,6 +108,7 @@ class Scenario:
     prompts_file: tuple[str, str] | None  # (path, format)
     trace: TraceReplay | None
     source: str = ""
+    tokenizer: str | None = None  # a tokenizer.json counting lengths when the target can't
 
     @property
     def tiers(self) -> list[str]:
@@ -154,6 +155,7 @@ class Scenario:
                 "shared_prefix": None,
                 "sessions": None,
                 "prompts": None,
+                "tokenizer": self.tokenizer,
             },
             "trace": None,
             "source": self.source,
@@ -282,6 +284,7 @@ def parse_scenario(data: dict[str, Any], file: str, base_dir: Path) -> Scenario:
     shared = _shared_prefix(workload.mapping("shared_prefix", default=None))
     sessions = _sessions(workload.mapping("sessions", default=None), base_dir)
     prompts = _prompts(workload.mapping("prompts", default=None), base_dir)
+    tokenizer = _tokenizer(workload, base_dir)
     workload.finish()
     tiers = _tiers(f, base_dir)
     noisy = _noisy(f.mapping("noisy_neighbour", default=None), tiers, duration)
@@ -308,6 +311,7 @@ def parse_scenario(data: dict[str, Any], file: str, base_dir: Path) -> Scenario:
         prompts_file=prompts,
         trace=trace,
         source=data.get("source") or "",
+        tokenizer=tokenizer,
     )
 
 
@@ -410,6 +414,19 @@ def _prompts(f: Fields | None, base_dir: Path) -> tuple[str, str] | None:
         f.fail("file", "an existing prompts file", str(path))
     f.finish()
     return str(path.resolve()), fmt
+
+
+def _tokenizer(workload: Fields, base_dir: Path) -> str | None:
+    """A Hugging Face ``tokenizer.json`` for the target's model (used when the target has no
+    ``/tokenize``): a path, relative to the scenario file."""
+    name = workload.string("tokenizer", default=None)
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        workload.fail("tokenizer", "an existing tokenizer.json", str(path))
+    return str(path.resolve())
 
 
 def _trace(f: Fields | None, base_dir: Path) -> TraceReplay | None:

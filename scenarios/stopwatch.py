@@ -34,7 +34,9 @@ class Planned:
     request_id: str
     tier: str
     t_scheduled: float  # epoch
-    prompt_tokens: int
+    prompt_tokens: int  # intended, in the target's tokens (see length_source)
+    length_source: str = "estimate"
+    capped: bool = False
 
 
 def classify_exception(exc: BaseException, streaming: bool) -> tuple[str, str]:
@@ -90,6 +92,10 @@ def new_record(planned: Planned, worker: str, scenario: str) -> dict[str, Any]:
         "served_by": None,
         "cached": None,
         "degraded": None,
+        "intended_prompt_tokens": planned.prompt_tokens,
+        "served_prompt_tokens": None,
+        "length_source": planned.length_source,
+        "length_capped": planned.capped,
     }
 
 
@@ -224,7 +230,7 @@ def _finish_timing(record: dict[str, Any], start: float, first: float | None, la
     else:
         record["output_tokens"], record["token_source"] = chunks, "counted"
     if usage_prompt is not None:
-        record["prompt_tokens"] = int(usage_prompt)
+        record["prompt_tokens"] = record["served_prompt_tokens"] = int(usage_prompt)
     out = record["output_tokens"]
     if first is not None and out and out > 1:
         record["tpot_s"] = (last - first) / (out - 1)
@@ -245,5 +251,5 @@ def _read_whole(response: Any, chat: bool, start: float, record: dict[str, Any])
         record["output_tokens"] = len((content or "").split())
         record["token_source"] = "counted"
     if "prompt_tokens" in usage:
-        record["prompt_tokens"] = usage["prompt_tokens"]
+        record["prompt_tokens"] = record["served_prompt_tokens"] = int(usage["prompt_tokens"])
     record["status"] = "ok"  # TPOT stays null: a whole answer has no per-token timing

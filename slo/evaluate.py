@@ -30,6 +30,7 @@ from aichaos.rundir import (
 from . import budget as bm
 from . import server, stats
 from .completion import INCOMPLETE_VERDICTS, completion
+from .lengths import prompt_lengths
 from .phases import Phase, build_phases, select
 from .records import load
 from .spec import LATENCY_SLIS, Objective, SloSpec
@@ -640,6 +641,7 @@ def evaluate_run(
         "latency": ev.latency(),
         "goodput": ev.goodput(),
         "tiers": ev.tiers(),
+        "prompt_lengths": prompt_lengths(run.records),
         "server": [
             {
                 "name": r["objective"],

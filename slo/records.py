@@ -51,6 +51,10 @@ class Records:
     degraded: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
+    intended_prompt_tokens: np.ndarray  # -1 where null (records written before the column)
+    served_prompt_tokens: np.ndarray  # -1 where the server did not report usage
+    length_source: Coded
+    length_capped: np.ndarray
 
     @property
     def n(self) -> int:
@@ -111,6 +115,10 @@ COLUMNS = (
     "served_by",
     "cached",
     "degraded",
+    "intended_prompt_tokens",
+    "served_prompt_tokens",
+    "length_source",
+    "length_capped",
 )
 SCHEMA = pa.schema([REQUEST_SCHEMA.field(c) for c in COLUMNS])
 
@@ -207,6 +215,10 @@ def from_table(table: pa.Table) -> Records:
         degraded=_bools(table, "degraded"),
         prompt_tokens=_ints(table, "prompt_tokens", 0),
         output_tokens=_ints(table, "output_tokens", 0),
+        intended_prompt_tokens=_ints(table, "intended_prompt_tokens", -1),
+        served_prompt_tokens=_ints(table, "served_prompt_tokens", -1),
+        length_source=_coded(table, "length_source"),
+        length_capped=_bools(table, "length_capped"),
     )
     if records.n > 1 and bool(np.any(np.diff(t_sent) < 0)):
         order = np.argsort(t_sent, kind="stable")
@@ -222,9 +234,13 @@ def from_table(table: pa.Table) -> Records:
             "degraded",
             "prompt_tokens",
             "output_tokens",
+            "intended_prompt_tokens",
+            "served_prompt_tokens",
+            "length_capped",
         ):
             setattr(records, name, getattr(records, name)[order])
-        for coded in (records.tier, records.served_by, records.error_kind):
+        coded_columns = (records.tier, records.served_by, records.error_kind, records.length_source)
+        for coded in coded_columns:
             coded.codes = coded.codes[order]
         records.itl_values, records.itl_offsets = _reorder_itl(values, offsets, order)
     return records

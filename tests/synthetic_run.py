@@ -201,6 +201,10 @@ def _requests(
         "served_by": pa.array(served.tolist(), type=pa.string(), mask=failed),
         "cached": cached & ok,
         "degraded": degraded & ok,
+        "intended_prompt_tokens": prompt_tokens,
+        "served_prompt_tokens": pa.array(prompt_tokens, type=pa.int64(), mask=failed),
+        "length_source": ["tokenize"] * n,
+        "length_capped": np.zeros(n, dtype=bool),
     }
     arrays = [pa.array(columns[f.name], type=f.type) for f in REQUEST_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=REQUEST_SCHEMA)

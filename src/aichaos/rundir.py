@@ -79,6 +79,7 @@ REQUEST_SCHEMA = pa.schema(
         ("e2e_s", pa.float64()),
         ("tpot_s", pa.float64()),
         ("itl_s", pa.list_(pa.float64())),
+        # the server's usage.prompt_tokens when it reports it, else the intended count
         ("prompt_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
         ("token_source", pa.string()),  # usage | counted
@@ -91,8 +92,17 @@ REQUEST_SCHEMA = pa.schema(
         ("served_by", pa.string()),  # X-Served-By, null when the target does not say
         ("cached", pa.bool_()),
         ("degraded", pa.bool_()),
+        # prompt lengths (DESIGN "Metric definitions"): what the load meant to send, in the
+        # target's tokens, and what the server said it got (null when it did not say)
+        ("intended_prompt_tokens", pa.int64()),
+        ("served_prompt_tokens", pa.int64()),
+        ("length_source", pa.string()),  # one of LENGTH_SOURCES
+        ("length_capped", pa.bool_()),  # cut so prompt + max output fit max_model_len
     ]
 )
+# where a record's intended lengths were counted: the server's /tokenize, the scenario's
+# tokenizer file, or one token per word (approximate)
+LENGTH_SOURCES = ("tokenize", "tokenizer", "estimate")
 REQUEST_COLUMNS = tuple(REQUEST_SCHEMA.names)
 ERROR_KINDS = (
     "connect",
