@@ -27,6 +27,7 @@ EXPORTED = {
     replicas: (
         "kill_replica",
         "terminate_replica",
+        "kill_engine_core",
         "replicas_state",
         "wait_replicas_ready",
         "engine_death",

@@ -11,6 +11,7 @@ from aichaos.experiments.toxiproxy.cli import app as toxiproxy_app
 from aichaos.fixtures.llm_sim.cli import app as sim_app
 from aichaos.harness.chaos_cli import chaos, experiments_app
 from aichaos.harness.load_cli import register as register_load
+from aichaos.harness.model_cli import app as model_app
 from aichaos.harness.report_cli import report
 from aichaos.harness.run_cli import run
 from aichaos.harness.slo_cli import register as register_slo
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim")
 app.add_typer(toxiproxy_app, name="toxiproxy")
 app.add_typer(stack_app, name="stack")
+app.add_typer(model_app, name="model")
 register_slo(app)  # aichaos slo ..., aichaos compare
 register_load(app)  # aichaos load ..., aichaos scenarios ..., aichaos worker
 app.command("report")(report)

@@ -50,7 +50,10 @@ def run(
         Path | None, typer.Option(help="Topology file (default: the embedded stack).")
     ] = None,
     backend: Annotated[str, typer.Option(help="LLM replicas: sim or vllm.")] = "sim",
-    model: Annotated[str | None, typer.Option(help="Model for --backend vllm.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model for --backend vllm (default: the built one, see `model build`)."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Locust worker processes.")] = 1,
     prometheus_url: Annotated[
         str | None, typer.Option(help="Read server metrics from this Prometheus.")

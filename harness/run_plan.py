@@ -25,8 +25,9 @@ from aichaos.rundir import InputError, read_manifest
 from aichaos.scenarios.spec import Scenario, load_scenario
 from aichaos.slo.spec import SloSpec, load_spec
 
-from .targets import vllm_available, with_vllm
+from .targets import vllm_backend, with_vllm
 from .topology import Topology, load_topology
+from .vllm_env import VllmUnavailable
 
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
 DEFAULT_SCENARIO = "tiered"
@@ -154,12 +155,8 @@ def _check_options(o: RunOptions) -> None:
         raise InputError("command line", "--duration", "a positive duration", o.duration_s)
     if o.backend not in ("sim", "vllm"):
         raise InputError("command line", "--backend", "sim or vllm", o.backend)
-    if o.backend == "vllm":
-        if not o.model:
-            raise InputError("command line", "--model", "a model name with --backend vllm")
-        why = vllm_available()
-        if why:
-            raise InputError("command line", "--backend vllm", f"vllm usable here ({why})")
+    if o.model and o.backend != "vllm":
+        raise InputError("command line", "--model", "--backend vllm with it")
     if o.baseline is not None and o.baseline.exists() and not o.baseline.is_dir():
         raise InputError("command line", "--baseline", "a directory", str(o.baseline))
     if o.promote and o.baseline is None:
@@ -178,7 +175,13 @@ def _topology(o: RunOptions) -> tuple[Topology | None, str | None]:
     path = o.topology or DEFAULT_TOPOLOGY
     topology = load_topology(path)
     if o.backend == "vllm":
-        topology = with_vllm(topology, o.model or "")
+        try:
+            backend = vllm_backend(o.model)
+        except VllmUnavailable as exc:
+            raise InputError(
+                "command line", "--backend vllm", f"vLLM usable here ({exc})"
+            ) from None
+        topology = with_vllm(topology, backend)
     return topology, str(path)
 
 

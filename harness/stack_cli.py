@@ -38,8 +38,9 @@ from .supervisor import (
     Supervisor,
     log_tail,
 )
-from .targets import vllm_available, with_llm_url, with_vllm
+from .targets import vllm_backend, with_llm_url, with_vllm
 from .topology import Topology, TopologyError, load_topology
+from .vllm_env import VllmUnavailable
 
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
 EXIT_USAGE = 2
@@ -109,7 +110,12 @@ def up(
     backend: Annotated[
         str, typer.Option("--backend", help="LLM replicas: 'sim' (simulator) or 'vllm'.")
     ] = "sim",
-    model: Annotated[str | None, typer.Option("--model", help="Model for --backend vllm.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Model for --backend vllm (default: the built one, see `model build`)."
+        ),
+    ] = None,
     llm_url: Annotated[
         str | None,
         typer.Option("--llm-url", help="Any OpenAI-compatible endpoint in place of the pool."),
@@ -138,17 +144,17 @@ def _retarget(spec: Topology, backend: str, model: str | None, llm_url: str | No
     try:
         if backend not in ("sim", "vllm"):
             raise TopologyError(f"--backend {backend}: expected 'sim' or 'vllm'")
+        if model and backend != "vllm":
+            raise TopologyError("--model: expected --backend vllm with it")
         if backend == "vllm":
-            if not model:
-                raise TopologyError("--backend vllm: --model is required (a Hugging Face id)")
-            missing = vllm_available()
-            if missing:
-                raise TopologyError(f"--backend vllm: {missing}")
-            spec = with_vllm(spec, model)
+            spec = with_vllm(spec, vllm_backend(model))
         if llm_url:
             spec = with_llm_url(spec, llm_url)
     except TopologyError as exc:
         typer.echo(f"aichaos stack up: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except VllmUnavailable as exc:
+        typer.echo(f"aichaos stack up: --backend vllm: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     return spec
 

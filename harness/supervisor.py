@@ -54,6 +54,7 @@ PROBE_TIMEOUT = 1.0
 STOP_TIMEOUT = 5.0  # SIGTERM, then SIGKILL after this long
 LOG_TAIL_LINES = 12
 MAX_BACKOFF = 30.0  # seconds, for a service that keeps exiting before it is ready
+PROGRESS_EVERY_S = 10.0  # a start-up this slow (a real engine: a minute or more) says so
 
 # instance states
 PENDING, STARTING, READY, RESTARTING, STOPPED = (
@@ -329,8 +330,13 @@ class Supervisor:
         )
 
     def _start_all(self, interrupt: StopFlag) -> None:
-        deadline = time.monotonic() + sum(p.spec.ready_timeout for p in self.procs.values()) + 30
+        began = time.monotonic()
+        deadline = began + sum(p.spec.ready_timeout for p in self.procs.values()) + 30
+        next_note = began + PROGRESS_EVERY_S
         while time.monotonic() < deadline:
+            if time.monotonic() >= next_note:
+                self._note_progress(began)
+                next_note += PROGRESS_EVERY_S
             if interrupt.is_set():
                 raise StackInterrupted("start-up interrupted")
             for p in self.procs.values():
@@ -345,6 +351,18 @@ class Supervisor:
                 return
             interrupt.wait(TICK)
         raise StackStartError("start-up did not finish in time")
+
+    def _note_progress(self, began: float) -> None:
+        """One stderr line: who is still starting, for how long, and what its probe got."""
+        waiting = [
+            f"{p.name} ({p.probe_note or 'launching'})"
+            for p in self.procs.values()
+            if p.state == STARTING
+        ]
+        if waiting:
+            elapsed = time.monotonic() - began
+            line = f"aichaos stack: {elapsed:.0f}s, waiting for {', '.join(waiting)}"
+            print(line, file=sys.stderr, flush=True)
 
     def _fail(self, p: Managed, why: str) -> StackStartError:
         message = f"service {p.name!r} {why}; its log {p.log_path} ends:"

@@ -1,54 +1,100 @@
 """Put other LLM backends in place of the embedded simulators of a topology.
 
-``--backend vllm --model M`` runs a real ``vllm serve`` for every ``kind: llm`` service (needs
-the ``vllm`` package and a GPU: ``pip install 'aichaos[vllm]'``); ``--llm-url URL`` drops the
-pool and points the gateway at any OpenAI-compatible endpoint instead.
+``--backend vllm [--model M]`` runs a real vLLM OpenAI server for every ``kind: llm`` service,
+with the interpreter of vLLM's own environment (``vllm_env``: ``make vllm-env``), sized by the
+service's ``engine`` block; without ``--model`` it serves the small model the project builds
+(``aichaos model build``). ``--llm-url URL`` drops the pool and points the gateway at any
+OpenAI-compatible endpoint instead.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
+from dataclasses import dataclass
 
-from aichaos.harness.topology import Topology, TopologyError, parse_topology
+from aichaos.harness.topology import ServiceSpec, Topology, TopologyError, parse_topology
 
-VLLM_READY_TIMEOUT_S = 900.0  # loading weights onto a GPU takes minutes
+from .vllm_env import build_model, find_python
 
-
-def vllm_available() -> str | None:
-    """None when ``vllm serve`` can run here, else why not."""
-    if importlib.util.find_spec("vllm") is None:
-        return "the vllm package is not installed (pip install 'aichaos[vllm]')"
-    if shutil.which("nvidia-smi") is None:
-        return "no NVIDIA GPU found (nvidia-smi is not on PATH)"
-    return None
+BUILT_MODEL_NAME = "aichaos-tiny"  # what the replicas answer to when they serve the built model
+CPU_READY_TIMEOUT_S = 420.0  # two engines starting together on two busy cores: minutes
+GPU_READY_TIMEOUT_S = 900.0  # loading real weights onto a GPU takes longer still
+GATEWAY_MODULE = "aichaos.fixtures.gateway"
 
 
-def with_vllm(topology: Topology, model: str) -> Topology:
-    """Every ``kind: llm`` service runs ``vllm serve MODEL`` on its port."""
+@dataclass(frozen=True)
+class VllmBackend:
+    """What every vLLM replica of a stack runs: which Python, which model, under which name."""
+
+    python: str
+    model: str
+    served_name: str
+    cpu: bool  # the CPU build (no NVIDIA GPU here): bfloat16, KV cache sized in GiB
+
+
+def vllm_backend(model: str | None = None) -> VllmBackend:
+    """The backend for ``--backend vllm``; ``VllmUnavailable`` when vLLM cannot run here.
+    Without ``model``, the project's model is built (or reused from its cache)."""
+    python = find_python()
+    cpu = shutil.which("nvidia-smi") is None
+    if model:
+        return VllmBackend(python, model, model, cpu)
+    return VllmBackend(python, str(build_model(python=python)), BUILT_MODEL_NAME, cpu)
+
+
+def vllm_command(backend: VllmBackend, service: ServiceSpec) -> list[str]:
+    engine = service.engine
+    command = [
+        _literal(backend.python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        _literal(backend.model),
+        "--served-model-name",
+        _literal(backend.served_name),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--max-model-len",
+        str(engine.max_model_len),
+        "--max-num-seqs",
+        str(engine.max_num_seqs),
+    ]
+    if engine.kv_blocks is not None:
+        command += ["--num-gpu-blocks-override", str(engine.kv_blocks)]
+    if backend.cpu:
+        command += ["--dtype", "bfloat16"]
+    return command
+
+
+def with_vllm(topology: Topology, backend: VllmBackend) -> Topology:
+    """Every ``kind: llm`` service runs a vLLM server on its port; the gateway asks it for
+    the model it serves."""
     services = []
     for service in topology.services:
         if service.kind == "llm":
-            command = [
-                "{python}",
-                "-m",
-                "vllm.entrypoints.openai.api_server",
-                "--model",
-                model,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-            ]
+            env = dict(service.env)
+            if backend.cpu:
+                env["VLLM_CPU_KVCACHE_SPACE"] = f"{service.engine.kv_cache_gib:g}"
             service = service.model_copy(
                 update={
-                    "command": command,
+                    "command": vllm_command(backend, service),
+                    "env": env,
                     "ready": "/health",
-                    "ready_timeout": VLLM_READY_TIMEOUT_S,
+                    "ready_timeout": CPU_READY_TIMEOUT_S if backend.cpu else GPU_READY_TIMEOUT_S,
                 }
             )
+        elif GATEWAY_MODULE in service.command:
+            model = f"model={_literal(backend.served_name)}"
+            service = service.model_copy(update={"command": [*service.command, "--set", model]})
         services.append(service)
     return _checked(topology.model_copy(update={"services": services}))
+
+
+def _literal(text: str) -> str:
+    """``text`` as a command part the supervisor leaves as it is (braces doubled)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def with_llm_url(topology: Topology, url: str) -> Topology:

@@ -14,6 +14,7 @@ A topology is YAML (see ``fixtures/topology/default.yaml``)::
         depends_on: [retriever]   # started once these are ready
         replicas: 2
         env: {KEY: value}
+        engine: {max_model_len: 2048, max_num_seqs: 64, kv_cache_gib: 1}  # a real engine's size
     proxies:
       - {name: llm, listen: "127.0.0.1:0", upstream: llm-1}
     prometheus: {scrape_interval: 1s, targets: [llm]}
@@ -59,6 +60,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EngineSpec(_Strict):
+    """How a real engine replica is sized when ``--backend vllm`` puts one in this service's
+    place (``--max-model-len``, ``--max-num-seqs``, and its KV cache: ``kv_blocks`` blocks
+    (``--num-gpu-blocks-override``) when given, else ``kv_cache_gib`` GiB
+    (``VLLM_CPU_KVCACHE_SPACE`` on the CPU build). The simulator ignores it."""
+
+    max_model_len: int = Field(2048, ge=16, le=1_048_576)
+    max_num_seqs: int = Field(64, ge=1, le=4096)
+    kv_blocks: int | None = Field(None, ge=1)
+    kv_cache_gib: float = Field(1.0, gt=0, le=1024)
+
+
 class ServiceSpec(_Strict):
     name: Name
     kind: str = "service"
@@ -70,6 +83,7 @@ class ServiceSpec(_Strict):
     depends_on: list[Name] = []
     replicas: int = Field(1, ge=1, le=64)
     env: dict[str, str] = {}
+    engine: EngineSpec = EngineSpec()
 
     @field_validator("ready")
     @classmethod
@@ -261,6 +275,8 @@ def _fields_of(loc: tuple[Any, ...]) -> list[str]:
     model: type[BaseModel] = Topology
     if len(loc) > 1:
         model = inner.get(str(loc[0]), Topology)
+    if len(loc) > 3 and loc[0] == "services" and loc[2] == "engine":
+        model = EngineSpec
     return list(model.model_fields)
 
 

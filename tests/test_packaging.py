@@ -27,6 +27,7 @@ def test_wheel_installs_into_a_fresh_venv_and_imports_outside_the_repo(tmp_path)
     (wheel,) = wheel_dir.glob("aichaos-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "aichaos/fixtures/llm_sim/profiles/llama-3.1-8b-h100.yaml" in names
+    assert "aichaos/fixtures/llm_model/build.py" in names  # `aichaos model build` runs it
     assert not any(n.split("/")[0] in SUBPACKAGES for n in names)  # nothing at the top level
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

@@ -13,6 +13,7 @@ import signal as signals
 import time
 from typing import Any
 
+import psutil
 from chaoslib.exceptions import ActivityFailed
 
 from aichaos.processes import process_alive
@@ -21,6 +22,7 @@ from .. import context
 from . import network, provider
 
 POLL_S = 0.2
+ENGINE_TITLE = "EngineCore"  # vLLM titles its engine process VLLM::EngineCore
 
 
 def _alive(svc: dict[str, Any]) -> bool:
@@ -72,6 +74,58 @@ def terminate_replica(
 ) -> list[dict[str, Any]]:
     """SIGTERM: the replica shuts down as on a rolling update; the supervisor restarts it."""
     return kill_replica(service, count, "SIGTERM", configuration)
+
+
+def _engine_process(pid: int) -> psutil.Process | None:
+    """The EngineCore child of a vLLM API server (by process title: the kernel's 15-character
+    name cuts it to ``VLLM::EngineCor``, the rewritten command line keeps it whole)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return None
+    for child in children:
+        try:
+            title = " ".join(child.cmdline()) or child.name()
+        except psutil.Error:
+            continue
+        if ENGINE_TITLE in title:
+            return child
+    return None
+
+
+def kill_engine_core(
+    service: str = "llm-1",
+    count: int = 1,
+    signal: str = "SIGKILL",
+    configuration: dict | None = None,
+) -> list[dict[str, Any]]:
+    """Kill only the engine process (``VLLM::EngineCore``) of ``count`` running vLLM replicas,
+    leaving their API servers: a crashed engine rather than a lost pod. What vLLM does then
+    is in the README (reference stack). Returns ``[{name, pid, engine_pid, signal}]``."""
+    sig = _signal(signal)
+    candidates = [
+        (name, svc)
+        for name, svc in context.match_services(configuration, service)
+        if svc.get("state") == "ready" and _alive(svc)
+    ]
+    if len(candidates) < max(count, 1):
+        raise ActivityFailed(
+            f"kill the engine of {count} of {service!r}: only {len(candidates)} instance(s) "
+            "running and ready"
+        )
+    killed = []
+    for name, svc in candidates[:count]:
+        engine = _engine_process(int(svc["pid"]))
+        if engine is None:
+            raise ActivityFailed(f"{name}: no {ENGINE_TITLE} process (not a vLLM replica?)")
+        try:
+            engine.send_signal(sig)
+        except psutil.NoSuchProcess:
+            raise ActivityFailed(f"{name}: its {ENGINE_TITLE} process is gone") from None
+        killed.append(
+            {"name": name, "pid": svc["pid"], "engine_pid": engine.pid, "signal": sig.name}
+        )
+    return killed
 
 
 def replicas_state(service: str, configuration: dict | None) -> dict[str, bool]:
