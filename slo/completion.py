@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from aichaos.rundir import INTERRUPT, OWNER_GONE, settled_status
+from aichaos.rundir import INTERRUPT, OWNER_GONE, SCHEDULE_EXTENSION, settled_status
 
 from .phases import build_phases
 
@@ -35,7 +35,6 @@ VERDICT_OF_STATUS = {"aborted": "aborted", "crashed": "crashed"}
 # the verdicts of a run that did not complete; the reports give all three one look
 INCOMPLETE_VERDICTS = ("aborted", "crashed", INCOMPLETE)
 STOP_KINDS = (INTERRUPT, OWNER_GONE)
-SCHEDULE = "x-aichaos"  # the experiment's timing extension (experiments/clock.py)
 
 
 class PhaseRan(BaseModel):
@@ -114,7 +113,7 @@ def planned_faults(manifest: dict[str, Any]) -> dict[str, tuple[float | None, fl
     method = experiment.get("method") if isinstance(experiment, dict) else None
     planned: dict[str, tuple[float | None, float | None]] = {}
     for activity in method if isinstance(method, list) else []:
-        timing = activity.get(SCHEDULE) if isinstance(activity, dict) else None
+        timing = activity.get(SCHEDULE_EXTENSION) if isinstance(activity, dict) else None
         if isinstance(timing, dict) and activity.get("type") == "action":
             planned[str(activity.get("name"))] = (
                 _number(timing.get("at")),
