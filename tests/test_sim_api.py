@@ -8,6 +8,8 @@ import httpx
 import openai
 import pytest
 
+from aichaos.fixtures.llm_sim.tokenizer import tokenize
+
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
@@ -30,7 +32,8 @@ def test_chat_stream_with_usage(h100_sim):
     content = [
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
-    assert len(content) == 12  # one token per chunk
+    # one token per chunk while the stream keeps up, several when it falls behind (as vLLM)
+    assert 1 <= len(content) <= 12 and len(tokenize("".join(content))) == 12
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] == "length" and set(finishes[:-1]) == {None}
     usage_chunk = chunks[-1]
@@ -48,7 +51,7 @@ def test_completions_stream_with_usage(h100_sim):
         )
     )  # fmt: skip
     texts = [c.choices[0].text for c in chunks if c.choices]
-    assert len(texts) == 7 and all(texts)
+    assert 1 <= len(texts) <= 7 and all(texts) and len(tokenize("".join(texts))) == 7
     assert chunks[-2].choices[0].finish_reason == "length"
     assert chunks[-1].usage.completion_tokens == 7 and chunks[-1].object == "text_completion"
     assert chunks[-1].usage.prompt_tokens == 4
@@ -66,7 +69,8 @@ def test_raw_stream_format_is_vllms(h100_sim):
     assert "event:" not in raw and ", " not in raw  # compact JSON, no event lines
     datas = [json.loads(e[6:]) for e in events[:-2]]
     # continuous usage: every chunk carries cumulative usage
-    assert [d["usage"]["completion_tokens"] for d in datas] == [1, 2, 3, 3]
+    counts = [d["usage"]["completion_tokens"] for d in datas]
+    assert counts[-2:] == [3, 3] and counts[:-1] == sorted(set(counts[:-1]))
 
 
 def test_chunks_without_usage_omit_the_key(h100_sim):
