@@ -85,7 +85,8 @@ def test_measurements_match_the_fixed_latency_server(fixed_sim, fixed_log, tmp_p
     assert set(ours.worker) == {"load-w0"}
     assert (ours.status == "ok").all(), ours.error_detail.dropna().tolist()[:3]
     assert (ours.output_tokens == 20).all() and (ours.token_source == "usage").all()
-    assert (ours.prompt_tokens > 32).all()  # from usage: the chat template adds tokens
+    # lengths are the server's tokens, its chat template included (sized by its /tokenize)
+    assert (ours.served_prompt_tokens == 32).all() and (ours.intended_prompt_tokens == 32).all()
     # the stopwatch against the server's own clock, request by request (X-Request-Id joins
     # them), so the server's late timers cancel out. What is left is the client's reading
     # error plus the loopback and the server's HTTP parsing before its handler starts: a
