@@ -585,8 +585,8 @@ def run_master(cfg: dict[str, Any]) -> int:
             return exits.NOT_COMPLETED
         gevent.sleep(0.05)
     cfg["model"] = _resolve_model(cfg["target_url"], scenario)
-    # what a worker needs, never the owner or the token
-    wire = {k: v for k, v in cfg.items() if k not in ("owner", "token")}
+    # what a worker needs, never the owner or the token (its share carries its sizes)
+    wire = {k: v for k, v in cfg.items() if k not in ("owner", "token", "sizing")}
     for index, client_id in enumerate(joined()[:count]):
         share = schedule.split(index, count)
         shares[client_id] = (f"{cfg['runner_id']}-w{index}", share)

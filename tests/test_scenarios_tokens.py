@@ -51,9 +51,10 @@ def sim(module_sims):
     return module_sims("--profile", "fixed-latency", "--max-model-len", str(CONTEXT))
 
 
-def test_prompts_hit_the_intended_count_and_fit_the_context(sim, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: each worker's share carries its sizes
+def test_prompts_hit_the_intended_count_and_fit_the_context(sim, tmp_path, workers):
     s = scenario(shared_prefix={"groups": 2, "tokens": 60, "share": 0.5})
-    run(LoadRunner(s, sim.url, tmp_path))
+    run(LoadRunner(s, sim.url, tmp_path, workers=workers))
     table, _ = read_requests(tmp_path)
     rows = table.to_pylist()
     assert len(rows) == len(build_schedule(s)) > 10
