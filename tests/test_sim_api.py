@@ -148,7 +148,9 @@ def test_models_health_ping_version_tokenize(h100_sim):
          400, "'max_tokens' or 'max_completion_tokens' is too large: 9000. This model's maximum "
          "context length is 8192 tokens and your request has"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 9000}]}, 400,
-         "This model's maximum context length is 8192 tokens. However, your request has"),
+         "This model's maximum context length is 8192 tokens. However, your prompt contains "
+         "at least 8193 input tokens"),
+        ({"model": MODEL, "messages": []}, 400, "Cannot apply chat template to an empty"),
         ({"model": MODEL, "messages": "not a list"}, 400, "messages"),
         ({"model": MODEL}, 400, "messages"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400,
