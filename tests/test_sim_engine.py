@@ -238,6 +238,14 @@ def test_cached_and_computed_prompt_tokens_and_tokens_per_step():
     assert counter(eng, "vllm:prompt_tokens_cached_total") == cached
     computed = 2 * 2003 - cached
     assert hist(eng, "vllm:request_prefill_kv_computed_tokens", "_sum") == computed
+
+    def by_source(name: str, source: str) -> float:
+        labels = {"model_name": "m", "engine": "0", "source": source}
+        return eng.metrics.registry.get_sample_value(name, labels)
+
+    assert by_source("vllm:prompt_tokens_by_source_total", "local_cache_hit") == cached
+    assert by_source("vllm:prompt_tokens_by_source_total", "local_compute") == computed
+    assert by_source("vllm:prompt_tokens_cached_by_source_total", "device") == cached
     # each step that produced output: the prompt tokens its finished prefills computed plus
     # the tokens sampled; the chunks of a prefill still running are not observed
     assert hist(eng, "vllm:iteration_tokens_total", "_sum") == computed + 2 * 5
