@@ -63,6 +63,8 @@ def vllm_command(backend: VllmBackend, service: ServiceSpec) -> list[str]:
     ]
     if engine.kv_blocks is not None:
         command += ["--num-gpu-blocks-override", str(engine.kv_blocks)]
+    if not engine.prefix_caching:
+        command.append("--no-enable-prefix-caching")
     if backend.cpu:
         command += ["--dtype", "bfloat16"]
     return command

@@ -64,12 +64,14 @@ class EngineSpec(_Strict):
     """How a real engine replica is sized when ``--backend vllm`` puts one in this service's
     place (``--max-model-len``, ``--max-num-seqs``, and its KV cache: ``kv_blocks`` blocks
     (``--num-gpu-blocks-override``) when given, else ``kv_cache_gib`` GiB
-    (``VLLM_CPU_KVCACHE_SPACE`` on the CPU build). The simulator ignores it."""
+    (``VLLM_CPU_KVCACHE_SPACE`` on the CPU build), with vLLM's prefix caching unless
+    ``prefix_caching`` is false. The simulator ignores it."""
 
     max_model_len: int = Field(2048, ge=16, le=1_048_576)
     max_num_seqs: int = Field(64, ge=1, le=4096)
     kv_blocks: int | None = Field(None, ge=1)
     kv_cache_gib: float = Field(1.0, gt=0, le=1024)
+    prefix_caching: bool = True  # off: requests sharing a prompt prefix no longer share blocks
 
 
 class ServiceSpec(_Strict):
