@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aichaos import exits
 from aichaos.experiments import catalog
 from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
 from aichaos.processes import ProcessRef
@@ -23,7 +24,6 @@ from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state, su
 
 experiments_app = typer.Typer(help="The shipped chaos experiments.", no_args_is_help=True)
 
-EXIT_OK, EXIT_DEVIATED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 ROLLBACK_WAIT_S = 120.0
 
 
@@ -45,7 +45,7 @@ def show_cmd(experiment: Annotated[str, typer.Argument(help="Name or file.")]) -
     try:
         data = catalog.read_experiment(experiment)
     except InputError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise _fail(str(exc), exits.BAD_INPUT) from None
     typer.echo(json.dumps(data, indent=2))
 
 
@@ -66,7 +66,7 @@ def validate_cmd(
     try:
         allowed = permissions(allow, allow_extension, allow_process, allow_http)
     except InputError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise _fail(str(exc), exits.BAD_INPUT) from None
     bad = 0
     for ref in refs:
         try:
@@ -77,7 +77,7 @@ def validate_cmd(
         else:
             typer.echo(f"ok: {ref}")
     if bad:
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(exits.BAD_INPUT)
 
 
 class _Terminated(Exception):
@@ -132,7 +132,7 @@ def chaos(
         allowed = permissions(allow, allow_extension, allow_process, allow_http)
         data = catalog.load_experiment(experiment, allowed)
     except InputError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise _fail(str(exc), exits.BAD_INPUT) from None
     stack_dir, state = _running_stack(run_dir, without_stack=bool(allow) and run_dir is None)
     name = catalog.resolve(experiment).stem
     stamp = f"chaos-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -153,7 +153,7 @@ def chaos(
             load = _start_load(scenario, duration, gateway, out)
         run = ChaosRun(data, out, configuration=configuration, t0=t0, permissions=allowed)
     except InputError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise _fail(str(exc), exits.BAD_INPUT) from None
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     status, interrupted = "failed", False
     # a kill -9 of this process runs no finally: the watch then restores what it faulted
@@ -186,7 +186,7 @@ def chaos(
             watch.wait(timeout=10)
             signal.signal(signal.SIGTERM, previous)
     _summary(run, status, out)
-    raise typer.Exit(EXIT_INTERRUPTED if interrupted else _exit_code(status, run.deviated))
+    raise typer.Exit(exits.INTERRUPTED if interrupted else _exit_code(status, run.deviated))
 
 
 def _running_stack(run_dir: Path | None, without_stack: bool) -> tuple[Path | None, dict[str, Any]]:
@@ -198,12 +198,12 @@ def _running_stack(run_dir: Path | None, without_stack: bool) -> tuple[Path | No
     except StackNotFound as exc:
         if without_stack:
             return None, {}
-        raise _fail(str(exc), EXIT_INCOMPLETE) from None
+        raise _fail(str(exc), exits.NOT_COMPLETED) from None
     if not supervisor_alive(state) or state.get("status") not in ("ready", "running"):
         if without_stack:
             return None, {}
         message = f"the stack in {stack_dir} is not running (status {state.get('status')})"
-        raise _fail(message, EXIT_INCOMPLETE)
+        raise _fail(message, exits.NOT_COMPLETED)
     return stack_dir, state
 
 
@@ -241,9 +241,9 @@ def _summary(run: Any, status: str, out: Path) -> None:
 
 def _exit_code(status: str, deviated: bool) -> int:
     if status == "interrupted":
-        return EXIT_INTERRUPTED
+        return exits.INTERRUPTED
     if status == "completed":
-        return EXIT_DEVIATED if deviated else EXIT_OK
+        return exits.SLO_FAILED if deviated else exits.OK
     if status == "failed":
-        return EXIT_DEVIATED
-    return EXIT_INCOMPLETE
+        return exits.SLO_FAILED
+    return exits.NOT_COMPLETED

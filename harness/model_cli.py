@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from .vllm_env import VllmUnavailable, build_model, model_cache
+from aichaos import exits
 
-EXIT_FAILED = 3
+from .vllm_env import VllmUnavailable, build_model, model_cache
 
 app = typer.Typer(
     help="The model the reference stack's vLLM replicas serve.",
@@ -35,5 +35,5 @@ def build(
         path = build_model(out, seed)
     except VllmUnavailable as exc:
         typer.echo(f"aichaos model build: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(exits.NOT_COMPLETED) from None
     typer.echo(str(path))

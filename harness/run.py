@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 import aichaos
+from aichaos import exits
 from aichaos.processes import ProcessRef
 from aichaos.rundir import (
     EVENTS_JSONL,
@@ -50,7 +51,6 @@ from .stack_state import DEFAULT_POINTER, stack_places
 from .supervisor import SignalFlag, StackError
 from .topology import TopologyError
 
-EXIT_OK, EXIT_SLO_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
 DRAIN_S = 30.0  # requests in flight at the end of the schedule get this long to finish
 TICK_S = 0.5
 UNSCRAPED_KINDS = ("proxy", "prometheus")
@@ -74,9 +74,9 @@ def run_game_day(options: RunOptions) -> int:
         return GameDay(plan, signals).execute()
     signals.restore()
     if signals.flag.is_set():  # read after the restore: a signal just before it counts too
-        _say(f"interrupted before the run started: exit {EXIT_NOT_RUN}")
-        return EXIT_NOT_RUN
-    return EXIT_BAD_INPUT
+        _say(f"interrupted before the run started: exit {exits.NOT_COMPLETED}")
+        return exits.NOT_COMPLETED
+    return exits.BAD_INPUT
 
 
 def _prepare(options: RunOptions) -> RunPlan | None:
@@ -201,7 +201,7 @@ class GameDay:
         # restored only now: until the exit code stands, a signal is a flag, never a
         # KeyboardInterrupt; one that came meanwhile still makes it 3
         self.signals.restore()
-        return EXIT_NOT_RUN if self.signals.flag.is_set() else code
+        return exits.NOT_COMPLETED if self.signals.flag.is_set() else code
 
     def _lifecycle(self) -> None:
         self.run_dir.mkdir(parents=True)
@@ -485,16 +485,16 @@ class GameDay:
         from aichaos.slo.evaluate import exit_code
 
         if self.bad_input and not self.signals.flag.is_set():
-            self.progress.say(f"run {self.status}: exit {EXIT_BAD_INPUT}")
-            return EXIT_BAD_INPUT
+            self.progress.say(f"run {self.status}: exit {exits.BAD_INPUT}")
+            return exits.BAD_INPUT
         if self.signals.flag.is_set() or self.status != "completed" or result is None:
-            self.progress.say(f"run {self.status}: exit {EXIT_NOT_RUN}")
-            return EXIT_NOT_RUN
+            self.progress.say(f"run {self.status}: exit {exits.NOT_COMPLETED}")
+            return exits.NOT_COMPLETED
         code = exit_code(result)
         verdict = result.get("verdict")
         self.progress.say(f"verdict: {verdict}, score {result.get('score')}")
         options = self.plan.options
-        if code == EXIT_OK and options.promote and options.baseline is not None:
+        if code == exits.OK and options.promote and options.baseline is not None:
             from aichaos.slo.baseline import promote
 
             promoted = promote(self.run_dir, options.baseline)
@@ -586,4 +586,4 @@ def _guarded(fn: Any, *args: Any) -> Any:
         return None
 
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_NOT_RUN", "EXIT_OK", "EXIT_SLO_FAILED", "run_game_day"]
+__all__ = ["run_game_day"]

@@ -19,6 +19,7 @@ import typer
 import yaml
 
 import aichaos.fixtures
+from aichaos import exits
 
 from .orphans import find_orphans, remove_orphans
 from .stack import StackClient
@@ -43,8 +44,6 @@ from .topology import Topology, TopologyError, load_topology
 from .vllm_env import VllmUnavailable
 
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
-EXIT_USAGE = 2
-EXIT_FAILED = 3
 
 app = typer.Typer(
     help="Bring the local reference stack up, show it, take it down.",
@@ -62,7 +61,7 @@ def _load(path: Path) -> Topology:
     try:
         return load_topology(path)
     except TopologyError as exc:
-        raise _fail(f"aichaos stack up: {exc}", EXIT_USAGE) from None
+        raise _fail(f"aichaos stack up: {exc}", exits.BAD_INPUT) from None
 
 
 def _refuse_running(pointer: Path, run_dir: Path) -> None:
@@ -80,7 +79,7 @@ def _refuse_running(pointer: Path, run_dir: Path) -> None:
             raise _fail(
                 f"aichaos stack up: a stack is already running from {candidate} "
                 f"(supervisor pid {pid}); run `aichaos stack down` first",
-                EXIT_USAGE,
+                exits.BAD_INPUT,
             )
 
 
@@ -152,10 +151,10 @@ def _retarget(spec: Topology, backend: str, model: str | None, llm_url: str | No
             spec = with_llm_url(spec, llm_url)
     except TopologyError as exc:
         typer.echo(f"aichaos stack up: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(exits.BAD_INPUT) from None
     except VllmUnavailable as exc:
         typer.echo(f"aichaos stack up: --backend vllm: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(exits.BAD_INPUT) from None
     return spec
 
 
@@ -180,7 +179,7 @@ def _up_foreground(
             supervisor.start(interrupt=stop)
         except StackStartError as exc:
             typer.echo(f"aichaos stack up: {exc.report()}", err=True)
-            return EXIT_FAILED
+            return exits.NOT_COMPLETED
         except StackInterrupted:
             typer.echo("aichaos stack up: interrupted; everything started is stopped", err=True)
             return 130
@@ -240,7 +239,7 @@ def _up_detached(topology: Path, run_dir: Path, pointer: Path, no_prometheus: bo
                 state = _try_state(run_dir)
                 error = (state or {}).get("error") or log_tail(log_path)
                 typer.echo(f"aichaos stack up: {error}", err=True)
-                return EXIT_FAILED
+                return exits.NOT_COMPLETED
             time.sleep(0.1)
     except KeyboardInterrupt:
         child.send_signal(signal.SIGTERM)
@@ -250,7 +249,7 @@ def _up_detached(topology: Path, run_dir: Path, pointer: Path, no_prometheus: bo
     child.send_signal(signal.SIGTERM)
     child.wait(60)
     typer.echo(f"aichaos stack up: not ready in time; see {log_path}", err=True)
-    return EXIT_FAILED
+    return exits.NOT_COMPLETED
 
 
 def _start_budget(topology: Path) -> float:
@@ -281,8 +280,8 @@ def status(
         for orphan in orphans:
             typer.echo(f"{orphan.describe()}; {orphan.remedy()}")
         if orphans:
-            raise typer.Exit(EXIT_FAILED) from None
-        raise _fail(f"aichaos stack status: {exc}", EXIT_FAILED) from None
+            raise typer.Exit(exits.NOT_COMPLETED) from None
+        raise _fail(f"aichaos stack status: {exc}", exits.NOT_COMPLETED) from None
     state = client.status()
     typer.echo(json.dumps(state, indent=2) if as_json else _render(state))
     if state["supervisor"].get("alive"):
@@ -291,7 +290,7 @@ def status(
         # another stack nobody owns, e.g. one an `aichaos run` left
         if orphan.run_dir != client.run_dir.resolve():
             typer.echo(f"{orphan.describe()}; {orphan.remedy()}")
-    raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(exits.NOT_COMPLETED)
 
 
 @app.command()
@@ -311,7 +310,7 @@ def down(
     result = client.down()
     left = [pid for pid in client.pids() if process_alive(pid)]
     if left:
-        raise _fail(f"aichaos stack down: processes still running: {left}", EXIT_FAILED)
+        raise _fail(f"aichaos stack down: processes still running: {left}", exits.NOT_COMPLETED)
     note = ""
     if result["leftovers_stopped"]:
         note = f" (stopped {len(result['leftovers_stopped'])} left by a dead supervisor)"

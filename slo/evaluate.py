@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from aichaos import exits
 from aichaos.rundir import (
     REQUESTS_DIR,
     SLO_JSON,
@@ -37,7 +38,6 @@ from .spec import LATENCY_SLIS, Objective, SloSpec
 
 SLO_SCHEMA_VERSION = 1
 CREDIT = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
-EXIT_NOT_COMPLETED = 3  # DESIGN: the run could not complete
 UNIT_SCALE = {"s": (1000.0, "ms"), "ratio": (100.0, "%")}
 
 
@@ -64,11 +64,11 @@ def exit_code(result: dict[str, Any]) -> int:
     (``insufficient_data``: the run does not show the SLOs were met) or on a regression; 3
     when the run did not complete, whatever its recorded objectives say."""
     if result.get("verdict") in INCOMPLETE_VERDICTS:
-        return EXIT_NOT_COMPLETED
+        return exits.NOT_COMPLETED
     comparison = result.get("comparison") or {}
     if comparison.get("verdict") == "fail":
-        return 1
-    return 0 if result.get("verdict") in ("pass", "warn") else 1
+        return exits.SLO_FAILED
+    return exits.OK if result.get("verdict") in ("pass", "warn") else exits.SLO_FAILED
 
 
 class Run:
