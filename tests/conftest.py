@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,3 +148,89 @@ def module_sims(tmp_path_factory) -> Iterator[SimStarter]:
 def h100_sim(module_sims) -> SimProcess:
     """An 8B-H100 simulator shared by a module's tests (which must not leave faults on it)."""
     return module_sims("--profile", "llama-3.1-8b-h100", "--seed", "7")
+
+
+# ----- a real vLLM engine, shared by every test module that needs one -------------------------
+
+VLLM_MODEL = "tiny"
+VLLM_CONTEXT = 2048  # the context of the server in the bug report that sized prompts in words
+VLLM_READY_S = 300.0
+
+
+class VllmEngine:
+    """A real vLLM OpenAI server (API server, EngineCore, worker) in a session of its own,
+    serving the project's built model; stopped by the PID it was started with."""
+
+    def __init__(self, python: str, model: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model = VLLM_MODEL
+        self.max_model_len = VLLM_CONTEXT
+        self.log_path = log
+        self._log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                   "--served-model-name", VLLM_MODEL, "--host", "127.0.0.1",
+                   "--port", str(self.port), "--max-model-len", str(VLLM_CONTEXT),
+                   "--dtype", "bfloat16"]  # fmt: skip
+        # 1 GiB of KV cache is plenty for this model, and a small footprint
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)  # fmt: skip
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + VLLM_READY_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"vLLM not ready after {VLLM_READY_S:g}s; log: {self.log_path}")
+
+    def stop(self) -> None:
+        """SIGTERM the API server and its engine and worker processes, SIGKILL what stays."""
+        try:
+            procs = [psutil.Process(self.proc.pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            procs = []
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=20)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self._log.close()
+
+
+def vllm_python_and_model() -> tuple[str, Path]:
+    """vLLM's interpreter and the project's built model. Without a vLLM environment the
+    caller is skipped, except under CI, where the real-engine tests must run."""
+    from aichaos.harness.vllm_env import VllmUnavailable, build_model, find_python
+
+    try:
+        python = find_python()
+        return python, build_model(python=python)
+    except VllmUnavailable as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI must run the real-vLLM tests: {exc}")
+        pytest.skip(f"no real vLLM engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tmp_path_factory) -> Iterator[VllmEngine]:
+    """One real engine for the whole session (it takes a minute or more to start here)."""
+    python, model = vllm_python_and_model()
+    engine = VllmEngine(python, model, tmp_path_factory.mktemp("vllm") / "vllm.log")
+    try:
+        engine.wait_ready()
+        yield engine
+    finally:
+        engine.stop()

@@ -14,28 +14,19 @@ except under CI, where it fails.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
-import psutil
 import pytest
-from conftest import free_port
+from conftest import VLLM_CONTEXT as MAX_MODEL_LEN
+from conftest import VLLM_MODEL as MODEL
 from metric_shapes import metric_shapes
 from prometheus_client.parser import text_string_to_metric_families
 
-from aichaos.harness.vllm_env import VllmUnavailable, build_model, find_python
-
-MODEL = "tiny"
-MAX_MODEL_LEN = 2048
-ENGINE_READY_S = 300.0
 TABLE_ENV = "AICHAOS_CONFORMANCE_TABLE"
 SLO_FAMILIES = {
     "vllm:request_time_per_output_token_seconds": "histogram",
@@ -65,53 +56,6 @@ class Server:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key="x", max_retries=0, timeout=60)
 
 
-class Engine:
-    """A real vLLM OpenAI server in a process group of its own, stopped by its PID."""
-
-    def __init__(self, python: str, model: Path, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        self._log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-                   "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "bfloat16"]  # fmt: skip
-        # 1 GiB of KV cache is 16,384 blocks of this model: plenty, and a small footprint
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)  # fmt: skip
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + ENGINE_READY_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"vLLM not ready after {ENGINE_READY_S}s; log: {self.log_path}")
-
-    def stop(self) -> None:
-        """SIGTERM the API server and its engine and worker processes, SIGKILL what stays."""
-        try:
-            procs = [psutil.Process(self.proc.pid)]
-            procs += procs[0].children(recursive=True)
-        except psutil.NoSuchProcess:
-            procs = []
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=20)
-        for proc in alive:
-            proc.kill()
-        psutil.wait_procs(alive, timeout=10)
-        self.proc.wait(10)
-        self._log.close()
-
-
 @pytest.fixture(scope="module")
 def simulator(module_sims) -> Server:
     sim = module_sims("--model", MODEL, "--max-model-len", str(MAX_MODEL_LEN), "--seed", "3")
@@ -119,20 +63,9 @@ def simulator(module_sims) -> Server:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory) -> Iterator[Server]:
-    try:
-        python = find_python()
-        model = build_model(python=python)
-    except VllmUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no real vLLM engine to compare with: {exc}")
-    eng = Engine(python, model, tmp_path_factory.mktemp("vllm") / "vllm.log")
-    try:
-        eng.wait_ready()
-        yield Server("vllm", eng.url, httpx.get(f"{eng.url}/version").json()["version"])
-    finally:
-        eng.stop()
+def engine(vllm_engine) -> Server:
+    url = vllm_engine.url
+    return Server("vllm", url, httpx.get(f"{url}/version").json()["version"])
 
 
 @pytest.fixture(params=["simulator", "vllm"])
