@@ -38,17 +38,21 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 class ServiceProcess:
-    """One ``python -m MODULE serve --port P ...`` process on loopback; stopped by PID."""
+    """One ``python -m MODULE serve --port P ...`` process on loopback (or ``command``, built
+    from the port), stopped by PID."""
 
     def __init__(self, module: str, args: list[str], log_path: Path, ready_path: str = "/health",
-                 wait: bool = True, port: int | None = None):  # fmt: skip
+                 wait: bool = True, port: int | None = None, command=None,
+                 env: dict[str, str] | None = None):  # fmt: skip
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_path = ready_path
         cmd = [sys.executable, "-m", module, "serve", "--port", str(self.port), *args]
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(command(self.port) if command else cmd, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=command is not None)  # fmt: skip
         if wait:
             self.wait_ready()
 
@@ -157,38 +161,22 @@ VLLM_CONTEXT = 2048  # the context of the server in the bug report that sized pr
 VLLM_READY_S = 300.0
 
 
-class VllmEngine:
+class VllmEngine(ServiceProcess):
     """A real vLLM OpenAI server (API server, EngineCore, worker) in a session of its own,
     serving the project's built model; stopped by the PID it was started with."""
 
     def __init__(self, python: str, model: Path, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.model = VLLM_MODEL
-        self.max_model_len = VLLM_CONTEXT
-        self.log_path = log
-        self._log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-                   "--served-model-name", VLLM_MODEL, "--host", "127.0.0.1",
-                   "--port", str(self.port), "--max-model-len", str(VLLM_CONTEXT),
-                   "--dtype", "bfloat16"]  # fmt: skip
+        def command(port: int) -> list[str]:
+            return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                    "--served-model-name", VLLM_MODEL, "--host", "127.0.0.1",
+                    "--port", str(port), "--max-model-len", str(VLLM_CONTEXT),
+                    "--dtype", "bfloat16"]  # fmt: skip
+
         # 1 GiB of KV cache is plenty for this model, and a small footprint
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)  # fmt: skip
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + VLLM_READY_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"vLLM not ready after {VLLM_READY_S:g}s; log: {self.log_path}")
+        super().__init__("vllm", [], log, wait=False, command=command, env=env)
+        self.model = VLLM_MODEL
+        self.max_model_len = VLLM_CONTEXT
 
     def stop(self) -> None:
         """SIGTERM the API server and its engine and worker processes, SIGKILL what stays."""
@@ -230,7 +218,7 @@ def vllm_engine(tmp_path_factory) -> Iterator[VllmEngine]:
     python, model = vllm_python_and_model()
     engine = VllmEngine(python, model, tmp_path_factory.mktemp("vllm") / "vllm.log")
     try:
-        engine.wait_ready()
+        engine.wait_ready(VLLM_READY_S)
         yield engine
     finally:
         engine.stop()
