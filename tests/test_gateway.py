@@ -203,7 +203,7 @@ def test_no_retry_after_the_first_token(start_sim):
 def test_client_errors_pass_through_and_are_not_retried(start_sim, two_replicas):
     gw = gateway(start_sim, two_replicas)
     resp = ask(gw.url, "x", max_tokens=100_000)
-    assert resp.status_code == 400 and "maximum context length" in resp.json()["error"]["message"]
+    assert resp.status_code == 400 and "max_model_len" in resp.json()["error"]["message"]
     assert ask(gw.url, "x", tier="platinum").status_code == 401
     bad = httpx.post(f"{gw.url}/v1/chat/completions", content=b"{", timeout=10)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == 400

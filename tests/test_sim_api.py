@@ -145,8 +145,8 @@ def test_models_health_ping_version_tokenize(h100_sim):
         ({"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404,
          "The model `nope` does not exist."),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 9000},
-         400, "'max_tokens' or 'max_completion_tokens' is too large: 9000. This model's maximum "
-         "context length is 8192 tokens and your request has"),
+         400, "max_tokens=9000 cannot be greater than max_model_len=8192. Please request fewer "
+         "output tokens. (parameter=max_tokens, value=9000)"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 9000}]}, 400,
          "This model's maximum context length is 8192 tokens. However, your prompt contains "
          "at least 8193 input tokens"),
@@ -178,5 +178,5 @@ def test_openai_sdk_raises_typed_errors(h100_sim):
         client(h100_sim).chat.completions.create(
             model="missing", messages=[{"role": "user", "content": "x"}]
         )
-    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+    with pytest.raises(openai.BadRequestError, match="cannot be greater than max_model_len"):
         client(h100_sim).completions.create(model=MODEL, prompt="x", max_tokens=10_000)
