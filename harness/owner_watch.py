@@ -28,7 +28,7 @@ from typing import Any
 
 from aichaos.processes import ProcessRef, wait_until_gone
 
-from .stack_state import STATE_FILE  # lean: stdlib and aichaos.processes, as here
+from .stack_state import StackNotFound, read_state  # lean: stdlib and aichaos.processes
 
 FINISHED = ("stopped", "failed", "crashed")
 LOG_NAME = "owner-watch.log"
@@ -63,8 +63,8 @@ def spawn(
 
 def _stack_over(run_dir: Path) -> bool:
     try:
-        state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        state = read_state(run_dir)
+    except StackNotFound:
         return False  # not written yet, or being replaced
     return state.get("status") in FINISHED
 
