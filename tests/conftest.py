@@ -198,14 +198,27 @@ class VllmEngine(ServiceProcess):
         self._log.close()
 
 
+def vllm_python() -> str:
+    """vLLM's interpreter; see ``vllm_python_and_model``."""
+    from aichaos.harness.vllm_env import find_python
+
+    return _or_skip(find_python)
+
+
 def vllm_python_and_model() -> tuple[str, Path]:
     """vLLM's interpreter and the project's built model. Without a vLLM environment the
     caller is skipped, except under CI, where the real-engine tests must run."""
-    from aichaos.harness.vllm_env import VllmUnavailable, build_model, find_python
+    from aichaos.harness.vllm_env import build_model
+
+    python = vllm_python()
+    return python, _or_skip(lambda: build_model(python=python))
+
+
+def _or_skip(make):
+    from aichaos.harness.vllm_env import VllmUnavailable
 
     try:
-        python = find_python()
-        return python, build_model(python=python)
+        return make()
     except VllmUnavailable as exc:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI must run the real-vLLM tests: {exc}")

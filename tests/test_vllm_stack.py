@@ -23,10 +23,9 @@ import openai
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, wait_for
+from conftest import REPO, vllm_python, wait_for
 
 from aichaos.harness.topology import load_topology
-from aichaos.harness.vllm_env import VllmUnavailable, find_python
 from aichaos.slo.records import read_columns
 
 DATA = REPO / "tests" / "data" / "vllm_gameday"
@@ -35,19 +34,6 @@ START_TIMEOUT_S = 600.0  # two engines on two busy cores, plus building the mode
 RUN_TIMEOUT_S = 1200.0
 
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + START_TIMEOUT_S)
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _vllm_python() -> str:
-    try:
-        return find_python()
-    except VllmUnavailable as exc:
-        if _in_ci():
-            pytest.fail(f"CI must run the real-vLLM tests: {exc}")
-        pytest.skip(f"no vLLM environment: {exc}")
 
 
 def _small_kv_topology(path: Path) -> Path:
@@ -115,7 +101,7 @@ class GameDay:
 
 @pytest.fixture(scope="module")
 def game_day(tmp_path_factory):
-    run = GameDay(tmp_path_factory.mktemp("vllm"), _vllm_python())
+    run = GameDay(tmp_path_factory.mktemp("vllm"), vllm_python())
     try:
         yield run
     finally:
