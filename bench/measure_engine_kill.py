@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from aichaos.experiments.actions.replicas import engine_process
 from aichaos.harness.vllm_env import build_model, find_python
 
 READY_TIMEOUT_S = 420.0
@@ -35,13 +36,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _engine(pid: int) -> psutil.Process:
-    for child in psutil.Process(pid).children(recursive=True):
-        if "EngineCore" in " ".join(child.cmdline()):
-            return child
-    raise SystemExit("no EngineCore child found")
 
 
 def _stream(url: str, out: dict, first: threading.Event) -> None:
@@ -110,7 +104,9 @@ def measure(python: str, model: str, streams: int, watch_s: float) -> dict:
             t.start()
         for f in firsts:
             f.wait(60)
-        engine = _engine(server.pid)
+        engine = engine_process(server.pid)
+        if engine is None:
+            raise SystemExit("no EngineCore child found")
         killed_at = time.monotonic()
         engine.send_signal(signal.SIGKILL)
         result["engine_pid"] = engine.pid

@@ -76,7 +76,7 @@ def terminate_replica(
     return kill_replica(service, count, "SIGTERM", configuration)
 
 
-def _engine_process(pid: int) -> psutil.Process | None:
+def engine_process(pid: int) -> psutil.Process | None:
     """The EngineCore child of a vLLM API server (by process title: the kernel's 15-character
     name cuts it to ``VLLM::EngineCor``, the rewritten command line keeps it whole)."""
     try:
@@ -115,7 +115,7 @@ def kill_engine_core(
         )
     killed = []
     for name, svc in candidates[:count]:
-        engine = _engine_process(int(svc["pid"]))
+        engine = engine_process(int(svc["pid"]))
         if engine is None:
             raise ActivityFailed(f"{name}: no {ENGINE_TITLE} process (not a vLLM replica?)")
         try:
