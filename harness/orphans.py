@@ -28,7 +28,6 @@ import psutil
 
 from aichaos.processes import ProcessRef, wait_until_gone
 from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, RUN_JSON, EventLog, read_manifest
-from aichaos.rundir import write_json as write_run_json
 
 from .stack_state import (
     STACK_MARKER,
@@ -231,5 +230,5 @@ def mark_run_crashed(run_dir: Path, problem: str) -> bool:
     if manifest.get("status") != "running":
         return False
     manifest.update(status="crashed", ended_at=time.time(), problem=problem)
-    write_run_json(run_dir / RUN_JSON, manifest)
+    write_json(run_dir / RUN_JSON, manifest)
     return True

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aichaos.files import write_json
 from aichaos.processes import process_alive
 
 STATE_FILE = "stack.json"
@@ -70,12 +71,6 @@ def stop_groups(groups: list[tuple[int, int | None]], timeout: float = 5.0) -> N
 
 
 # --- files -----------------------------------------------------------------------------------
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:

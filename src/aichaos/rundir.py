@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .files import write_json as write_json  # the contract's writer, re-exported
 from .processes import ProcessRef
 
 RUN_JSON = "run.json"
@@ -261,11 +262,3 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
