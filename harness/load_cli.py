@@ -20,11 +20,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import typer
 
 from aichaos import exits
+from aichaos.harness.urls import check_url, unreachable
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
 
@@ -36,24 +36,6 @@ CALIBRATE_RATES = "5,10,20,40,80"
 def _fail(code: int, message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
-
-
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError("--target", "target", "an http(s)://host[:port] URL", url)
-    return url.rstrip("/")
-
-
-def _reachable(url: str, timeout: float = 3.0) -> str | None:
-    """None if something answers HTTP at ``url``, else why not."""
-    import httpx
-
-    try:
-        httpx.get(f"{url}/v1/models", timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def _versions() -> dict[str, str]:
@@ -88,13 +70,13 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
 
     try:
         scenario = load_scenario(scenario_ref, duration_s=duration, seed=seed)
-        url = _check_url(target)
+        url = check_url("--target", target)
         if workers < 1 and remote_workers < 1:
             raise InputError("--workers", "workers", "at least 1", workers)
         token = resolve_token()  # $AICHAOS_LOAD_TOKEN, else a fresh one for this run
     except InputError as exc:
         raise _fail(exits.BAD_INPUT, str(exc)) from None
-    why = _reachable(url)
+    why = unreachable(url)
     if why is not None:
         raise _fail(exits.NOT_COMPLETED, f"target {url} unreachable: {why}")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

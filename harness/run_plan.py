@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import aichaos.fixtures
 from aichaos.experiments import policy
@@ -27,6 +26,7 @@ from aichaos.slo.spec import SloSpec, load_spec
 
 from .targets import vllm_backend, with_vllm
 from .topology import Topology, load_topology
+from .urls import check_url
 from .vllm_env import VllmUnavailable
 
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
@@ -144,11 +144,11 @@ def _plan(
 
 def _check_options(o: RunOptions) -> None:
     if o.target is not None:
-        _check_url("--target", o.target)
+        check_url("--target", o.target)
         if o.topology is not None or o.backend != "sim":
             raise InputError("command line", "--target", "no --topology or --backend with it")
     if o.prometheus_url is not None:
-        _check_url("--prometheus-url", o.prometheus_url)
+        check_url("--prometheus-url", o.prometheus_url)
     if o.workers < 1:
         raise InputError("command line", "--workers", "an integer >= 1", o.workers)
     if o.duration_s is not None and o.duration_s <= 0:
@@ -161,12 +161,6 @@ def _check_options(o: RunOptions) -> None:
         raise InputError("command line", "--baseline", "a directory", str(o.baseline))
     if o.promote and o.baseline is None:
         raise InputError("command line", "--promote", "a --baseline directory to promote into")
-
-
-def _check_url(flag: str, url: str) -> None:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InputError("command line", flag, "an http(s)://host:port URL", url)
 
 
 def _topology(o: RunOptions) -> tuple[Topology | None, str | None]:
