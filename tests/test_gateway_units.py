@@ -1,16 +1,20 @@
-"""The gateway's mechanisms on a controlled clock: breaker, token bucket, shedding, cache."""
+"""The gateway's mechanisms on a controlled clock: breaker, token bucket, shedding, cache, and
+what a replica is sent."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import fakeredis
 import pytest
 
+from aichaos.fixtures.gateway.app import Gateway
 from aichaos.fixtures.gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from aichaos.fixtures.gateway.cache import MemoryCache, RedisCache, cache_key
 from aichaos.fixtures.gateway.config import ConfigError, load_config, parse_replica
 from aichaos.fixtures.gateway.limits import Shedder, TokenBucket
+from aichaos.fixtures.gateway.pool import ReplicaPool, ReplicaState
 
 
 class Clock:
@@ -176,3 +180,33 @@ def test_settings_on_the_command_line_merge_into_the_file(tmp_path):
         load_config(None, {}, ["llm_breaker.open_s=-1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, {}, ["open_s"])
+
+
+def test_a_replica_is_sent_its_own_model_name_not_the_gateways():
+    async def bodies(config):
+        gateway = Gateway(config)
+        try:
+            return gateway._for_replica({"model": "aichaos-rag", "prompt": "p"})
+        finally:
+            await gateway.close()
+
+    served = load_config(None, {}, ["model=tiny"])
+    assert asyncio.run(bodies(served)) == {"model": "tiny", "prompt": "p"}
+    assert asyncio.run(bodies(load_config(None, {}))) == {"prompt": "p"}
+
+
+def test_calls_that_report_nothing_skip_open_breakers_and_take_no_probe_slot():
+    clock = Clock()
+    replicas = [
+        ReplicaState(rid, f"http://127.0.0.1:{i}", CircuitBreaker(rid, consecutive=1, open_s=10,
+                                                                  probes=1, clock=clock))
+        for i, rid in enumerate(("r1", "r2", "r3"))
+    ]  # fmt: skip
+    pool = ReplicaPool(replicas, random.Random(0))
+    replicas[0].breaker.failure()  # r1 open
+    replicas[2].outstanding = 5
+    assert [r.id for r in pool.worth_trying()] == ["r2", "r3"]
+    clock.now = 10.0  # r1 may half-open: its one probe slot stays for a call that reports back
+    assert [r.id for r in pool.worth_trying()] == ["r1", "r2", "r3"]
+    assert [r.id for r in pool.worth_trying()] == ["r1", "r2", "r3"]
+    assert pool.pick({"r2", "r3"}).id == "r1" and replicas[0].breaker.state == HALF_OPEN
