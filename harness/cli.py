@@ -9,6 +9,7 @@ import typer
 import aichaos
 from aichaos.experiments.toxiproxy.cli import app as toxiproxy_app
 from aichaos.fixtures.llm_sim.cli import app as sim_app
+from aichaos.harness.calibrate_cli import calibrate_command
 from aichaos.harness.chaos_cli import chaos, experiments_app
 from aichaos.harness.load_cli import register as register_load
 from aichaos.harness.model_cli import app as model_app
@@ -22,6 +23,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+# the simulator's own commands, plus calibrate: the toolkit drives a real engine to fit it
+sim_app.command("calibrate")(calibrate_command)
 app.add_typer(sim_app, name="sim")
 app.add_typer(toxiproxy_app, name="toxiproxy")
 app.add_typer(stack_app, name="stack")
