@@ -20,6 +20,8 @@ BUILT_MODEL_NAME = "aichaos-tiny"  # what the replicas answer to when they serve
 CPU_READY_TIMEOUT_S = 420.0  # two engines starting together on two busy cores: minutes
 GPU_READY_TIMEOUT_S = 900.0  # loading real weights onto a GPU takes longer still
 GATEWAY_MODULE = "aichaos.fixtures.gateway"
+CPU_BLOCK_TOKENS = 128  # tokens per KV block: vLLM's CPU build, and its GPU default
+GPU_BLOCK_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,27 @@ def vllm_command(backend: VllmBackend, service: ServiceSpec) -> list[str]:
     return command
 
 
+def check_kv_blocks(topology: Topology, backend: VllmBackend) -> None:
+    """A pool of ``kv_blocks`` must hold one request of ``max_model_len`` tokens, with the
+    block vLLM keeps back: a longer request would wait in the queue for ever."""
+    block = CPU_BLOCK_TOKENS if backend.cpu else GPU_BLOCK_TOKENS
+    for i, service in enumerate(topology.services):
+        engine = service.engine
+        if service.kind != "llm" or engine.kv_blocks is None:
+            continue
+        need = -(-engine.max_model_len // block) + 1
+        if engine.kv_blocks < need:
+            raise TopologyError(
+                f"services[{i}].engine.kv_blocks: expected at least {need} blocks of {block} "
+                f"tokens to hold one request of max_model_len {engine.max_model_len} (vLLM "
+                f"keeps one block back), got {engine.kv_blocks}"
+            )
+
+
 def with_vllm(topology: Topology, backend: VllmBackend) -> Topology:
     """Every ``kind: llm`` service runs a vLLM server on its port; the gateway asks it for
     the model it serves."""
+    check_kv_blocks(topology, backend)
     services = []
     for service in topology.services:
         if service.kind == "llm":

@@ -42,15 +42,22 @@ def test_vllm_backend_runs_a_vllm_server_for_every_replica_sized_by_its_engine()
 
 def test_engine_kv_blocks_and_gpu_build():
     data = load_topology(DEFAULT).model_dump()
-    engine = {"max_model_len": 1024, "kv_blocks": 48, "prefix_caching": False}
+    engine = {"max_model_len": 1024, "kv_blocks": 80, "prefix_caching": False}
     data["services"][1]["engine"] = engine
     topo = with_vllm(parse_topology(data), VllmBackend("py", "m", "m", cpu=False))
     args = topo.service("llm-1").command
-    assert args[args.index("--num-gpu-blocks-override") + 1] == "48"
+    assert args[args.index("--num-gpu-blocks-override") + 1] == "80"
     assert args[args.index("--max-model-len") + 1] == "1024" and "--dtype" not in args
     assert "--no-enable-prefix-caching" in args
     assert "--no-enable-prefix-caching" not in topo.service("llm-2").command
     assert "VLLM_CPU_KVCACHE_SPACE" not in topo.service("llm-1").env
+    # 80 blocks hold a 1024-token request (64 + 1 of 16 tokens on a GPU, 8 + 1 of 128 on
+    # the CPU build); 8 do not
+    assert with_vllm(parse_topology(data), VllmBackend("py", "m", "m", cpu=True))
+    data["services"][1]["engine"] = {"max_model_len": 1024, "kv_blocks": 8}
+    with pytest.raises(TopologyError, match=r"services\[1\]\.engine\.kv_blocks: expected at "
+                       r"least 9 blocks of 128 tokens .* got 8"):  # fmt: skip
+        with_vllm(parse_topology(data), VllmBackend("py", "m", "m", cpu=True))
     data["services"][1]["engine"] = {"kv_block": 48}
     with pytest.raises(TopologyError, match=r"services\[1\]\.engine\.kv_block: .*kv_blocks"):
         parse_topology(data)
