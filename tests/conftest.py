@@ -165,12 +165,14 @@ class VllmEngine(ServiceProcess):
     """A real vLLM OpenAI server (API server, EngineCore, worker) in a session of its own,
     serving the project's built model; stopped by the PID it was started with."""
 
-    def __init__(self, python: str, model: Path, log: Path):
+    def __init__(self, python: str, model: Path, log: Path, *extra: str):
+        """``extra``: more of vLLM's server options (``--max-num-seqs 1``...)."""
+
         def command(port: int) -> list[str]:
             return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                     "--served-model-name", VLLM_MODEL, "--host", "127.0.0.1",
                     "--port", str(port), "--max-model-len", str(VLLM_CONTEXT),
-                    "--dtype", "bfloat16"]  # fmt: skip
+                    "--dtype", "bfloat16", *extra]  # fmt: skip
 
         # 1 GiB of KV cache is plenty for this model, and a small footprint
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
