@@ -3,6 +3,8 @@
     python bench/bench_run.py                 # aichaos run --quick: wall time, peak memory
     python bench/bench_run.py --soak 30m      # the soak scenario for 30 minutes: memory over
                                               # time of every process, and its slope
+    python bench/bench_run.py --vllm          # aichaos run --quick on the simulators, then
+                                              # with real vLLM replicas (--backend vllm)
 
 Memory is the resident set size summed over `aichaos run` and every process it started (the
 stack, Locust, Prometheus), sampled every few seconds with psutil. The soak reports the
@@ -48,6 +50,8 @@ def sample(proc: psutil.Process) -> dict[str, int]:
 
 def _label(cmd: list[str]) -> str:
     text = " ".join(cmd)
+    if "vllm" in text.lower():  # the API server, VLLM::EngineCore and VLLM::Worker
+        return "vllm"
     for key in ("llm_sim", "gateway", "retriever", "toxiproxy", "prometheus", "locust"):
         if key in text:
             return key
@@ -107,12 +111,34 @@ def write_csv(samples: list[tuple[float, dict]], path: Path) -> None:
             writer.writerow([round(t, 1), round(sum(kinds_.values()), 1), *per])
 
 
+def quick(args: list[str], out: Path) -> dict:
+    """One game day: exit code, wall time, peak memory in all and by kind of process."""
+    code, wall, samples = run(args, 1.0, out)
+    totals = [sum(v.values()) for _, v in samples]
+    peak = max(range(len(totals)), key=totals.__getitem__) if totals else None
+    return {
+        "command": "aichaos run " + " ".join(args),
+        "exit_code": code,
+        "wall_s": round(wall, 1),
+        "peak_rss_mib_all_processes": round(totals[peak] / 2**20, 1) if totals else None,
+        "at_peak_mib_by_kind": by_kind(samples[peak][1]) if totals else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--soak", help="run the soak scenario this long (e.g. 30m)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    parser.add_argument("--vllm", action="store_true",
+                        help="the quick game day on the simulators, then on real vLLM")  # fmt: skip
     opts = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="aichaos-bench-run-"))
+    if opts.vllm:
+        results = [quick(["--quick", "--ci"], out / "sim"),
+                   quick(["--quick", "--ci", "--backend", "vllm"], out / "vllm")]  # fmt: skip
+        print(json.dumps(results, indent=2))
+        shutil.rmtree(out, ignore_errors=True)
+        return
     if opts.soak:
         args = ["--scenario", "soak", "--duration", opts.soak, "--ci"]
         every = 10.0

@@ -35,7 +35,7 @@ def _show(point: Point) -> None:
         f"  {point.kind:11} concurrency {point.concurrency:3}  prompt {point.prompt_tokens:6.0f}"
         f"  output {point.output_tokens:6.1f}  TTFT p50 {point.ttft_p50_s * 1e3:8.2f} ms"
         f"  TPOT p50 {point.tpot_p50_s * 1e3:7.2f} ms  ({point.requests} requests,"
-        f" {point.errors} errors)"
+        f" {point.errors} errors, {point.bursts} burst)"
     )
 
 
