@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import ServiceProcess, free_port
 
+from aichaos.fixtures.gateway.rag import with_sources
 from aichaos.scenarios.schedule import build_schedule
 from aichaos.scenarios.sizing import probe_target, size_schedule
 from aichaos.scenarios.spec import Scenario
 
 GATEWAY = "aichaos.fixtures.gateway"
+RETRIEVER = "aichaos.fixtures.retriever"
 PROMPT = "How do I open a file in Python, and close it again?"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}]
 
@@ -142,3 +144,33 @@ def test_sizing_through_the_gateway_counts_with_the_replicas_tokenizer(pool):
     # what the gateway counted is what the replica itself counts
     own = size_schedule(s, build_schedule(s), r1.url).summary
     assert own["source"] == "tokenize" and own["off_after_sizing"] == 0
+
+
+def test_sources_that_would_overflow_the_context_are_left_out(start_sim, tmp_path):
+    """The gateway keeps the most relevant sources that fit beside the prompt and the output
+    asked for: sized so that exactly two of the four fit, two are sent, the prompt is served
+    within the context, and the other two are counted as dropped."""
+    retriever = ServiceProcess(RETRIEVER, [], tmp_path / "retriever.log", wait=False)
+    start_sim.started.append(retriever)
+    retriever.wait_ready(90)  # the first start builds the index
+    question = [{"role": "user", "content": "How do I read a file line by line in Python?"}]
+    found = httpx.post(f"{retriever.url}/search", json={"query": question[0]["content"], "k": 4},
+                       timeout=30).json()["results"]  # fmt: skip
+    probe = start_sim()
+    counts = [tokenize(probe.url, {"messages": with_sources(question, found[:n])}).json()["count"]
+              for n in (1, 2, 3)]  # fmt: skip
+    output = 50
+    context = counts[1] + output + (counts[2] - counts[1]) // 2  # room for two, not three
+    replica = start_sim("--max-model-len", str(context))
+    gw = start_gateway(start_sim, replica.url, extra=("--retriever", retriever.url))
+    assert card(gw.url)["max_model_len"] == context  # the gateway learns the pool's context
+    resp = httpx.post(f"{gw.url}/v1/chat/completions", headers={"X-Tier": "enterprise"},
+                      json={"messages": question, "max_tokens": output, "ignore_eos": True},
+                      timeout=30)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["X-Sources"].split(",") == [str(c["id"]) for c in found[:2]]
+    usage = resp.json()["usage"]
+    assert usage["prompt_tokens"] == counts[1]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] <= context
+    metrics = httpx.get(f"{gw.url}/metrics", timeout=10).text
+    assert "gateway_sources_dropped_total 2.0" in metrics
