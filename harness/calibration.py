@@ -29,7 +29,7 @@ from aichaos.fixtures.llm_sim.profiles import (
     StepTime,
 )
 from aichaos.rundir import read_requests
-from aichaos.scenarios.runner import LoadRunner
+from aichaos.scenarios.calibrate import run_once
 from aichaos.scenarios.sizing import probe_target
 from aichaos.scenarios.spec import Scenario
 
@@ -153,9 +153,7 @@ def measure_load(url: str, spec: dict, run_dir: Path, kind: str, skip: int = 0) 
     its records after the first ``skip`` requests sent, leaving out streams delivered in one
     burst (see ``BURST_SHARE``)."""
     scenario = Scenario.from_dict(spec)
-    runner = LoadRunner(scenario, url, run_dir, name="load")
-    runner.start()
-    runner.wait(timeout=scenario.duration_s + 120.0, kill=True)
+    run_once(scenario, url, run_dir)
     df = read_requests(run_dir)[0].to_pandas().sort_values("t_sent")
     settled = df.iloc[skip:] if len(df) > 2 * skip else df
     ok = settled[settled.status == "ok"]
