@@ -33,7 +33,7 @@ from aichaos.scenarios.calibrate import run_once
 from aichaos.scenarios.sizing import probe_target
 from aichaos.scenarios.spec import Scenario
 
-from .step_fit import Observation, StepFit, fit_step_time
+from .step_fit import COEFFICIENTS, Observation, StepFit, fit_step_time
 
 CACHE_INFO = "vllm:cache_config_info"
 # vLLM's defaults for its OpenAI server on a CPU (engine/arg_utils.py)
@@ -48,6 +48,7 @@ CPU_MAX_NUM_BATCHED_TOKENS = 2048
 # on fresh connections too). Such streams are counted and left out of the medians.
 BURST_SHARE = 0.05
 BURST_MIN_TOKENS = 8
+ATTEMPTS = 3  # tries of a load point whose every stream came in one burst
 
 
 class CalibrationError(Exception):
@@ -94,6 +95,10 @@ class Point(BaseModel):
     ttft_p50_s: float
     tpot_p50_s: float
     itl_p50_s: float  # gaps between chunks, pooled over requests
+
+    @property
+    def all_bursts(self) -> bool:
+        return self.bursts >= self.requests
 
 
 class Calibration(BaseModel):
@@ -180,8 +185,12 @@ def measure_load(url: str, spec: dict, run_dir: Path, kind: str, skip: int = 0) 
 
 
 def observations(points: list[Point]) -> list[Observation]:
+    """The fit's observations; a point whose every stream came in one burst has none (its
+    TTFT is the whole answer's time and its TPOT near zero)."""
     out = []
     for p in points:
+        if p.all_bursts:
+            continue
         shape = {"concurrency": p.concurrency, "prompt_tokens": p.prompt_tokens,
                  "output_tokens": p.output_tokens}  # fmt: skip
         if p.kind == "length":
@@ -223,12 +232,22 @@ def calibrate(facts: EngineFacts, design: Design, work_dir: Path, max_num_seqs: 
     plan = [("length", 1, p, design.sweep_output_tokens) for p in design.prompt_lengths]
     plan += [("concurrency", n, design.prompt_tokens, spread) for n in design.concurrency]
     for seed, (kind, n, prompt, output) in enumerate(plan, start=1):
-        run_dir = work_dir / f"{kind}-c{n}-p{prompt}"
-        point = measure_point(facts, kind, n, prompt, output, design.point_s, run_dir, seed)
+        for attempt in range(1, ATTEMPTS + 1):  # a point all in bursts says nothing: again
+            run_dir = work_dir / f"{kind}-c{n}-p{prompt}" / f"attempt-{attempt}"
+            point = measure_point(facts, kind, n, prompt, output, design.point_s, run_dir, seed)
+            if not point.all_bursts:
+                break
         points.append(point)
         if on_point is not None:
             on_point(point)
-    fit = fit_step_time(observations(points))
+    found = observations(points)
+    if len(found) < len(COEFFICIENTS) or not any(o.metric == "ttft" for o in found):
+        bursts = sum(p.all_bursts for p in points)
+        raise CalibrationError(f"{facts.url}: {bursts} of {len(points)} load points had every "
+                               f"stream delivered in one burst ({ATTEMPTS} tries each), too "
+                               "few left to fit: the engine's API server held its tokens back "
+                               "(a CPU-starved machine?)")  # fmt: skip
+    fit = fit_step_time(found)
     return Calibration(engine=facts, design=design, max_num_seqs=max_num_seqs,
                        max_num_batched_tokens=max_num_batched_tokens, points=points, fit=fit,
                        notes=notes)  # fmt: skip

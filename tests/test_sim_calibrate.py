@@ -107,7 +107,7 @@ def test_calibrating_the_real_engine_gives_a_profile_the_simulator_serves(
     assert f'block_size="{profile.engine.block_size}"' in line
     assert profile.model == VLLM_MODEL and profile.max_model_len == vllm_engine.max_model_len
     step = profile.engine.step_time
-    assert step.c0 + step.c_decode + step.c_kv > 0  # decode steps take time
+    assert step.c0 + step.c_decode + step.c_kv > 0, done.stdout  # decode steps take time
     assert "ttft=" in out.read_text()  # the measured points it was fitted to, as comments
     sim = start_sim("--profile", str(out))
     client = openai.OpenAI(base_url=f"{sim.url}/v1", api_key="none")
@@ -117,3 +117,14 @@ def test_calibrating_the_real_engine_gives_a_profile_the_simulator_serves(
     )  # fmt: skip
     usage = [c.usage for c in stream if c.usage is not None]
     assert usage and usage[0].completion_tokens == 8
+
+
+def test_a_point_whose_every_stream_came_in_one_burst_is_left_out_of_the_fit():
+    from aichaos.harness.calibration import Point, observations
+
+    shape = {"kind": "length", "concurrency": 1, "prompt_tokens": 32.0, "output_tokens": 64.0,
+             "errors": 0, "ttft_p50_s": 0.2, "tpot_p50_s": 1e-5, "itl_p50_s": 1e-5}  # fmt: skip
+    burst = Point(requests=5, bursts=5, **shape)
+    mixed = Point(requests=5, bursts=2, **shape)
+    assert burst.all_bursts and not mixed.all_bursts
+    assert [o.metric for o in observations([burst, mixed])] == ["ttft", "tpot"]
