@@ -34,14 +34,15 @@ class ProxyCollection:
             return await self._add(spec)
 
     async def _add(self, spec: ProxySpec) -> Proxy:
-        proxy = Proxy(spec.name, spec.listen, spec.upstream)
+        proxy = Proxy(spec.name, spec.listen, spec.upstream, **spec.tls_settings())
         if spec.enabled:
             await proxy.start()  # a failed bind raises before the proxy is registered
         self.proxies[spec.name] = proxy
         return proxy
 
     async def update(self, name: str, body: Any) -> Proxy:
-        """Partial update: absent fields keep their values; a new address restarts it."""
+        """Partial update: absent fields keep their values; a new address or new TLS
+        settings restart it."""
         try:
             fields = parse_fields(body)
         except SpecError as exc:
@@ -50,10 +51,12 @@ class ProxyCollection:
             proxy = self.get(name)
             listen = fields.get("listen", proxy.listen)
             upstream = fields.get("upstream", proxy.upstream)
+            tls = {key: fields.get(key, value) for key, value in proxy.tls_settings().items()}
             enabled = fields.get("enabled", proxy.enabled)
-            if listen != proxy.listen or upstream != proxy.upstream:
+            if listen != proxy.listen or upstream != proxy.upstream or tls != proxy.tls_settings():
+                proxy.set_upstream(upstream, **tls)  # raises before anything changed
                 proxy.stop()
-                proxy.listen, proxy.upstream = listen, upstream
+                proxy.listen = listen
             if enabled:
                 await proxy.start()
             else:
@@ -84,6 +87,7 @@ class ProxyCollection:
                     existing is not None
                     and existing.listen == spec.listen
                     and existing.upstream == spec.upstream
+                    and existing.tls_settings() == spec.tls_settings()
                 ):
                     result.append(existing)
                     continue

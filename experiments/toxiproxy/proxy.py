@@ -4,21 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from typing import Any
 
 from .connection import Connection, Side
 from .errors import TOXIC_EXISTS, TOXIC_NOT_FOUND, ApiError, bad_body
-from .spec import join_address, split_address
+from .spec import TLS_FIELDS, SpecError, join_address, split_address
 from .toxics import DIRECTIONS, Toxic, parse_attributes, parse_toxicity
+from .upstream import client_context
 
 BACKLOG = 1024
 
 
 class Proxy:
-    def __init__(self, name: str, listen: str, upstream: str):
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        upstream: str,
+        upstream_tls: bool = False,
+        upstream_server_name: str | None = None,
+        upstream_ca_file: str | None = None,
+        upstream_verify: bool = True,
+    ):
         self.name = name
         self.listen = listen
         self.upstream = upstream
+        # TLS to the upstream (spec.TLS_FIELDS); set_upstream changes them
+        self.upstream_tls = upstream_tls
+        self.upstream_server_name = upstream_server_name
+        self.upstream_ca_file = upstream_ca_file
+        self.upstream_verify = upstream_verify
+        self.ssl_context: ssl.SSLContext | None = _context(self.tls_settings())
         self.enabled = False
         self.toxics: dict[str, list[Toxic]] = {d: [] for d in DIRECTIONS}
         self.connections: set[Connection] = set()
@@ -32,14 +49,36 @@ class Proxy:
         host, port = split_address(self.upstream)
         return host or "127.0.0.1", port
 
+    def tls_settings(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in TLS_FIELDS}
+
+    def set_upstream(self, upstream: str, **tls: Any) -> None:
+        """A new upstream and TLS settings (``spec.TLS_FIELDS``; absent ones keep theirs).
+
+        The client context is rebuilt when the TLS settings changed; when it cannot be, the
+        ApiError is raised before anything changes. Open connections keep their upstream:
+        callers restart the proxy.
+        """
+        settings = {**self.tls_settings(), **tls}
+        context = self.ssl_context
+        if settings != self.tls_settings():
+            context = _context(settings)
+        self.upstream = upstream
+        for key, value in settings.items():
+            setattr(self, key, value)
+        self.ssl_context = context
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "listen": self.listen,
             "upstream": self.upstream,
             "enabled": self.enabled,
             "toxics": [t.to_json() for t in self.toxic_list()],
         }
+        if self.upstream_tls:  # Toxiproxy's own fields only, unless the proxy speaks TLS
+            data.update(self.tls_settings())
+        return data
 
     # --- listening ------------------------------------------------------------------------
 
@@ -119,6 +158,21 @@ class Proxy:
     def remove_all_toxics(self) -> None:
         for toxic in self.toxic_list():
             self.remove_toxic(toxic.name)
+
+
+def _context(settings: dict[str, Any]) -> ssl.SSLContext | None:
+    """The client context for these TLS settings; a CA file that stopped loading since the
+    declaration was checked is a 400 naming the field."""
+    try:
+        return client_context(
+            settings["upstream_tls"], settings["upstream_ca_file"], settings["upstream_verify"]
+        )
+    except (OSError, ValueError) as exc:
+        raise SpecError(
+            "upstream_ca_file",
+            f"the path of a readable PEM file of CA certificates ({exc})",
+            settings["upstream_ca_file"],
+        ).api_error() from None
 
 
 async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:

@@ -8,6 +8,8 @@ field and what was expected.
 from __future__ import annotations
 
 import ipaddress
+import re
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,9 @@ from .errors import ApiError, bad_body, missing_field
 
 DEFAULT_LISTEN = "127.0.0.1:0"  # no listen address: a free port, on loopback only
 _MISSING = object()
+# Fields beyond Toxiproxy's own: TLS from the proxy to its upstream (it still listens in TCP).
+TLS_FIELDS = ("upstream_tls", "upstream_server_name", "upstream_ca_file", "upstream_verify")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
 class SpecError(Exception):
@@ -63,6 +68,13 @@ class ProxySpec:
     upstream: str
     listen: str = DEFAULT_LISTEN
     enabled: bool = True
+    upstream_tls: bool = False  # speak TLS to the upstream
+    upstream_server_name: str | None = None  # SNI and the checked name; None: the upstream host
+    upstream_ca_file: str | None = None  # PEM CA certificates; None: the system's trust store
+    upstream_verify: bool = True  # False: no certificate verification
+
+    def tls_settings(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in TLS_FIELDS}
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -106,6 +118,54 @@ def _check_name(value: Any, index: int | None) -> str:
     return value
 
 
+def _check_server_name(value: Any, index: int | None) -> str:
+    expected = "a host name or IP address for TLS (SNI and certificate check)"
+    if not isinstance(value, str) or len(value) > 253:
+        raise SpecError("upstream_server_name", expected, value, index)
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(value):
+        raise SpecError("upstream_server_name", expected, value, index)
+    return value
+
+
+def _check_ca_file(value: Any, index: int | None) -> str:
+    """A PEM file of CA certificates that loads now; the server reads it again when used."""
+    expected = "the path of a readable PEM file of CA certificates"
+    if not isinstance(value, str):
+        raise SpecError("upstream_ca_file", expected, value, index)
+    try:
+        ssl.create_default_context(cafile=value)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        if isinstance(exc, ssl.SSLError) and exc.reason:
+            reason = exc.reason.lower().replace("_", " ")  # NO_CERTIFICATE_OR_CRL_FOUND
+        else:
+            reason = getattr(exc, "strerror", None) or str(exc)
+        raise SpecError("upstream_ca_file", f"{expected} ({reason})", value, index) from None
+    return value
+
+
+def _parse_tls_fields(body: dict[str, Any], index: int | None) -> dict[str, Any]:
+    """The TLS fields present in ``body``; an empty server name or CA file is the default."""
+    fields: dict[str, Any] = {}
+    for key in ("upstream_tls", "upstream_verify"):
+        value = body.get(key)
+        if value is not None:
+            if not isinstance(value, bool):
+                raise SpecError(key, "true or false", value, index)
+            fields[key] = value
+    name = body.get("upstream_server_name")
+    if name is not None:
+        fields["upstream_server_name"] = _check_server_name(name, index) if name != "" else None
+    ca_file = body.get("upstream_ca_file")
+    if ca_file is not None:
+        fields["upstream_ca_file"] = _check_ca_file(ca_file, index) if ca_file != "" else None
+    return fields
+
+
 def parse_fields(body: Any, index: int | None = None) -> dict[str, Any]:
     """The proxy fields present in ``body``, each checked; absent ones are left out."""
     if not isinstance(body, dict):
@@ -122,6 +182,7 @@ def parse_fields(body: Any, index: int | None = None) -> dict[str, Any]:
         if not isinstance(enabled, bool):
             raise SpecError("enabled", "true or false", enabled, index)
         fields["enabled"] = enabled
+    fields.update(_parse_tls_fields(body, index))
     return fields
 
 
