@@ -8,7 +8,9 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
+from .http_tap import HttpTap
 from .link import EOF, Link
+from .upstream import open_upstream
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -34,6 +36,8 @@ class Side(asyncio.Protocol):
         # The fast path: with no toxic, bytes read here go straight to the other socket.
         self.fast_write = None
         self.fast_stats: list[int] = [0, 0]
+        # With LLM toxics, bytes read here go to the connection's HTTP layer first.
+        self.tap_feed = None
         self.abort_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio callbacks ----------------------------------------------------------------
@@ -53,6 +57,13 @@ class Side(asyncio.Protocol):
             stats[1] += len(data)
             write(data)
             return
+        self.take(data)
+
+    def take(self, data: bytes) -> None:
+        """Bytes read from this socket, off the fast path."""
+        if self.tap_feed is not None:
+            self.tap_feed(data)
+            return
         link = self.out_link
         if link is not None:
             link.feed(data)
@@ -63,8 +74,11 @@ class Side(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
+        tap = self.conn.tap if self.conn is not None else None
         if self.out_link is None:
             self.early_eof = True
+        elif tap is not None:
+            (tap.client_eof if self is self.conn.client else tap.upstream_eof)()
         else:
             self.out_link.feed_end(EOF)
         return True  # keep the socket open: the other direction may still be sending
@@ -96,9 +110,9 @@ class Side(asyncio.Protocol):
         self.out_link, self.in_link = out_link, in_link
         early, self.early = self.early, []
         for data in early:
-            out_link.feed(data)
+            self.take(data)
         if self.early_eof:
-            out_link.feed_end(EOF)
+            self.eof_received()
         out_link.refresh_fast_path()
 
     def update_reading(self) -> None:
@@ -162,6 +176,7 @@ class Connection:
         self.client = client
         self.upstream: Side | None = None
         self.links: dict[str, Link] = {}
+        self.tap: HttpTap | None = None  # the HTTP layer, while the proxy has LLM toxics
         self.closed = False
         proxy.connections.add(self)
         proxy.accepted += 1
@@ -170,10 +185,8 @@ class Connection:
         )
 
     async def _connect(self) -> None:
-        host, port = self.proxy.upstream_address
-        loop = asyncio.get_running_loop()
         try:
-            _, upstream = await loop.create_connection(lambda: Side(self.proxy, self), host, port)
+            _, upstream = await open_upstream(self.proxy, lambda: Side(self.proxy, self))
         except OSError:
             self.connecting = None
             self.close()
@@ -189,11 +202,45 @@ class Connection:
         self.links = {"upstream": up, "downstream": down}
         for direction, link in self.links.items():
             for toxic in self.proxy.toxics[direction]:
-                link.add_toxic(toxic)
+                if toxic.llm is None:
+                    link.add_toxic(toxic)
+        if self.proxy.llm_toxics():
+            self.attach_tap(at_start=True)
         upstream.attach(down, up)
         client.attach(up, down)
         upstream.update_reading()
         client.update_reading()
+
+    # --- the HTTP layer for LLM toxics -----------------------------------------------------
+
+    def attach_tap(self, at_start: bool) -> None:
+        """Look into the HTTP exchanges from the next request on (from the first byte of a new
+        connection)."""
+        if self.tap is not None or self.upstream is None or self.closed:
+            if self.tap is not None:
+                self.tap.detaching = False
+            return
+        tap = HttpTap(self, at_start)
+        self.tap = tap
+        self.client.tap_feed = tap.from_client
+        self.upstream.tap_feed = tap.from_upstream
+        for link in self.links.values():
+            link.refresh_fast_path()
+
+    def toxic_removed(self, name: str, last: bool) -> None:
+        if self.tap is not None:
+            self.tap.toxic_removed(name)
+            if last and self.tap is not None:
+                self.tap.detach()
+
+    def drop_tap(self) -> None:
+        """Bytes pass straight again (called by the tap once it holds nothing)."""
+        self.tap = None
+        self.client.tap_feed = None
+        if self.upstream is not None:
+            self.upstream.tap_feed = None
+        for link in self.links.values():
+            link.refresh_fast_path()
 
     def side_lost(self, side: Side) -> None:
         if self.closed:
@@ -211,6 +258,8 @@ class Connection:
 
     def _finish(self) -> None:
         self.closed = True
+        if self.tap is not None:
+            self.tap.cancel()
         for link in self.links.values():
             link.cancel()
         if self.connecting is not None:

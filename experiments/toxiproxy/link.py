@@ -186,6 +186,7 @@ class Link:
         transport = self.dst.transport
         usable = (
             self.head is None
+            and self.conn.tap is None
             and not self.done
             and transport is not None
             and not self.dst.gone

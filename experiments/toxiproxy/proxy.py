@@ -10,7 +10,7 @@ from typing import Any
 from .connection import Connection, Side
 from .errors import TOXIC_EXISTS, TOXIC_NOT_FOUND, ApiError, bad_body
 from .spec import TLS_FIELDS, SpecError, join_address, split_address
-from .toxics import DIRECTIONS, Toxic, parse_attributes, parse_toxicity
+from .toxics import DIRECTIONS, Toxic, parse_toxicity, set_attributes
 from .upstream import client_context
 
 BACKLOG = 1024
@@ -125,11 +125,17 @@ class Proxy:
                 return toxic
         raise TOXIC_NOT_FOUND
 
+    def llm_toxics(self) -> list[Toxic]:
+        return [t for t in self.toxics["downstream"] if t.llm is not None]
+
     def add_toxic(self, toxic: Toxic) -> None:
         if any(t.name == toxic.name for t in self.toxic_list()):
             raise TOXIC_EXISTS
         self.toxics[toxic.stream].append(toxic)
         for conn in list(self.connections):  # toxics apply to open connections too
+            if toxic.llm is not None:
+                conn.attach_tap(at_start=False)
+                continue
             link = conn.links.get(toxic.stream)
             if link is not None and not link.done:
                 link.add_toxic(toxic)
@@ -139,11 +145,10 @@ class Proxy:
         toxic = self.find_toxic(name)
         if not isinstance(body, dict):
             raise bad_body("expected a JSON object")
-        attributes = parse_attributes(toxic.type, body.get("attributes"), toxic.attributes)
         toxicity = toxic.toxicity
         if body.get("toxicity") is not None:
             toxicity = parse_toxicity(body["toxicity"])
-        toxic.attributes = attributes
+        set_attributes(toxic, body.get("attributes"))
         toxic.toxicity = toxicity
         return toxic
 
@@ -151,6 +156,9 @@ class Proxy:
         toxic = self.find_toxic(name)
         self.toxics[toxic.stream].remove(toxic)
         for conn in list(self.connections):
+            if toxic.llm is not None:
+                conn.toxic_removed(name, last=not self.llm_toxics())
+                continue
             link = conn.links.get(toxic.stream)
             if link is not None:
                 link.remove_toxic(name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import INVALID_STREAM, INVALID_TOXIC_TYPE, bad_body
+from .llm_toxics import LLM_TOXICS, LlmToxic, parse_llm_attributes
 
 if TYPE_CHECKING:
     from .link import Stage
@@ -29,10 +30,15 @@ class Toxic:
     stream: str
     toxicity: float
     attributes: dict[str, int] = field(default_factory=dict)
+    llm: LlmToxic | None = None  # the checked attributes of an LLM toxic (``llm_toxics``)
+    seen: dict[bytes, int] = field(default_factory=dict)  # LLM: request bodies seen, how often
+    requests: int = 0  # LLM: requests drawn, and hit
+    hits: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        attributes = self.llm.model_dump() if self.llm is not None else dict(self.attributes)
         return {
-            "attributes": dict(self.attributes),
+            "attributes": attributes,
             "name": self.name,
             "type": self.type,
             "stream": self.stream,
@@ -210,8 +216,12 @@ def _int_attribute(name: str, value: Any) -> int:
     return int(value)
 
 
+TOXIC_TYPES = (*BEHAVIOURS, *LLM_TOXICS)
+
+
 def parse_attributes(kind: str, raw: Any, base: dict[str, int] | None = None) -> dict[str, int]:
-    """Known attributes of ``kind`` from ``raw``; missing ones keep ``base`` (or 0)."""
+    """Known attributes of the TCP toxic ``kind`` from ``raw``; missing ones keep ``base``
+    (or 0); unknown ones are ignored, as Toxiproxy does."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -242,13 +252,26 @@ def parse_new_toxic(body: Any) -> Toxic:
     if stream not in DIRECTIONS:
         raise INVALID_STREAM
     kind = body.get("type")
-    if not isinstance(kind, str) or kind not in BEHAVIOURS:
+    if not isinstance(kind, str) or kind not in TOXIC_TYPES:
         raise INVALID_TOXIC_TYPE
+    if kind in LLM_TOXICS and stream != "downstream":
+        raise bad_body(f"{kind} acts on the answers: stream must be downstream, got {stream!r}")
     name = body.get("name")
     if name in (None, ""):
         name = f"{kind}_{stream}"
     if not isinstance(name, str):
         raise bad_body(f"name must be a string, got {name!r}")
     toxicity = parse_toxicity(body["toxicity"]) if body.get("toxicity") is not None else 1.0
-    attributes = parse_attributes(kind, body.get("attributes"))
-    return Toxic(name=name, type=kind, stream=stream, toxicity=toxicity, attributes=attributes)
+    toxic = Toxic(name=name, type=kind, stream=stream, toxicity=toxicity)
+    set_attributes(toxic, body.get("attributes"))
+    return toxic
+
+
+def set_attributes(toxic: Toxic, raw: Any) -> None:
+    """Merge ``raw`` into the toxic's attributes, every one checked before any changes."""
+    if toxic.type in LLM_TOXICS:
+        base = toxic.llm.model_dump() if toxic.llm is not None else None
+        toxic.llm = parse_llm_attributes(toxic.type, raw, base)
+        toxic.attributes = {}
+    else:
+        toxic.attributes = parse_attributes(toxic.type, raw, toxic.attributes)
