@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aichaos.fixtures
 from aichaos.experiments import policy
 from aichaos.experiments.catalog import load_experiment
 from aichaos.experiments.catalog import validate as validate_experiment
@@ -25,11 +24,10 @@ from aichaos.scenarios.spec import Scenario, load_scenario
 from aichaos.slo.spec import SloSpec, load_spec
 
 from .targets import vllm_backend, with_vllm
-from .topology import Topology, load_topology
+from .topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from .urls import check_url
 from .vllm_env import VllmUnavailable
 
-DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
 DEFAULT_SCENARIO = "tiered"
 DEFAULT_EXPERIMENT = "provider-outage"
 DEFAULT_SLO = "tiered"

@@ -18,7 +18,6 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-import aichaos.fixtures
 from aichaos import exits
 
 from .orphans import find_orphans, remove_orphans
@@ -40,10 +39,8 @@ from .supervisor import (
     log_tail,
 )
 from .targets import vllm_backend, with_llm_url, with_vllm
-from .topology import Topology, TopologyError, load_topology
+from .topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 from .vllm_env import VllmUnavailable
-
-DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
 
 app = typer.Typer(
     help="Bring the local reference stack up, show it, take it down.",

@@ -41,7 +41,10 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+import aichaos.fixtures
+
 PROXY_KIND = "proxy"
+DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 ADMIN_PORT = "admin_port"
 SIMPLE_PLACEHOLDERS = ("python", "port", ADMIN_PORT, "run_dir", "name", "replica")
