@@ -148,6 +148,16 @@ def replica_names(configuration: Mapping[str, Any] | None) -> list[str]:
     )
 
 
+def proxies_in_front_of(
+    name: str, svc: Mapping[str, Any], configuration: Mapping[str, Any] | None
+) -> list[str]:
+    """The stack's proxies whose upstream is the instance ``name`` (or its service)."""
+    proxies = stack_state(configuration).get("proxies") or {}
+    return sorted(
+        p for p, decl in proxies.items() if decl.get("upstream") in (name, svc.get("service"))
+    )
+
+
 def check_proxy(configuration: Mapping[str, Any] | None, proxy: str) -> None:
     """A proxy may be touched when the stack declares it, or the run allows it by name."""
     if proxy in allowed_names(configuration):

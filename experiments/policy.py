@@ -87,6 +87,20 @@ def check(
             raise InputError(exc.file, exc.field + label, exc.expected, exc.got) from None
 
 
+def check_endpoint_only(experiment: dict[str, Any], source: str | Path) -> None:
+    """Against an endpoint aichaos did not start (``aichaos run --target``) an activity that
+    needs an instance aichaos runs (a process to kill, the simulator's fault API) cannot act:
+    ``InputError`` for the first, before anything starts."""
+    for where, owner, provider, _ in _providers(experiment):
+        activity = registry.lookup(str(provider.get("module", "")), str(provider.get("func", "")))
+        if activity is not None and activity.needs_a_process:
+            name = owner.get("name")
+            label = f" of {name!r}" if isinstance(name, str) and name else ""
+            expected = (f"an activity that acts through a proxy: with --target, {activity.func} "
+                        "has no instance aichaos runs to act on")  # fmt: skip
+            raise InputError(source, f"{where}.func{label}", expected, activity.func)
+
+
 def _providers(experiment: dict[str, Any]) -> Iterator[tuple[str, dict, dict, bool]]:
     """``(path, owner, provider, is_control)`` for every provider anywhere in the file, walked
     without recursion so deep nesting cannot overflow the stack, and each node once so YAML
@@ -159,7 +173,7 @@ class _Scope:
             bad = activity.argument_problem(arguments)
             if bad is not None:
                 raise InputError(source, f"{field}.arguments.{bad[0]}", bad[1])
-            self._targets(source, field, arguments)
+            self._targets(source, field, arguments, activity)
             return
         if self.permissions.extension_of(module):
             if module.startswith(K8S_MODULES):
@@ -226,11 +240,14 @@ class _Scope:
             expected = f"a namespace allowed with --allow ({names})"
             raise InputError(source, f"{field}.arguments.ns", expected, ns)
 
-    def _targets(self, source: str | Path, field: str, arguments: dict[str, Any]) -> None:
+    def _targets(
+        self, source: str | Path, field: str, arguments: dict[str, Any], activity: registry.Activity
+    ) -> None:
         """Service and proxy names against the stack; only once the run is known."""
         if self.configuration is None:
             return
         services, proxies = _stack_names(self.stack)
+        endpoints = _endpoint_names(self.stack)
         for arg in SERVICE_ARGS:
             for name in _names(arguments.get(arg)):
                 if name in self.allowed:
@@ -240,6 +257,12 @@ class _Scope:
                 if name not in services:
                     listed = ", ".join(sorted(services))
                     expected = f"a replica of this run's topology ({listed})"
+                    raise InputError(source, f"{field}.arguments.{arg}", expected, name)
+                if activity.needs_a_process and name in endpoints:
+                    expected = (
+                        f"a replica aichaos runs ({activity.func} needs its process or "
+                        f"the simulator; {name} is an endpoint aichaos did not start)"
+                    )
                     raise InputError(source, f"{field}.arguments.{arg}", expected, name)
         for arg in PROXY_ARGS:
             for name in _names(arguments.get(arg)):
@@ -291,6 +314,26 @@ def _stack_names(stack: dict[str, Any] | None) -> tuple[set[str], set[str]]:
         if svc.get("kind") in REPLICA_KINDS:
             services |= {name, str(svc.get("service")), str(svc.get("kind"))}
     return services, set((stack.get("proxies") or {}).keys())
+
+
+def _endpoint_names(stack: dict[str, Any] | None) -> set[str]:
+    """Names that reach only endpoints given by url (no instance aichaos runs)."""
+    found: dict[str, bool] = {}  # name -> every instance it reaches is an endpoint
+    for name, svc in ((stack or {}).get("services") or {}).items():
+        if svc.get("kind") not in REPLICA_KINDS:
+            continue
+        for key in {name, str(svc.get("service")), str(svc.get("kind"))}:
+            found[key] = found.get(key, True) and bool(svc.get("external"))
+    return {name for name, only in found.items() if only}
+
+
+def uses_stack_activities(experiment: dict[str, Any]) -> bool:
+    """Whether any activity acts on a stack's services or proxies (``--target`` then puts a
+    fault proxy in front of the target)."""
+    return any(
+        str(provider.get("module", "")) in registry.STACK_MODULES
+        for _, _, provider, _ in _providers(experiment)
+    )
 
 
 def _names(value: Any) -> list[str]:

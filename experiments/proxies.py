@@ -27,18 +27,9 @@ from toxiproxy.proxy import Proxy
 from toxiproxy.toxic import Toxic
 
 from .toxiproxy.spec import split_address
+from .toxiproxy.toxics import TOXIC_TYPES  # Toxiproxy's, and the LLM toxics of ours
 
 DEFAULT_URL = "http://127.0.0.1:8474"
-TOXIC_TYPES = (
-    "latency",
-    "bandwidth",
-    "slow_close",
-    "timeout",
-    "reset_peer",
-    "slicer",
-    "limit_data",
-    "noop",
-)
 
 
 class ToxiproxyError(Exception):
@@ -57,14 +48,18 @@ class ProxyDecl:
     listen: str
     upstream: str
     enabled: bool = True
+    upstream_tls: bool = False  # the embedded server's own field: TLS to an https upstream
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "name": self.name,
             "listen": self.listen,
             "upstream": self.upstream,
             "enabled": self.enabled,
         }
+        if self.upstream_tls:
+            body["upstream_tls"] = True
+        return body
 
 
 def _is_address(value: Any) -> bool:
@@ -258,7 +253,7 @@ class ToxiproxyClient:
         *,
         stream: str = "downstream",
         toxicity: float = 1.0,
-        attributes: Mapping[str, int] | None = None,
+        attributes: Mapping[str, Any] | None = None,
         name: str | None = None,
     ) -> Toxic:
         if type not in TOXIC_TYPES:

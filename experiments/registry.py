@@ -49,6 +49,10 @@ EXPORTED = {
         "mid_stream_error",
         "stall_stream",
         "slow_responses",
+        "slow_tokens",
+        "hang",
+        "outage",
+        "end_outage",
         "kv_exhaustion",
         "clear_faults",
     ),
@@ -62,6 +66,25 @@ EXPORTED = {
         "breaker_state",
     ),
 }
+
+
+# Activities that need an instance aichaos runs: a process to signal, or the simulator's own
+# fault API. Against an endpoint given by url (``aichaos run --target``) they are refused.
+NEED_A_PROCESS = {
+    (replicas, name)
+    for name in (
+        "kill_replica",
+        "terminate_replica",
+        "kill_engine_core",
+        "engine_death",
+        "revive_replicas",
+        "slow_start",
+        "finish_slow_start",
+    )
+} | {(provider, "inject_llm_fault"), (provider, "kv_exhaustion")}
+# Modules whose activities act on a stack's services or proxies: with --target, a run whose
+# experiment uses one gets a fault proxy in front of the target.
+STACK_MODULES = tuple(m.__name__ for m in (network, provider, replicas, stack))
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ class Activity:
     module: str
     func: str
     parameters: dict[str, Parameter]
+    needs_a_process: bool = False  # see NEED_A_PROCESS
 
     @property
     def name(self) -> str:
@@ -119,7 +143,7 @@ def _activity(module: Any, func: str) -> Activity:
         annotation = hints.get(p.name, Any)
         required = p.default is inspect.Parameter.empty
         parameters[p.name] = Parameter(p.name, required, TypeAdapter(annotation))
-    return Activity(module.__name__, func, parameters)
+    return Activity(module.__name__, func, parameters, (module, func) in NEED_A_PROCESS)
 
 
 @cache

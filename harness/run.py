@@ -24,6 +24,7 @@ import traceback
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,6 +50,7 @@ from .server_metrics import PrometheusSource, Scraper, metrics_summary, write_me
 from .stack import Stack
 from .stack_state import DEFAULT_POINTER, stack_places
 from .supervisor import SignalFlag, StackError
+from .targets import TARGET, fault_proxy_topology
 from .topology import TopologyError
 
 DRAIN_S = 30.0  # requests in flight at the end of the schedule get this long to finish
@@ -164,6 +166,7 @@ class GameDay:
         self.events: EventLog | None = None
         self.stack: Stack | None = None
         self.target: str | None = plan.target
+        self.via: str | None = None  # the fault proxy the load goes through, with --target
         self.prometheus_url: str | None = plan.options.prometheus_url
         self.scraper: Scraper | None = None
         self.load: Any = None
@@ -252,6 +255,10 @@ class GameDay:
         plan = self.plan
         if plan.topology is None:
             self._check_target()
+            from aichaos.experiments.policy import uses_stack_activities
+
+            if plan.experiment is not None and uses_stack_activities(plan.experiment):
+                self._front_target()
         else:
             self.progress.say(f"bringing the stack up ({plan.topology_source})")
             try:
@@ -267,6 +274,24 @@ class GameDay:
         self._start_metrics()
         self.configuration = self._experiment_configuration()
         self._write_manifest()
+
+    def _front_target(self) -> None:
+        """A fault proxy in front of the target, the load sent through it: the experiment's
+        faults act there (the target is an endpoint aichaos did not start)."""
+        assert self.target is not None
+        self.progress.say(f"putting a fault proxy in front of {self.target}")
+        try:
+            self.stack = Stack.up(
+                fault_proxy_topology(self.target),
+                self.run_dir,
+                source="fault proxy in front of the target",
+                interrupt=self.signals.flag,
+            )
+        except StackError as exc:
+            raise CouldNotRun(str(exc)) from exc
+        path = urlsplit(self.target).path.rstrip("/")
+        self.via = self.stack.proxy_url(TARGET) + path
+        self.progress.say(f"load goes through the fault proxy at {self.via}")
 
     def _check_target(self) -> None:
         """Any HTTP answer from the target will do; no answer is exit 3."""
@@ -309,7 +334,7 @@ class GameDay:
         self._stage("load")
         assert self.target is not None
         self.load = LoadRunner(
-            plan.scenario, self.target, self.run_dir, workers=plan.options.workers
+            plan.scenario, self.via or self.target, self.run_dir, workers=plan.options.workers
         )
         chaos = None
         if plan.experiment is not None:
@@ -526,6 +551,7 @@ class GameDay:
             "ended_at": ended,
             **self.plan.manifest_inputs(),
             "target": self.target,
+            "fault_proxy": {"url": self.via, "upstream": self.target} if self.via else None,
             "stack": self.stack_info,
             "prometheus_url": self.prometheus_url,
             "metrics_rows": getattr(self, "metrics_rows", None),

@@ -18,7 +18,7 @@ from aichaos.experiments import policy
 from aichaos.experiments.catalog import load_experiment
 from aichaos.experiments.catalog import validate as validate_experiment
 from aichaos.experiments.clock import scale_schedule
-from aichaos.experiments.policy import Permissions
+from aichaos.experiments.policy import Permissions, check_endpoint_only
 from aichaos.rundir import InputError, read_manifest
 from aichaos.scenarios.spec import Scenario, load_scenario
 from aichaos.slo.spec import SloSpec, load_spec
@@ -115,6 +115,8 @@ def plan_run(options: RunOptions) -> RunPlan:
     default = NO_EXPERIMENT[0] if options.target else DEFAULT_EXPERIMENT
     if (options.experiment or default).lower() not in NO_EXPERIMENT:
         experiment = load_experiment(options.experiment or default, options.permissions)
+        if options.target is not None:
+            check_endpoint_only(experiment, options.experiment or default)
         declared = load_scenario(options.scenario or DEFAULT_SCENARIO).duration_s
         if duration and declared:  # faults keep their place in a shortened run
             experiment = scale_schedule(experiment, scenario.duration_s / declared)

@@ -190,7 +190,7 @@ class Managed:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.spec.url or f"http://127.0.0.1:{self.port}"
 
     @property
     def admin_url(self) -> str | None:
@@ -248,11 +248,15 @@ class Supervisor:
         taken = set(fixed)
         self.procs: dict[str, Managed] = {}
         for instance in topology.instances():
+            log_path = self.run_dir / "logs" / f"{instance.name}.log"
+            if instance.service.external:  # nothing runs here: no port of ours, no log
+                port = instance.service.upstream_address[1]
+                self.procs[instance.name] = Managed(instance, port, log_path)
+                continue
             port = instance.service.port or free_port(taken)
             taken.add(port)
             admin_port = free_port(taken) if instance.service.has_admin_port else None
             taken.add(admin_port or port)
-            log_path = self.run_dir / "logs" / f"{instance.name}.log"
             self.procs[instance.name] = Managed(instance, port, log_path, admin_port)
         self._plan_prometheus(prometheus, taken)
 
@@ -395,6 +399,12 @@ class Supervisor:
         return command, {**os.environ, "PYTHONUNBUFFERED": "1", **env, **marker}
 
     def _launch(self, p: Managed, starting: bool = False) -> None:
+        if p.spec.external:  # someone else runs it: it is there, as it is
+            with self._lock:
+                p.state, p.started_at, p.ready_at = READY, time.time(), time.time()
+                self._save()
+            self.events.emit("external", p.name, "instant", {"url": p.url})
+            return
         command, env = self._command(p)
         attempt = p.restarts + 1
         with open(p.log_path, "ab") as log:
@@ -476,8 +486,7 @@ class Supervisor:
             ProxyDecl(
                 proxy.name,
                 self.proxy_listen.get(proxy.name, proxy.listen),
-                f"127.0.0.1:{self.procs[proxy.upstream].port}",
-                proxy.enabled,
+                *self._upstream(self.procs[proxy.upstream], proxy.enabled),
             )
             for proxy in self.topology.proxies
         ]
@@ -489,6 +498,16 @@ class Supervisor:
             # kept, so a restarted proxy server listens where the dependents already point
             self.proxy_listen = {name: proxy.listen for name, proxy in created.items()}
         self.events.emit("proxies", p.name, "instant", {"listen": dict(self.proxy_listen)})
+
+    @staticmethod
+    def _upstream(p: Managed, enabled: bool) -> tuple[str, bool, bool]:
+        """``(address, enabled, tls)`` of a proxy's upstream: an instance on loopback, or an
+        endpoint given by url (TLS when https)."""
+        if not p.spec.external:
+            return f"127.0.0.1:{p.port}", enabled, False
+        host, port, tls = p.spec.upstream_address
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return address, enabled, tls
 
     def _on_exit(self, p: Managed, code: int) -> None:
         detail = _exit_detail(p.pid, code)
@@ -588,6 +607,7 @@ class Supervisor:
                 services[name] = {
                     "service": p.spec.name,
                     "kind": p.spec.kind,
+                    "external": p.spec.external,  # an endpoint aichaos does not run
                     "replica": p.instance.replica,
                     "state": p.state,
                     "pid": p.pid,

@@ -12,7 +12,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
-from aichaos.harness.topology import ServiceSpec, Topology, TopologyError, parse_topology
+from aichaos.harness.topology import (
+    DEFAULT_TOPOLOGY,
+    ProxySpec,
+    ServiceSpec,
+    Topology,
+    TopologyError,
+    load_topology,
+    parse_topology,
+)
 
 from .vllm_env import build_model, find_python
 
@@ -141,6 +149,20 @@ def with_llm_url(topology: Topology, url: str) -> Topology:
         targets = [t for t in topology.prometheus.targets if t not in pool]
         update["prometheus"] = topology.prometheus.model_copy(update={"targets": targets})
     return _checked(topology.model_copy(update=update))
+
+
+TARGET = "target"  # the endpoint's service and proxy in a fault-proxy stack
+
+
+def fault_proxy_topology(url: str) -> Topology:
+    """The embedded proxy server and one proxy, ``target``, in front of ``url``: an endpoint
+    aichaos did not start (``aichaos run --target URL`` whose experiment acts on a stack). The
+    endpoint is an ``llm`` service given by url, so the library's LLM experiments find it."""
+    server = load_topology(DEFAULT_TOPOLOGY).proxy_service
+    assert server is not None, "the default topology has a proxy server"
+    target = ServiceSpec(name=TARGET, kind="llm", url=url)
+    proxy = ProxySpec(name=TARGET, upstream=TARGET)
+    return _checked(Topology(name="fault-proxy", services=[server, target], proxies=[proxy]))
 
 
 def _checked(topology: Topology) -> Topology:

@@ -15,6 +15,9 @@ A topology is YAML (see ``fixtures/topology/default.yaml``)::
         replicas: 2
         env: {KEY: value}
         engine: {max_model_len: 2048, max_num_seqs: 64, kv_cache_gib: 1}  # a real engine's size
+      - name: provider            # an endpoint aichaos does not run: never started or killed
+        kind: fallback
+        url: https://api.example.com   # a proxy in front of it speaks TLS to it
     proxies:
       - {name: llm, listen: "127.0.0.1:0", upstream: llm-1}
     prometheus: {scrape_interval: 1s, targets: [llm]}
@@ -37,9 +40,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 import aichaos.fixtures
 
@@ -80,7 +91,10 @@ class EngineSpec(_Strict):
 class ServiceSpec(_Strict):
     name: Name
     kind: str = "service"
-    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    command: list[Annotated[str, Field(min_length=1)]] = []
+    # an endpoint aichaos does not run (a hosted provider, the user's own server): no command,
+    # never started, restarted or killed; a proxy may stand in front of it (TLS for https)
+    url: str | None = None
     port: int = Field(0, ge=0, le=65535)
     ready: str = "/health"
     ready_timeout: float = Field(60.0, gt=0, le=3600)
@@ -89,6 +103,41 @@ class ServiceSpec(_Strict):
     replicas: int = Field(1, ge=1, le=64)
     env: dict[str, str] = {}
     engine: EngineSpec = EngineSpec()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an http:// or https:// URL with a host, got {value!r}")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError(f"a URL with a port from 1 to 65535, got {value!r}") from None
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _command_or_url(self) -> ServiceSpec:
+        if (self.url is None) == (not self.command):
+            where = "both" if self.url is not None else "neither"
+            raise ValueError(f"a command to run or the url of an endpoint, not {where}")
+        if self.url is not None and (self.replicas != 1 or self.port or self.env):
+            raise ValueError("no replicas, port or env for an endpoint given by url")
+        return self
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def upstream_address(self) -> tuple[str, int, bool]:
+        """``(host, port, tls)`` of an endpoint given by url."""
+        assert self.url is not None
+        parts = urlsplit(self.url)
+        tls = parts.scheme == "https"
+        return parts.hostname or "", parts.port or (443 if tls else 80), tls
 
     @field_validator("ready")
     @classmethod

@@ -169,12 +169,21 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
         ("Experiment", _name(experiment, m.get("experiment"), key="title") or "none"),
         ("Topology", str(topology) if topology else "none (external target)"),
         ("Target", str(m.get("target") or fmt.DASH)),
+        *_fault_proxy(m),
         ("SLO spec", str(spec.get("name") or fmt.DASH) if run.slo else "not evaluated"),
         ("Seed", str(m.get("seed")) if m.get("seed") is not None else fmt.DASH),
         ("Start", fmt.utc(started)),
         ("Duration", fmt.duration(length) + ("" if fmt.is_number(ended) else " (recorded)")),
         ("Versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or fmt.DASH),
     ]
+
+
+def _fault_proxy(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """With ``--target``, the load went through a fault proxy in front of it: say so."""
+    proxy = manifest.get("fault_proxy")
+    if not isinstance(proxy, dict) or not proxy.get("url"):
+        return []
+    return [("Fault proxy", f"{proxy['url']} in front of the target; the load went through it")]
 
 
 def _kpis(slo: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -173,9 +173,10 @@ def test_controls_tolerances_and_dynamic_configuration_are_checked(tmp_path):
 
 
 def test_exported_activities_get_their_argument_types_checked():
-    experiment = copy.deepcopy(catalog.load_experiment("provider-outage"))
+    experiment = copy.deepcopy(catalog.load_experiment("retrieval-latency"))
     step = experiment["method"][0]["provider"]
     assert step["module"] == "aichaos.experiments.actions.network"
+    step["func"], step["arguments"] = "disable_proxies", {"proxies": ["llm-1"]}
     step["arguments"]["proxies"] = 7
     with pytest.raises(InputError, match=r"arguments\.proxies"):
         policy.check(experiment, "e.json", Permissions())

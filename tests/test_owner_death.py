@@ -55,8 +55,11 @@ def outage_with_a_simulator_fault() -> dict:
         "provider": {
             "type": "python",
             "module": "aichaos.experiments.actions.provider",
-            "func": "error_storm",
-            "arguments": {"services": "fallback", "status": 503, "rate": 0.2},
+            "func": "inject_llm_fault",  # the simulator's own fault API, not a proxy's toxic
+            "arguments": {
+                "services": "fallback",
+                "fault": {"kind": "error", "status": 503, "rate": 0.2},
+            },
         },
         "x-aichaos": {"at": 3, "rollback": "fallback-clear"},
     }

@@ -68,12 +68,13 @@ def kill_leftovers(pids: list[tuple[int, int | None]]) -> None:
 
 BAD = [
     ("bad_unknown_field.yaml", "services[0].restart_dealy: expected one of the fields"),
-    ("bad_missing_command.yaml", "services[0].command: expected a value"),
+    ("bad_missing_command.yaml", "services[0]: expected a command to run or the url of an"),
     ("bad_unknown_dependency.yaml", "services[0].depends_on[0]: expected a service"),
     ("bad_cycle.yaml", "services[0].depends_on: expected no dependency cycle, got a -> b -> a"),
     ("bad_proxy_upstream.yaml", "proxies[0].upstream: expected a service of this topology"),
     ("bad_yaml.yaml", "line 4: expected valid YAML"),
     ("bad_placeholder.yaml", "services[0].command[5]: expected a placeholder among"),
+    ("bad_external_replicas.yaml", "services[0]: expected no replicas, port or env for an"),
 ]
 
 

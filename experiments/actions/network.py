@@ -55,15 +55,17 @@ def _switch(proxies: str | list[str], configuration: dict | None, on: bool) -> l
 def add_toxic(
     proxy: str,
     type: str,
-    attributes: dict[str, int] | None = None,
+    attributes: dict[str, Any] | None = None,
     stream: str = "downstream",
     toxicity: float = 1.0,
     name: str | None = None,
     configuration: dict | None = None,
 ) -> dict[str, Any]:
-    """Any Toxiproxy toxic on one edge, e.g. ``latency`` ``{latency: 500, jitter: 100}`` (ms),
+    """Any toxic on one edge, e.g. ``latency`` ``{latency: 500, jitter: 100}`` (ms),
     ``bandwidth`` ``{rate: KB/s}``, ``timeout`` ``{timeout: ms}``, ``reset_peer``,
-    ``slicer``, ``limit_data`` ``{bytes}``. Named ``aichaos_<type>_<stream>`` unless ``name``."""
+    ``slicer``, ``limit_data`` ``{bytes}``, or an LLM toxic of the embedded server
+    (``http_error``, ``error_event``, ``truncate``, ``stall``, ``first_token_delay``,
+    ``slow_tokens``, ``hang``). Named ``aichaos_<type>_<stream>`` unless ``name``."""
     context.check_proxy(configuration, proxy)
     if type not in TOXIC_TYPES:
         raise ActivityFailed(f"type: expected one of {', '.join(TOXIC_TYPES)}, got {type!r}")

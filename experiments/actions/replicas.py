@@ -13,6 +13,7 @@ import signal as signals
 import time
 from typing import Any
 
+import httpx
 import psutil
 from chaoslib.exceptions import ActivityFailed
 
@@ -26,6 +27,13 @@ ENGINE_TITLE = "EngineCore"  # vLLM titles its engine process VLLM::EngineCore
 
 
 def _alive(svc: dict[str, Any]) -> bool:
+    """A live process; for an endpoint aichaos does not run, any HTTP answer."""
+    if svc.get("external"):
+        try:
+            httpx.get(f"{svc['url']}/v1/models", timeout=context.HTTP_TIMEOUT)
+        except httpx.HTTPError:
+            return False
+        return True
     pid = svc.get("pid")
     return bool(pid) and process_alive(int(pid), svc.get("start_time"))
 
@@ -177,13 +185,6 @@ def revive_replicas(
     return wait_replicas_ready(service, timeout_s, configuration)
 
 
-def _replica_proxies(name: str, svc: dict[str, Any], configuration: dict | None) -> list[str]:
-    proxies = context.stack_state(configuration).get("proxies") or {}
-    return sorted(
-        p for p, decl in proxies.items() if decl.get("upstream") in (name, svc.get("service"))
-    )
-
-
 def slow_start(
     service: str = "llm-1", count: int = 1, configuration: dict | None = None
 ) -> list[dict[str, Any]]:
@@ -194,7 +195,7 @@ def slow_start(
     matched = context.match_services(configuration, service)[:count]
     closed = []
     for name, svc in matched:
-        proxies = _replica_proxies(name, svc, configuration)
+        proxies = context.proxies_in_front_of(name, svc, configuration)
         if not proxies:
             raise ActivityFailed(f"slow start of {name}: no proxy in front of it to hold closed")
         network.disable_proxies(proxies, configuration)
@@ -209,7 +210,7 @@ def finish_slow_start(
     """Rollback of ``slow_start``: the replica's edge opens and the replica is ready."""
     proxies: list[str] = []
     for name, svc in context.match_services(configuration, service):
-        proxies += _replica_proxies(name, svc, configuration)
+        proxies += context.proxies_in_front_of(name, svc, configuration)
     if proxies:
         network.enable_proxies(proxies, configuration)
     return wait_replicas_ready(service, timeout_s, configuration)
