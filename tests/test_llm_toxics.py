@@ -157,7 +157,7 @@ def _hit(client: openai.OpenAI, i: int) -> bool:
     return False
 
 
-def test_toxicity_hits_that_share_of_requests_and_the_same_ones_again(proxy):
+def test_toxicity_hits_that_share_of_requests_and_the_same_ones_again(toxiproxy, proxy):
     client = client_for(proxy)
     attrs = {"status": 429, "seed": 11}
     proxy.add_toxic(type="http_error", name="some", toxicity=0.3, attributes=attrs)
@@ -172,6 +172,10 @@ def test_toxicity_hits_that_share_of_requests_and_the_same_ones_again(proxy):
     proxy.destroy_toxic("some")
     proxy.add_toxic(type="http_error", name="none", toxicity=0.0, attributes=attrs)
     assert not any(_hit(client, i) for i in range(10))
+    metrics = httpx.get(f"{toxiproxy.url}/metrics", timeout=5).text
+    labels = 'proxy="llm",toxic="none",type="http_error"'
+    assert f"toxiproxy_llm_toxic_requests_total{{{labels}}} 10.0" in metrics
+    assert f"toxiproxy_llm_toxic_hits_total{{{labels}}} 0.0" in metrics
 
 
 def test_a_toxic_added_while_a_connection_is_open_hits_its_next_request(proxy):

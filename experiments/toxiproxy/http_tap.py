@@ -334,6 +334,16 @@ class Response:
     # --- letting it out ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._let_out()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not leave the client waiting forever
+            log.exception("proxy %s: LLM toxic failed: closing", self.tap.conn.proxy.name)
+            self.finished = True
+            self.tap.conn.close()
+
+    async def _let_out(self) -> None:
         head_sent = False
         while True:
             if not self.queue:

@@ -46,7 +46,20 @@ class ProxyCollector(Collector):
             "Toxics configured on the proxy, per direction.",
             labels=["proxy", "direction"],
         )
+        drawn = CounterMetricFamily(
+            "toxiproxy_llm_toxic_requests",
+            "Requests an LLM toxic drew for (its toxicity decides which it hits).",
+            labels=["proxy", "toxic", "type"],
+        )
+        hit = CounterMetricFamily(
+            "toxiproxy_llm_toxic_hits",
+            "Requests an LLM toxic hit.",
+            labels=["proxy", "toxic", "type"],
+        )
         for proxy in list(self.collection.proxies.values()):
+            for toxic in proxy.llm_toxics():
+                drawn.add_metric([proxy.name, toxic.name, toxic.type], toxic.requests)
+                hit.add_metric([proxy.name, toxic.name, toxic.type], toxic.hits)
             for direction in DIRECTIONS:
                 labels = [direction, proxy.name, proxy.listen, proxy.upstream]
                 received.add_metric(labels, proxy.stats[direction][0])
@@ -61,7 +74,7 @@ class ProxyCollector(Collector):
             tasks.add_metric([], len(asyncio.all_tasks()))
         except RuntimeError:  # scraped outside the loop
             tasks.add_metric([], 0)
-        yield from (received, sent, accepted, open_now, toxics, tasks)
+        yield from (received, sent, accepted, open_now, toxics, drawn, hit, tasks)
 
 
 def make_registry(collection: ProxyCollection) -> CollectorRegistry:
