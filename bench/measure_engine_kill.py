@@ -27,6 +27,7 @@ import httpx
 import psutil
 
 from aichaos.experiments.actions.replicas import engine_process
+from aichaos.harness.targets import BUILT_MODEL_NAME, vllm_server_args
 from aichaos.harness.vllm_env import build_model, find_python
 
 READY_TIMEOUT_S = 420.0
@@ -72,9 +73,7 @@ def _try(method: str, url: str, **kwargs) -> str:
 def measure(python: str, model: str, streams: int, watch_s: float) -> dict:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-               "--served-model-name", "aichaos-tiny", "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", "2048", "--dtype", "bfloat16"]  # fmt: skip
+    command = vllm_server_args(python, model, BUILT_MODEL_NAME, str(port), max_model_len=2048)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"engine-kill-{port}.log", "wb")  # noqa: SIM115 - closed in finally
     t0 = time.monotonic()

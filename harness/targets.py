@@ -53,29 +53,40 @@ def vllm_backend(model: str | None = None) -> VllmBackend:
 
 
 def vllm_command(backend: VllmBackend, service: ServiceSpec) -> list[str]:
+    """The command of a topology's replica (placeholders and literal braces as the supervisor
+    reads them)."""
     engine = service.engine
-    command = [
-        _literal(backend.python),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        _literal(backend.model),
-        "--served-model-name",
-        _literal(backend.served_name),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--max-model-len",
-        str(engine.max_model_len),
-        "--max-num-seqs",
-        str(engine.max_num_seqs),
-    ]
-    if engine.kv_blocks is not None:
-        command += ["--num-gpu-blocks-override", str(engine.kv_blocks)]
-    if not engine.prefix_caching:
+    return vllm_server_args(
+        _literal(backend.python), _literal(backend.model), _literal(backend.served_name), "{port}",
+        max_model_len=engine.max_model_len, max_num_seqs=engine.max_num_seqs,
+        kv_blocks=engine.kv_blocks, prefix_caching=engine.prefix_caching, cpu=backend.cpu,
+    )  # fmt: skip
+
+
+def vllm_server_args(
+    python: str,
+    model: str,
+    served_name: str,
+    port: str,
+    *,
+    max_model_len: int,
+    max_num_seqs: int | None = None,
+    kv_blocks: int | None = None,
+    prefix_caching: bool = True,
+    cpu: bool = True,
+) -> list[str]:
+    """vLLM's OpenAI server on loopback, the one way aichaos starts it (its ``vllm`` console
+    script does not work in the CPU build); ``max_num_seqs`` None keeps vLLM's default."""
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", port,
+               "--max-model-len", str(max_model_len)]  # fmt: skip
+    if max_num_seqs is not None:
+        command += ["--max-num-seqs", str(max_num_seqs)]
+    if kv_blocks is not None:
+        command += ["--num-gpu-blocks-override", str(kv_blocks)]
+    if not prefix_caching:
         command.append("--no-enable-prefix-caching")
-    if backend.cpu:
+    if cpu:
         command += ["--dtype", "bfloat16"]
     return command
 

@@ -16,6 +16,8 @@ import httpx
 import psutil
 import pytest
 
+from aichaos.harness.targets import vllm_server_args
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -169,10 +171,9 @@ class VllmEngine(ServiceProcess):
         """``extra``: more of vLLM's server options (``--max-num-seqs 1``...)."""
 
         def command(port: int) -> list[str]:
-            return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-                    "--served-model-name", VLLM_MODEL, "--host", "127.0.0.1",
-                    "--port", str(port), "--max-model-len", str(VLLM_CONTEXT),
-                    "--dtype", "bfloat16", *extra]  # fmt: skip
+            args = vllm_server_args(python, str(model), VLLM_MODEL, str(port),
+                                    max_model_len=VLLM_CONTEXT)  # fmt: skip
+            return [*args, *extra]
 
         # 1 GiB of KV cache is plenty for this model, and a small footprint
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
