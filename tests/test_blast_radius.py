@@ -264,3 +264,31 @@ def test_yaml_aliases_repeating_one_node_are_walked_once(tmp_path):
     experiment = copy.deepcopy(catalog.load_experiment(BASE))
     experiment["x-notes"] = bomb
     policy.check(experiment, "bomb.yaml", Permissions())  # returns: every node seen once
+
+
+def test_engine_faults_on_an_endpoint_aichaos_did_not_start_are_refused(tmp_path):
+    """A topology service given by url is no process and no simulator: kills and the
+    simulator's faults cannot act on it, faults through its proxy can."""
+    stack = tmp_path / "stack.json"
+    stack.write_text(json.dumps({
+        "services": {"provider": {"kind": "fallback", "service": "provider", "external": True,
+                                  "url": "https://api.example.com"}},
+        "proxies": {"provider": {"upstream": "provider", "url": "http://127.0.0.1:18002"},
+                    "retriever": {"upstream": "retriever", "url": "http://127.0.0.1:18001"}},
+    }))  # fmt: skip
+    configuration = {"aichaos_stack_file": str(stack)}
+
+    def step(func: str, **arguments) -> dict:
+        module = "aichaos.experiments.actions.provider"
+        return {"type": "action", "name": func,
+                "provider": {"type": "python", "module": module, "func": func,
+                             "arguments": arguments}}  # fmt: skip
+
+    storm = experiment_with(step("error_storm", services="provider", status=429))
+    policy.check(storm, "s.json", Permissions(), configuration)
+    shrink = experiment_with(step("kv_exhaustion", services="fallback", blocks=8))
+    with pytest.raises(InputError, match="fallback is an endpoint aichaos did not start"):
+        policy.check(shrink, "k.json", Permissions(), configuration)
+    with pytest.raises(InputError, match="acts through a proxy"):
+        policy.check_endpoint_only(shrink, "k.json")
+    policy.check_endpoint_only(storm, "s.json")
