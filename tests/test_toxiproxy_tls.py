@@ -44,6 +44,7 @@ class TlsUpstream:
     def __init__(self, loop: ThreadLoop, ca: trustme.CA):
         self.loop = loop
         self.sni: list[str | None] = []
+        self.hosts: list[str] = []  # the Host header of each request
         self.requests = 0
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(NAME, "localhost").configure_cert(context)
@@ -67,6 +68,7 @@ class TlsUpstream:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests += 1
+        self.hosts.append(request.headers.get("Host", ""))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for word in ("hello", " from", " tls"):
@@ -137,6 +139,8 @@ def test_ca_file_and_server_name(api, toxiproxy, tls_upstream, ca_file):
     before = len(tls_upstream.sni)
     assert content(chat(listen)) == "hello from tls"
     assert tls_upstream.sni[before:] == [NAME]
+    # the client named the proxy; the upstream is asked by its own name
+    assert tls_upstream.hosts[-1] == f"{NAME}:{tls_upstream.port}"
     shown = api.get("/proxies/tls-ok").json()
     assert shown["listen"] == listen and shown["upstream"] == tls_upstream.address
     assert {k: shown[k] for k in tls} == tls and shown["upstream_verify"] is True

@@ -204,7 +204,7 @@ class Connection:
             for toxic in self.proxy.toxics[direction]:
                 if toxic.llm is None:
                     link.add_toxic(toxic)
-        if self.proxy.llm_toxics():
+        if self.proxy.reads_http:
             self.attach_tap(at_start=True)
         upstream.attach(down, up)
         client.attach(up, down)

@@ -41,9 +41,11 @@ from .llm_toxics import (
     error_event,
     error_response,
 )
+from .upstream import server_name
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .proxy import Proxy
     from .toxics import Toxic
 
 log = logging.getLogger("aichaos.toxiproxy")
@@ -155,6 +157,8 @@ class HttpTap:
                 return
 
     def _dispatch(self, raw: bytes, head: h11.Request | None, body: bytes) -> None:
+        if self.conn.proxy.upstream_tls:
+            raw = with_host(raw, upstream_host(self.conn.proxy))
         hits = self._hits(body)
         request_level = [(t, a) for t, a in hits if a.kind == "request"]
         if request_level:
@@ -455,6 +459,29 @@ class Response:
     def cancel(self) -> None:
         self.finished = True
         self.task.cancel()
+
+
+HOST_LINE = re.compile(rb"\r\nhost:[^\r\n]*", re.IGNORECASE)
+
+
+def with_host(raw: bytes, host: str) -> bytes:
+    """The request ``raw`` naming ``host`` in its Host header: a client of a proxy names the
+    proxy, and a hosted provider behind TLS serves by the name it is asked for."""
+    end = raw.find(b"\r\n\r\n")
+    head, rest = raw[:end], raw[end:]
+    line = b"\r\nHost: " + host.encode("idna")
+    head, found = HOST_LINE.subn(lambda _: line, head, count=1)
+    if not found:
+        first = head.find(b"\r\n")
+        head = head[:first] + line + head[first:] if first >= 0 else head + line
+    return head + rest
+
+
+def upstream_host(proxy: Proxy) -> str:
+    """The upstream's name as a Host header gives it (no port for HTTPS's own)."""
+    port = proxy.upstream_address[1]
+    name = server_name(proxy)
+    return name if port == 443 else f"{name}:{port}"
 
 
 def _is_done(event: bytes) -> bool:

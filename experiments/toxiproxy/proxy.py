@@ -128,6 +128,12 @@ class Proxy:
     def llm_toxics(self) -> list[Toxic]:
         return [t for t in self.toxics["downstream"] if t.llm is not None]
 
+    @property
+    def reads_http(self) -> bool:
+        """Whether its connections go through the HTTP layer (``http_tap``): for LLM toxics,
+        and for TLS upstreams, whose requests must name the upstream's host."""
+        return self.upstream_tls or bool(self.llm_toxics())
+
     def add_toxic(self, toxic: Toxic) -> None:
         if any(t.name == toxic.name for t in self.toxic_list()):
             raise TOXIC_EXISTS
@@ -157,7 +163,7 @@ class Proxy:
         self.toxics[toxic.stream].remove(toxic)
         for conn in list(self.connections):
             if toxic.llm is not None:
-                conn.toxic_removed(name, last=not self.llm_toxics())
+                conn.toxic_removed(name, last=not self.reads_http)
                 continue
             link = conn.links.get(toxic.stream)
             if link is not None:
