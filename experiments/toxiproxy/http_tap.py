@@ -175,6 +175,7 @@ class HttpTap:
         if hits and head is not None:
             self.response = Response(self, head.method, hits)
             self.state = "response"
+            self.conn.links["downstream"].refresh_fast_path()  # its answer is parsed
         self._up(raw)
 
     def _hits(self, body: bytes) -> list[tuple[Toxic, LlmToxic]]:
@@ -199,6 +200,7 @@ class HttpTap:
     def response_done(self, close: bool) -> None:
         """The parsed answer has left (or was cut): the next request may come."""
         self.response = None
+        self.conn.links["downstream"].refresh_fast_path()
         if close:
             self.conn.links["downstream"].feed_end(CLOSE)
             return

@@ -184,9 +184,11 @@ class Link:
     def refresh_fast_path(self) -> None:
         """Let the source write straight into the destination when no toxic is in between."""
         transport = self.dst.transport
+        tap = self.conn.tap
         usable = (
             self.head is None
-            and self.conn.tap is None
+            # the HTTP layer reads every request, but only the answers a toxic hit
+            and (tap is None or (self.direction == "downstream" and tap.response is None))
             and not self.done
             and transport is not None
             and not self.dst.gone
