@@ -67,7 +67,9 @@ def run_span(
 
 
 def fault_windows(events: list[dict], run_end: float) -> tuple[list[dict], list[str]]:
-    """``[{"name", "start", "end", "activity", "experiment"}]`` in start order, and notes."""
+    """``[{"name", "start", "end", "activity", "experiment", "open"}]`` in start order (epoch
+    seconds; ``open``: still on when the run stopped, so it ends at ``run_end``), and notes.
+    The one derivation of fault windows: the phases of the verdict and the charts' shading."""
     notes: list[str] = []
     pairs = [e for e in events if e.get("kind") == "fault"]
     use_detail = False
@@ -89,6 +91,7 @@ def fault_windows(events: list[dict], run_end: float) -> tuple[list[dict], list[
                     "start": float(e["t"]),
                     "activity": activity,
                     "experiment": detail.get("experiment"),
+                    "open": False,
                 }
             )
         elif e.get("action") == "end":
@@ -101,6 +104,7 @@ def fault_windows(events: list[dict], run_end: float) -> tuple[list[dict], list[
     for name, left in open_.items():
         for w in left:
             w["end"] = max(run_end, w["start"])
+            w["open"] = True
             notes.append(f"events.jsonl: fault {name!r} never ended; window runs to the run's end")
             windows.append(w)
     windows.sort(key=lambda w: w["start"])

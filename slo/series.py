@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from aichaos.load_health import load_health_notes
 from aichaos.rundir import METRICS_PARQUET, read_events, read_manifest, read_requests
 
+from .phases import fault_windows as verdict_windows
+
 # Bin widths (seconds) a long run is downsampled to: the smallest that keeps max_points.
 BIN_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 MAX_POINTS = 1200
@@ -143,34 +145,19 @@ def _time_span(
 
 
 def fault_windows(events: Iterable[dict[str, Any]], t0: float, t_end: float) -> list[dict]:
-    """Fault windows from ``kind: fault`` start/end pairs with the same name, in seconds since
-    ``t0``; a fault still on when the run stopped (aborted) ends at ``t_end`` and is marked
-    open."""
-    open_faults: dict[str, list[dict[str, Any]]] = {}
-    windows = []
-    for e in events:
-        if e.get("kind") != "fault":
-            continue
-        name = str(e.get("name", "fault"))
-        if e.get("action") == "start":
-            open_faults.setdefault(name, []).append(e)
-        elif e.get("action") == "end" and open_faults.get(name):
-            start = open_faults[name].pop(0)
-            windows.append(_window(name, start, float(e["t"]), t0, closed=True))
-    for name, starts in open_faults.items():
-        windows += [_window(name, s, t_end, t0, closed=False) for s in starts]
-    return sorted(windows, key=lambda w: w["start"])
-
-
-def _window(name: str, start: dict, end_t: float, t0: float, closed: bool) -> dict[str, Any]:
-    detail = start.get("detail") if isinstance(start.get("detail"), dict) else {}
-    return {
-        "name": name,
-        "start": round(float(start["t"]) - t0, 3),
-        "end": round(end_t - t0, 3),
-        "open": not closed,
-        "activity": str(detail.get("activity", "")),
-    }
+    """The verdict's fault windows (``phases.fault_windows``), in seconds since ``t0``; a fault
+    still on when the run stopped (aborted) ends at ``t_end`` and is marked open."""
+    windows, _ = verdict_windows(list(events), t_end)
+    return [
+        {
+            "name": w["name"],
+            "start": round(w["start"] - t0, 3),
+            "end": round(w["end"] - t0, 3),
+            "open": w["open"],
+            "activity": str(w.get("activity") or ""),
+        }
+        for w in windows
+    ]
 
 
 def _warmup(manifest: dict[str, Any], events: list[dict[str, Any]], t0: float) -> list | None:
