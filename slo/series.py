@@ -188,14 +188,15 @@ def _request_series(table: pa.Table, grid: _Grid) -> dict[str, Any]:
     when = np.where(np.isfinite(sent), sent, sched)
     at = grid.index(when)
     ok = _objects(table, "status") == "ok"
-    ttft = _floats(table, "ttft_s")
+    # latency from answered requests only, as the verdict takes it (``Evaluator.latency_values``)
+    ttft = np.where(ok, _floats(table, "ttft_s"), np.nan)
     out: dict[str, Any] = {
         "requests": {
             "scheduled": grid.rate(grid.index(sched)),
             "sent": grid.rate(grid.index(sent)),
         },
         "ttft": _bin_quantiles(at, ttft, grid.n, {"p50": 0.5, "p95": 0.95, "p99": 0.99}),
-        "itl": _itl_series(table, grid),
+        "itl": _itl_series(table.filter(pa.array(ok.astype(bool))), grid),
     }
     kinds = _objects(table, "error_kind")
     kinds[kinds == None] = "unknown"  # noqa: E711
@@ -317,14 +318,18 @@ def _bin_metric(part: pd.DataFrame, grid: _Grid, how: str) -> dict[str, list]:
 
 
 def _cdfs(table: pa.Table, phases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase, the CDFs of the samples the verdict takes: answered requests sent in the
+    phase (its end included for the whole run, as ``Run.rows`` does)."""
     sent = _floats(table, "t_sent")
+    ok = _objects(table, "status") == "ok"
     metrics = {"ttft": _floats(table, "ttft_s"), "e2e": _floats(table, "e2e_s")}
     out: dict[str, Any] = {}
     for phase in phases:
         start, end = phase.get("start"), phase.get("end")
         if not isinstance(start, int | float) or not isinstance(end, int | float):
             continue
-        inside = (sent >= start) & (sent < end) if end > start else np.ones(len(sent), bool)
+        whole = phase.get("kind", phase.get("name")) == "all"
+        inside = (sent >= start) & ((sent <= end) if whole else (sent < end)) & ok
         out[str(phase.get("name"))] = {
             name: _cdf(values[inside & np.isfinite(values)]) for name, values in metrics.items()
         }

@@ -174,3 +174,37 @@ def test_one_hour_run_is_downsampled_and_its_report_stays_small(tmp_path: Path) 
     data = html.read_text(encoding="utf-8").split('id="chart-data">')[1].split("</script>")[0]
     figures = json.loads(data)["figures"]
     assert len(figures["ttft"]["data"][0]["x"]) == 720
+
+
+def test_the_charts_and_the_verdict_agree_on_every_number_they_share(tmp_path: Path) -> None:
+    """Streams cut by a fault after their first token carry a TTFT: the verdict leaves failed
+    requests out of latency, and so must every chart beside it."""
+    run = make_run_dir(tmp_path / "run", seed=11, duration_s=120, rps=15, faults=FAULTS)
+    chunks = sorted((run / "requests").glob("*.parquet"))
+    for path in chunks:  # give every failed request a (huge) TTFT and ITL, as a cut stream has
+        table = pq.read_table(path)
+        failed = pa.compute.equal(table.column("status"), "error")
+        ttft = pa.compute.if_else(failed, 30.0, table.column("ttft_s"))
+        table = table.set_column(table.schema.get_field_index("ttft_s"), "ttft_s", ttft)
+        gaps = table.column("itl_s").to_pylist()
+        itl = [[5.0] if f else v for f, v in zip(failed.to_pylist(), gaps, strict=True)]
+        index = table.schema.get_field_index("itl_s")
+        table = table.set_column(index, "itl_s", pa.array(itl, table.schema.field("itl_s").type))
+        pq.write_table(table, path)
+    evaluation = evaluate(run)
+    s = build_series(run, evaluation["phases"])
+    checked = 0
+    for phase in evaluation["phases"]:
+        table = evaluation["latency"][phase["name"]]["ttft"]
+        cdf = s["cdf"][phase["name"]]["ttft"]
+        assert cdf["count"] == table["count"], (phase, cdf["count"], table["count"])
+        for q in (0.5, 0.95, 0.99):
+            if table["count"]:
+                x = cdf["x"][cdf["y"].index(q)]
+                assert x == pytest.approx(table[f"p{q * 100:g}"], rel=1e-3), (phase["name"], q)
+                checked += 1
+    assert checked >= 9
+    ttft = np.array([np.nan if v is None else v for v in s["ttft"]["p99"]], dtype=float)
+    assert np.nanmax(ttft) < 30.0  # no failed stream's TTFT in the TTFT chart
+    itl = np.array([np.nan if v is None else v for v in s["itl"]["p99"]], dtype=float)
+    assert np.nanmax(itl) < 5.0
