@@ -27,6 +27,7 @@ from aichaos import exits
 from aichaos.harness.urls import check_url, unreachable
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
+from aichaos.units import parse_duration
 
 scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_args_is_help=True)
 
@@ -284,7 +285,9 @@ def load(
     target: Annotated[
         str | None, typer.Option(help="Base URL of the OpenAI-compatible target.")
     ] = None,
-    duration: Annotated[float | None, typer.Option(help="Override the duration (s).")] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="Override the duration (90, 90s, 5m).")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Local Locust worker processes.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/load-...).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
@@ -301,11 +304,15 @@ def load(
     rates: Annotated[str, typer.Option(help="calibrate: request rates to try.")] = CALIBRATE_RATES,
 ) -> None:
     """Drive a scenario at --target and record every request (or: load calibrate)."""
+    try:
+        seconds = parse_duration(duration) if duration is not None else None
+    except ValueError as exc:
+        raise _fail(exits.BAD_INPUT, f"--duration: expected {exc}, got {duration!r}") from None
     if scenario == "calibrate":
-        raise typer.Exit(run_calibrate(rates, duration or 8.0, workers, out))
+        raise typer.Exit(run_calibrate(rates, seconds or 8.0, workers, out))
     if target is None:
         raise _fail(exits.BAD_INPUT, "--target: expected the target's base URL (http://host:port)")
-    code = run_load(scenario, target, duration, workers, out, seed, web_ui, remote_workers,
+    code = run_load(scenario, target, seconds, workers, out, seed, web_ui, remote_workers,
                     master_bind, master_port)  # fmt: skip
     raise typer.Exit(code)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,21 +10,11 @@ import typer
 
 from aichaos import exits
 from aichaos.rundir import InputError
+from aichaos.units import parse_duration
 
 from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
 from .run import run_game_day
 from .run_plan import RunOptions
-
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``5m``, ``1.5h`` → seconds; ValueError otherwise."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(text)
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def run(
@@ -85,8 +74,8 @@ def run(
     (0 SLOs met, 1 an SLO failed, 2 bad input, 3 could not run)."""
     try:
         seconds = parse_duration(duration) if duration is not None else None
-    except ValueError:
-        message = f"command line: --duration: expected 90, 90s or 5m, got {duration!r}"
+    except ValueError as exc:
+        message = f"command line: --duration: expected {exc}, got {duration!r}"
         print(f"aichaos run: {message}", file=sys.stderr)
         raise typer.Exit(exits.BAD_INPUT) from None
     try:

@@ -53,6 +53,7 @@ from pydantic import (
 )
 
 import aichaos.fixtures
+from aichaos import units
 
 PROXY_KIND = "proxy"
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
@@ -61,7 +62,6 @@ ADMIN_PORT = "admin_port"
 SIMPLE_PLACEHOLDERS = ("python", "port", ADMIN_PORT, "run_dir", "name", "replica")
 REFERENCE_PLACEHOLDERS = ("url", "proxy")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -175,11 +175,10 @@ class PrometheusSpec(_Strict):
     @field_validator("scrape_interval", mode="before")
     @classmethod
     def _interval(cls, value: Any) -> str:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return f"{int(value * 1000)}ms"
-        if not isinstance(value, str) or not _DURATION.match(value):
-            raise ValueError(f"a duration such as '1s', '500ms' or '1m', got {value!r}")
-        return value
+        seconds = units.parse_duration(value)  # ValueError: the one line names the field
+        if seconds <= 0:
+            raise ValueError(f"{units.EXPECTED}, above zero")
+        return units.prometheus_duration(seconds)
 
 
 class Topology(_Strict):

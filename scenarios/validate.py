@@ -5,29 +5,22 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aichaos import units
 from aichaos.rundir import InputError
 
 _MISSING = object()
-_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from a number or a string like ``90s``, ``5m``, ``1.5h``; None if unreadable."""
-    if isinstance(value, bool):
+    """Seconds from a duration (``units.parse_duration``); None if unreadable."""
+    try:
+        return units.parse_duration(value)
+    except ValueError:
         return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    return None
 
 
 class Fields:
@@ -92,7 +85,7 @@ class Fields:
             return value
         seconds = parse_duration(value)
         if seconds is None:
-            self.fail(key, "a duration (seconds, or like 30s, 5m, 1h)", value)
+            self.fail(key, units.EXPECTED, value)
         self._bounds(key, seconds, minimum, None)
         return seconds
 

@@ -10,13 +10,13 @@ one ``InputError`` line: file, field, what was expected. ``load_spec`` also read
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from aichaos import units
 from aichaos.rundir import InputError
 
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -64,8 +64,6 @@ DEFAULT_ALERTS = (
         "short_window": "6h",
     },
 )
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d|w)?\s*$")
-_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 @dataclass(frozen=True)
@@ -212,15 +210,11 @@ def load_spec(ref: str | Path) -> SloSpec:
 
 
 def parse_duration(value: Any, file: str, field_name: str) -> float:
-    """Seconds from a number (seconds) or a string like ``500ms``, ``5m``, ``1h``, ``30d``."""
-    if isinstance(value, bool):
-        raise InputError(file, field_name, "a duration like 500ms, 10s, 1h or 30d", value)
-    if isinstance(value, int | float) and value >= 0 and math.isfinite(value):
-        return float(value)
-    m = _DURATION.match(str(value)) if isinstance(value, str) else None
-    if not m:
-        raise InputError(file, field_name, "a duration like 500ms, 10s, 1h or 30d", value)
-    return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
+    """Seconds from a duration (``units.parse_duration``); ``InputError`` naming the field."""
+    try:
+        return units.parse_duration(value)
+    except ValueError as exc:
+        raise InputError(file, field_name, str(exc), value) from None
 
 
 def _ratio(value: Any, file: str, field_name: str) -> float:
