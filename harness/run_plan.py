@@ -121,6 +121,7 @@ def plan_run(options: RunOptions) -> RunPlan:
         if duration and declared:  # faults keep their place in a shortened run
             experiment = scale_schedule(experiment, scenario.duration_s / declared)
     slo = load_spec(options.slo or DEFAULT_SLO)
+    slo.check_tiers(scenario.tiers, f"scenario {scenario.name}")
     topology, source = _topology(options)
     return _plan(options, scenario, experiment, slo, topology, source)
 

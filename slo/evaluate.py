@@ -115,6 +115,13 @@ class Run:
         if self.manifest.get("status") not in ("completed", None):
             self.notes.append(f"run.json: status is {self.manifest.get('status')!r}")
 
+    def tiers(self) -> list[str]:
+        """The tiers of the run's scenario (run.json) and of its records."""
+        scenario = self.manifest.get("scenario")
+        declared = scenario.get("tiers") if isinstance(scenario, dict) else None
+        names = [t["name"] for t in declared or [] if isinstance(t, dict) and "name" in t]
+        return list(dict.fromkeys([*names, *self.records.tier.names]))
+
     def rows(self, phase: Phase) -> slice:
         return self.records.slice_of(phase.start, phase.end, inclusive_end=phase.kind == "all")
 
@@ -602,8 +609,11 @@ def evaluate_run(
     prometheus_url: str | None = None,
     baseline_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The slo.json dict for a run directory (nothing is written)."""
+    """The slo.json dict for a run directory (nothing is written); ``InputError`` when the
+    spec names a tier the run does not have."""
     run = Run(Path(run_dir))
+    if run.tiers():  # a run that knows no tier (no records, no scenario) cannot be checked
+        spec.check_tiers(run.tiers(), f"run {run.dir.name}")
     ev = Evaluator(run, spec, prometheus_url)
     ev.plan()
     rows = [row for obj in spec.objectives for row in ev.objective_rows(obj)]

@@ -168,6 +168,17 @@ class SloSpec:
     def objective(self, objective_id: str) -> Objective:
         return next(o for o in self.objectives if o.id == objective_id)
 
+    def check_tiers(self, tiers: list[str], whose: str) -> None:
+        """Every tier an objective names is one of ``tiers`` (``whose``: the scenario or the
+        run they come from): a misspelt tier would leave its objective with no sample and
+        the verdict silently without it. ``InputError`` naming the objective otherwise."""
+        for i, objective in enumerate(self.objectives):
+            for tier in objective.tiers:
+                if tier not in tiers:
+                    known = ", ".join(tiers) or "none"
+                    expected = f"a tier of {whose} ({known})"
+                    raise InputError(self.source, f"objectives[{i}].tiers", expected, tier)
+
 
 def _objective_dict(o: Objective) -> dict[str, Any]:
     d = asdict(o)

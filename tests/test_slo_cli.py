@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from synthetic_run import make_run_dir
@@ -77,3 +78,21 @@ def test_list_show_compare_and_promote(runs, tmp_path):
     assert promoted.returncode == 0 and (store / "ok" / "requests").is_dir()
     gated = invoke("slo", "check", str(bad), "--baseline", str(store), "--slo", "default")
     assert gated.returncode == 1 and "regression vs" in gated.stdout
+
+
+def test_a_misspelt_tier_is_bad_input_not_an_objective_switched_off(runs, tmp_path):
+    """An objective on a tier the run does not have would have no sample, and the verdict
+    would silently go without it ("pass, score 100"): one line and exit 2 instead, from
+    ``slo check`` and from ``aichaos run`` before anything starts."""
+    ok, _ = runs
+    text = (Path(__file__).resolve().parents[1] / "slo" / "specs" / "tiered.yaml").read_text()
+    spec = tmp_path / "typo.yaml"
+    spec.write_text(text.replace("tiers: [enterprise]", "tiers: [enterprize]", 1))
+    done = aichaos("slo", "check", str(ok), "--slo", str(spec))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "tiers: expected a tier of run ok (free, pro, enterprise)" in done.stderr
+    assert "'enterprize'" in done.stderr
+    out = tmp_path / "runs"
+    done = aichaos("run", "--slo", str(spec), "--out", str(out))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "a tier of scenario tiered" in done.stderr and not out.exists()
