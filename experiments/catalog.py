@@ -5,16 +5,17 @@ any problem is one ``InputError`` line."""
 
 from __future__ import annotations
 
-import json
+import math
 from numbers import Number
 from pathlib import Path
 from typing import Any
 
-import yaml
 from chaoslib.exceptions import ChaosException
 from chaoslib.experiment import ensure_experiment_is_valid
 
+from aichaos.documents import read_document
 from aichaos.rundir import SCHEDULE_EXTENSION, InputError
+from aichaos.units import MAX_DURATION_S
 
 from . import policy
 from .policy import Permissions
@@ -54,25 +55,17 @@ def resolve(ref: str | Path) -> Path:
 
 
 def _parse(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, "file", "a readable file", str(exc)) from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"line {exc.lineno}", f"JSON ({exc.msg})") from None
-    except yaml.YAMLError as exc:
-        raise InputError(path, "file", f"YAML ({' '.join(str(exc).split())})") from None
-    except RecursionError:
-        raise InputError(path, "file", "a document nested less deeply") from None
+    data = read_document(path)
     if not isinstance(data, dict):
         raise InputError(path, "experiment", "an object with title, description and method")
     return data
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, Number) and not isinstance(value, bool) and value >= 0
+    """Seconds: a finite number from 0 to the longest duration any input may give."""
+    if isinstance(value, bool) or not isinstance(value, Number):
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_DURATION_S
 
 
 def check_schedule(experiment: dict[str, Any], source: str | Path) -> None:

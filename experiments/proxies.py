@@ -19,12 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import yaml
 from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 from toxiproxy.proxy import Proxy
 from toxiproxy.toxic import Toxic
+
+from aichaos.documents import read_document
+from aichaos.rundir import InputError
 
 from .toxiproxy.spec import split_address
 from .toxiproxy.toxics import TOXIC_TYPES  # Toxiproxy's, and the LLM toxics of ours
@@ -104,11 +106,9 @@ def load_topology(path: str | Path) -> list[ProxyDecl]:
     """Proxy declarations from a JSON or YAML file: a list, or a mapping with ``proxies``."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError(f"{path}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise TopologyError(f"{path}: expected YAML or JSON: {str(exc).splitlines()[0]}") from None
+        data = read_document(path)
+    except InputError as exc:
+        raise TopologyError(str(exc)) from None
     if isinstance(data, Mapping):
         if "proxies" not in data:
             raise TopologyError(f"{path}: expected a list of proxies or a 'proxies' key")

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -54,6 +53,8 @@ from pydantic import (
 
 import aichaos.fixtures
 from aichaos import units
+from aichaos.documents import read_document
+from aichaos.rundir import InputError
 
 PROXY_KIND = "proxy"
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
@@ -280,17 +281,9 @@ def load_topology(path: str | Path) -> Topology:
     """The topology in ``path``, fully checked; ``TopologyError`` (one line) otherwise."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise TopologyError(f"{path}: cannot read: {reason}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "file"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TopologyError(f"{path}: {where}: expected valid YAML, {problem}") from None
+        data = read_document(path)
+    except InputError as exc:
+        raise TopologyError(str(exc)) from None
     return parse_topology(data, str(path))
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from aichaos.documents import read_document
 from aichaos.rundir import InputError
 
 from .arrivals import PROCESSES
@@ -219,14 +219,7 @@ def load_scenario(ref: str | Path, *, duration_s: float | None = None,
                   seed: int | None = None) -> Scenario:  # fmt: skip
     """Read, validate and resolve a scenario (built-in name or YAML path); raises InputError."""
     path = resolve_ref(ref)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(document)"
-        raise InputError(path, where, "valid YAML", getattr(exc, "problem", str(exc))) from None
-    except OSError as exc:
-        raise InputError(path, "(file)", "a readable file", str(exc)) from None
+    data = read_document(path)
     if not isinstance(data, dict):
         raise InputError(path, "(top level)", "a mapping", type(data).__name__)
     if duration_s is not None:

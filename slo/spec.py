@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aichaos import units
+from aichaos.documents import read_document
 from aichaos.rundir import InputError
 
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -198,12 +197,7 @@ def load_spec(ref: str | Path) -> SloSpec:
     if not path.is_file():
         expected = f"an SLO spec file or one of {builtin_names()}"
         raise InputError(ref, "slo", expected)
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "yaml"
-        raise InputError(path, where, "valid YAML", str(getattr(exc, "problem", exc))) from None
+    docs = read_document(path, every=True)
     if not docs:
         raise InputError(path, "document", "a mapping with objectives")
     if any(

@@ -184,7 +184,7 @@ def test_topology_file(tmp_path, toxiproxy, echo, client):
     path.write_text("services: []\n")
     with pytest.raises(TopologyError, match="'proxies' key"):
         load_topology(path)
-    with pytest.raises(TopologyError, match="cannot read"):
+    with pytest.raises(TopologyError, match="expected a readable file"):
         load_topology(tmp_path / "absent.yaml")
 
 

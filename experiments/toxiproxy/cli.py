@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +10,9 @@ from typing import Annotated
 import typer
 
 from aichaos import exits
+from aichaos.documents import read_document
 from aichaos.fixtures.aio import run_loop
+from aichaos.rundir import InputError
 
 from .errors import ApiError
 from .spec import ProxySpec, SpecError, parse_spec_list
@@ -28,16 +29,9 @@ def main() -> None:
 
 
 def load_config(path: Path) -> list[ProxySpec]:
-    """Proxies from a Toxiproxy config file (a JSON array, as ``/populate`` takes)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(None, "a readable UTF-8 JSON file", str(exc)) from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise SpecError(None, "valid JSON", str(exc)) from None
-    return parse_spec_list(data)
+    """Proxies from a Toxiproxy config file (a JSON array, as ``/populate`` takes);
+    ``InputError`` for an unreadable file, ``SpecError`` for a bad proxy."""
+    return parse_spec_list(read_document(path))
 
 
 @app.command()
@@ -58,6 +52,9 @@ def serve(
             specs = load_config(config)
         except SpecError as exc:
             typer.echo(f"error: {config}: {exc.line()}", err=True)
+            raise typer.Exit(exits.BAD_INPUT) from None
+        except InputError as exc:
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exits.BAD_INPUT) from None
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from .server import serve as run_server
