@@ -539,6 +539,10 @@ def _objective(item: Any, file: str, where: str, default_phases: tuple[str, ...]
 
 def _threshold(sli: str, value: Any, file: str, where: str) -> float:
     if sli in LATENCY_SLIS or sli in TIME_SLIS:
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            # "500" reads as 500 seconds where its writer almost surely meant milliseconds
+            expected = "a duration with its unit, such as 500ms or 2s (a number is seconds)"
+            raise InputError(file, where, expected, value)
         return parse_duration(value, file, where)
     if sli in RATIO_SLIS:
         return _ratio(value, file, where)

@@ -142,3 +142,15 @@ def test_openslo_timeslices_is_refused_in_one_line(tmp_path):
         InputError, match=r"document\[0\].spec.budgetingMethod: expected Occurrences"
     ):
         load_spec(path)
+
+
+def test_a_latency_threshold_written_without_its_unit_is_refused():
+    """``threshold: "500"`` used to mean 500 seconds; a YAML number stays seconds."""
+
+    item = {"id": "t", "sli": "ttft", "percentile": 95}
+    with pytest.raises(InputError, match=r"objectives\[0\]\.threshold: expected a duration with"):
+        SloSpec.from_dict({"objectives": [{**item, "threshold": "500"}]}, "s.yaml")
+    spec = SloSpec.from_dict({"objectives": [{**item, "threshold": 0.5}]}, "s.yaml")
+    assert spec.objectives[0].threshold == 0.5
+    spec = SloSpec.from_dict({"objectives": [{**item, "threshold": "500ms"}]}, "s.yaml")
+    assert spec.objectives[0].threshold == 0.5
