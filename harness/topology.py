@@ -55,6 +55,7 @@ import aichaos.fixtures
 from aichaos import units
 from aichaos.documents import read_document
 from aichaos.rundir import InputError
+from aichaos.validation import describe
 
 PROXY_KIND = "proxy"
 DEFAULT_TOPOLOGY = Path(aichaos.fixtures.__file__).parent / "topology" / "default.yaml"
@@ -296,7 +297,7 @@ def parse_topology(data: Any, source: str = "topology") -> Topology:
     try:
         topology = Topology.model_validate(data)
     except ValidationError as exc:
-        raise TopologyError(f"{source}: {_first_error(exc)}") from None
+        raise TopologyError(f"{source}: {describe(exc, Topology)}") from None
     problem = _check(topology)
     if problem:
         raise TopologyError(f"{source}: {problem}")
@@ -307,51 +308,6 @@ def _kind_of(value: Any) -> str:
     if value is None:
         return "an empty file"
     return {list: "a list", str: "a string"}.get(type(value), type(value).__name__)
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _fields_of(loc: tuple[Any, ...]) -> list[str]:
-    inner = {"services": ServiceSpec, "proxies": ProxySpec, "prometheus": PrometheusSpec}
-    model: type[BaseModel] = Topology
-    if len(loc) > 1:
-        model = inner.get(str(loc[0]), Topology)
-    if len(loc) > 3 and loc[0] == "services" and loc[2] == "engine":
-        model = EngineSpec
-    return list(model.model_fields)
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    got = error.get("input")
-    ctx = error.get("ctx") or {}
-    if kind == "missing":
-        return f"{_path(loc)}: expected a value, the field is missing"
-    if kind == "extra_forbidden":
-        known = ", ".join(_fields_of(loc))
-        return f"{_path(loc)}: expected one of the fields {known}, got unknown field {loc[-1]!r}"
-    if kind == "value_error":
-        return f"{_path(loc)}: expected {ctx.get('error', error['msg'])}"
-    if kind == "too_short":
-        return f"{_path(loc)}: expected at least {ctx.get('min_length', 1)} item(s), got none"
-    if kind == "string_pattern_mismatch":
-        return f"{_path(loc)}: expected a name of letters, digits, '-', '_' or '.', got {got!r}"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        sign = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<="}
-        limit = next(iter(ctx.values()), "?")
-        return f"{_path(loc)}: expected a number {sign.get(kind, '<')} {limit}, got {got!r}"
-    message = error["msg"]
-    for prefix in ("Input should be ", "Value should be "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    return f"{_path(loc)}: expected {message}, got {got!r}"
 
 
 def _instance_names(topology: Topology) -> dict[str, list[str]]:
