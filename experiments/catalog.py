@@ -5,17 +5,17 @@ any problem is one ``InputError`` line."""
 
 from __future__ import annotations
 
-import math
-from numbers import Number
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from chaoslib.exceptions import ChaosException
 from chaoslib.experiment import ensure_experiment_is_valid
+from pydantic import BaseModel, ValidationError
 
 from aichaos.documents import read_document
 from aichaos.rundir import SCHEDULE_EXTENSION, InputError
-from aichaos.units import MAX_DURATION_S
+from aichaos.schedule import ActionTiming, ExperimentTiming
+from aichaos.validation import describe
 
 from . import policy
 from .policy import Permissions
@@ -23,6 +23,9 @@ from .registry import lookup
 
 LIBRARY = Path(__file__).parent / "library"
 SUFFIXES = (".json", ".yaml", ".yml")
+
+
+T = TypeVar("T", bound=BaseModel)
 
 
 def _library_files() -> dict[str, Path]:
@@ -61,24 +64,21 @@ def _parse(path: Path) -> dict[str, Any]:
     return data
 
 
-def _number(value: Any) -> bool:
-    """Seconds: a finite number from 0 to the longest duration any input may give."""
-    if isinstance(value, bool) or not isinstance(value, Number):
-        return False
-    return math.isfinite(value) and 0 <= value <= MAX_DURATION_S
-
-
 def check_schedule(experiment: dict[str, Any], source: str | Path) -> None:
-    """``x-aichaos`` fields: ``at`` and ``duration`` seconds, ``rollback`` the name of one of
-    the experiment's rollbacks; every aichaos method action names its rollback."""
-    rollbacks = {r.get("name") for r in experiment.get("rollbacks") or [] if isinstance(r, dict)}
-    top = experiment.get(SCHEDULE_EXTENSION) or {}
-    if not isinstance(top, dict) or not _number(top.get("settle", 0)):
-        raise InputError(source, f"{SCHEDULE_EXTENSION}.settle", "seconds (a number >= 0)", top)
-    for i, activity in enumerate(experiment.get("method") or []):
+    """``x-aichaos`` fields (``schedule.py``): ``settle`` on the experiment; ``at`` and
+    ``duration`` seconds and ``rollback`` the name of one of the experiment's rollbacks on a
+    method action; every aichaos method action names its rollback."""
+    rollbacks = {
+        str(r.get("name")) for r in _list(experiment.get("rollbacks")) if isinstance(r, dict)
+    }
+    _timing(ExperimentTiming, experiment.get(SCHEDULE_EXTENSION) or {}, source, SCHEDULE_EXTENSION)
+    for i, activity in enumerate(_list(experiment.get("method"))):
+        if not isinstance(activity, dict):
+            continue  # chaoslib's own checks name it
         where = f"method[{i}].{SCHEDULE_EXTENSION}"
         ext = activity.get(SCHEDULE_EXTENSION)
-        provider = activity.get("provider") or {}
+        provider = activity.get("provider")
+        provider = provider if isinstance(provider, dict) else {}
         # one of aichaos's own actions (a fault it knows how to undo), by the registry
         ours = lookup(str(provider.get("module", "")), str(provider.get("func", "")))
         local = activity.get("type") == "action" and ours is not None
@@ -86,18 +86,24 @@ def check_schedule(experiment: dict[str, Any], source: str | Path) -> None:
             if local:
                 raise InputError(source, where, "an object naming the action's rollback")
             continue
-        if not isinstance(ext, dict):
-            raise InputError(source, where, "an object with at, duration, rollback", ext)
-        unknown = set(ext) - {"at", "duration", "rollback"}
-        if unknown:
-            raise InputError(source, where, "only at, duration, rollback", sorted(unknown))
-        for key in ("at", "duration"):
-            if key in ext and not _number(ext[key]):
-                raise InputError(source, f"{where}.{key}", "seconds (a number >= 0)", ext[key])
-        undo = ext.get("rollback")
-        if (local or "duration" in ext) and undo not in rollbacks:
-            names = ", ".join(sorted(str(r) for r in rollbacks)) or "none"
-            raise InputError(source, f"{where}.rollback", f"one of the rollbacks ({names})", undo)
+        timing = _timing(ActionTiming, ext, source, where)
+        if (local or timing.duration is not None) and timing.rollback not in rollbacks:
+            names = ", ".join(sorted(rollbacks)) or "none"
+            raise InputError(
+                source, f"{where}.rollback", f"one of the rollbacks ({names})", timing.rollback
+            )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _timing(model: type[T], raw: Any, source: str | Path, where: str) -> T:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        field, _, rest = describe(exc, model, where).partition(": expected ")
+        raise InputError(source, field, rest) from None
 
 
 def validate(experiment: dict[str, Any], source: str | Path) -> dict[str, Any]:
@@ -107,6 +113,13 @@ def validate(experiment: dict[str, Any], source: str | Path) -> dict[str, Any]:
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(
             source, "experiment", f"a valid Chaos Toolkit experiment: {message}"
+        ) from None
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        # chaoslib's checks assume the shapes they check (an env default of null, a key that
+        # is a list): what trips them is a malformed file, said in one line like the rest
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise InputError(
+            source, "experiment", f"a valid Chaos Toolkit experiment (chaoslib: {message})"
         ) from None
     check_schedule(experiment, source)
     return experiment

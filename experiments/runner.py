@@ -37,7 +37,8 @@ from chaoslib.exceptions import ChaosException
 from chaoslib.run import RunEventHandler, Runner
 from chaoslib.types import Strategy
 
-from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, SCHEDULE_EXTENSION, EventLog, write_json
+from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, EventLog, write_json
+from aichaos.schedule import ActionTiming, action_timing, experiment_timing
 
 from . import clock, policy
 from .context import ALLOWED, CONFIG_KEYS, RUN_DIR, RUN_KEY, allowed_names
@@ -53,14 +54,14 @@ def _arguments(activity: dict[str, Any]) -> dict[str, Any]:
 
 class _Window:
     def __init__(self, activity: dict[str, Any], start: float):
-        ext = activity.get(SCHEDULE_EXTENSION) or {}
+        timing = action_timing(activity) or ActionTiming()
         self.name = str(activity.get("name"))
         self.activity = activity
         self.start = start
         self.end: float | None = None
-        self.at = ext.get("at")
-        self.duration = ext.get("duration")
-        self.undo = ext.get("rollback")
+        self.at = timing.at
+        self.duration = timing.duration
+        self.undo = timing.rollback
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,9 +197,9 @@ class ChaosRun:
             self._stop.wait(delay)
 
     def wait_for_start(self, activity: dict[str, Any]) -> None:
-        at = (activity.get(SCHEDULE_EXTENSION) or {}).get("at")
-        if at is not None:
-            self._sleep_until(self.t0 + float(at))
+        timing = action_timing(activity)
+        if timing is not None and timing.at is not None:
+            self._sleep_until(self.t0 + timing.at)
 
     def hold_window(self, activity: dict[str, Any], configuration: dict[str, Any]) -> None:
         """After an action: keep its fault for ``duration`` seconds, then run its rollback."""
@@ -221,9 +222,9 @@ class ChaosRun:
         self._close(window, "duration")
 
     def settle(self) -> None:
-        settle = (self.experiment.get(SCHEDULE_EXTENSION) or {}).get("settle")
+        settle = experiment_timing(self.experiment).settle
         if settle:
-            self._stop.wait(float(settle))
+            self._stop.wait(settle)
 
     # --- windows and events -------------------------------------------------------------------
 

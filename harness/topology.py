@@ -71,6 +71,9 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 class TopologyError(Exception):
     """A topology file is unreadable or invalid; ``str()`` is one line for the user."""
 
+    def __init__(self, message: str):
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from aichaos.rundir import INTERRUPT, OWNER_GONE, SCHEDULE_EXTENSION, settled_status
+from aichaos.rundir import INTERRUPT, OWNER_GONE, settled_status
+from aichaos.schedule import action_timing
 
 from .phases import build_phases
 
@@ -113,12 +114,9 @@ def planned_faults(manifest: dict[str, Any]) -> dict[str, tuple[float | None, fl
     method = experiment.get("method") if isinstance(experiment, dict) else None
     planned: dict[str, tuple[float | None, float | None]] = {}
     for activity in method if isinstance(method, list) else []:
-        timing = activity.get(SCHEDULE_EXTENSION) if isinstance(activity, dict) else None
-        if isinstance(timing, dict) and activity.get("type") == "action":
-            planned[str(activity.get("name"))] = (
-                _number(timing.get("at")),
-                _number(timing.get("duration")),
-            )
+        timing = action_timing(activity)
+        if timing is not None and activity.get("type") == "action":
+            planned[str(activity.get("name"))] = (timing.at, timing.duration)
     return planned
 
 

@@ -157,7 +157,9 @@ class InputError(Exception):
     def __init__(self, file: str | Path, field: str, expected: str, got: Any = None):
         self.file, self.field, self.expected, self.got = str(file), field, expected, got
         tail = "" if got is None else f", got {got!r}"
-        super().__init__(f"{self.file}: {field}: expected {expected}{tail}")
+        message = f"{self.file}: {field}: expected {expected}{tail}"
+        # one line, whatever the file's keys hold
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class EventLog:
