@@ -283,6 +283,7 @@ def parse_scenario(data: dict[str, Any], file: str, base_dir: Path) -> Scenario:
     noisy = _noisy(f.mapping("noisy_neighbour", default=None), tiers, duration)
     f.get("source", default=None)  # present in resolved dicts
     f.finish()
+    _check_size(shape, noisy, duration, file)
     return Scenario(
         name=name,
         description=description,
@@ -306,6 +307,24 @@ def parse_scenario(data: dict[str, Any], file: str, base_dir: Path) -> Scenario:
         source=data.get("source") or "",
         tokenizer=tokenizer,
     )
+
+
+MAX_REQUESTS = 5_000_000  # a schedule is drawn whole, in memory, before the load starts
+
+
+def _check_size(shape: Any, noisy: NoisyNeighbour | None, duration: float, file: str) -> None:
+    """The run's requests at the shape's peak rate must fit ``MAX_REQUESTS``: the schedule
+    of a rate of 1e8 a second would need tens of GiB before anything is checked."""
+    if shape is None:
+        return  # a trace: its requests are the file's
+    t = np.linspace(0.0, duration, 2001)
+    with np.errstate(all="ignore"):
+        peak = float(np.nanmax(shape.rate(t)))
+    factor = noisy.factor if noisy is not None else 1.0
+    expected = peak * max(1.0, factor) * duration
+    if not np.isfinite(expected) or expected > MAX_REQUESTS:
+        raise InputError(file, "rate", f"at most {MAX_REQUESTS:,} requests over the run "
+                         f"(peak {peak:g}/s over {duration:g} s)")  # fmt: skip
 
 
 def _target(f: Fields) -> Target:

@@ -118,3 +118,13 @@ def test_cli_validate_prints_one_line_and_exits_2(tmp_path):
     assert proc.stdout.startswith("ok: steady")
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "rate.rps" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_a_rate_whose_schedule_would_not_fit_in_memory_is_refused(tmp_path):
+    """1e8 requests a second for a minute used to end in a numpy memory error while the
+    schedule was drawn; it is one line and exit 2 before anything is built."""
+    steady = Path(__file__).resolve().parents[1] / "scenarios" / "builtin" / "steady.yaml"
+    path = tmp_path / "huge.yaml"
+    path.write_text(steady.read_text().replace("rps: 4}", "rps: 100000000}"))
+    with pytest.raises(InputError, match=r"rate: expected at most 5,000,000 requests"):
+        load_scenario(path)
