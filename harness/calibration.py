@@ -95,10 +95,18 @@ class Point(BaseModel):
     ttft_p50_s: float
     tpot_p50_s: float
     itl_p50_s: float  # gaps between chunks, pooled over requests
+    # the engine's own means over the point (its histograms), where it publishes them
+    engine_ttft_s: float | None = None
+    engine_tpot_s: float | None = None
 
     @property
     def all_bursts(self) -> bool:
         return self.bursts >= self.requests
+
+    @property
+    def engine_measured(self) -> bool:
+        """Every stream came in one burst, so the engine's own means stand for it."""
+        return self.all_bursts and bool(self.engine_ttft_s) and bool(self.engine_tpot_s)
 
 
 class Calibration(BaseModel):
@@ -158,7 +166,9 @@ def measure_load(url: str, spec: dict, run_dir: Path, kind: str, skip: int = 0) 
     its records after the first ``skip`` requests sent, leaving out streams delivered in one
     burst (see ``BURST_SHARE``)."""
     scenario = Scenario.from_dict(spec)
+    before = engine_means(url)
     run_once(scenario, url, run_dir)
+    after = engine_means(url)
     df = read_requests(run_dir)[0].to_pandas().sort_values("t_sent")
     settled = df.iloc[skip:] if len(df) > 2 * skip else df
     ok = settled[settled.status == "ok"]
@@ -181,7 +191,40 @@ def measure_load(url: str, spec: dict, run_dir: Path, kind: str, skip: int = 0) 
         ttft_p50_s=float(ok.ttft_s.median()),
         tpot_p50_s=float(ok.tpot_s.dropna().median()),
         itl_p50_s=float(np.median(gaps)) if gaps else float("nan"),
+        engine_ttft_s=_delta_mean(before, after, ENGINE_TTFT),
+        engine_tpot_s=_delta_mean(before, after, ENGINE_TPOT),
     )
+
+
+ENGINE_TTFT = "vllm:time_to_first_token_seconds"
+ENGINE_TPOT = "vllm:request_time_per_output_token_seconds"
+
+
+def engine_means(url: str) -> dict[str, tuple[float, float]]:
+    """``{histogram: (sum, count)}`` of the engine's own TTFT and TPOT histograms (vLLM's, as
+    the simulator publishes them too); empty when the server has none."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10.0).text
+        families = list(text_string_to_metric_families(text))
+    except (httpx.HTTPError, ValueError):
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    for family in families:
+        if family.name not in (ENGINE_TTFT, ENGINE_TPOT):
+            continue
+        total = sum(s.value for s in family.samples if s.name.endswith("_sum"))
+        count = sum(s.value for s in family.samples if s.name.endswith("_count"))
+        out[family.name] = (total, count)
+    return out
+
+
+def _delta_mean(before: dict, after: dict, name: str) -> float | None:
+    """The mean of what the histogram ``name`` observed between the two scrapes."""
+    if name not in before or name not in after:
+        return None
+    total = after[name][0] - before[name][0]
+    count = after[name][1] - before[name][1]
+    return total / count if count > 0 and total > 0 else None
 
 
 def observations(points: list[Point]) -> list[Observation]:
@@ -189,13 +232,16 @@ def observations(points: list[Point]) -> list[Observation]:
     TTFT is the whole answer's time and its TPOT near zero)."""
     out = []
     for p in points:
-        if p.all_bursts:
+        if p.all_bursts and not p.engine_measured:
             continue
         shape = {"concurrency": p.concurrency, "prompt_tokens": p.prompt_tokens,
                  "output_tokens": p.output_tokens}  # fmt: skip
+        ttft, tpot = p.ttft_p50_s, p.tpot_p50_s
+        if p.engine_measured:
+            ttft, tpot = p.engine_ttft_s, p.engine_tpot_s
         if p.kind == "length":
-            out.append(Observation(metric="ttft", seconds=p.ttft_p50_s, **shape))
-        out.append(Observation(metric="tpot", seconds=p.tpot_p50_s, **shape))
+            out.append(Observation(metric="ttft", seconds=ttft, **shape))
+        out.append(Observation(metric="tpot", seconds=tpot, **shape))
     return out
 
 
@@ -235,7 +281,7 @@ def calibrate(facts: EngineFacts, design: Design, work_dir: Path, max_num_seqs: 
         for attempt in range(1, ATTEMPTS + 1):  # a point all in bursts says nothing: again
             run_dir = work_dir / f"{kind}-c{n}-p{prompt}" / f"attempt-{attempt}"
             point = measure_point(facts, kind, n, prompt, output, design.point_s, run_dir, seed)
-            if not point.all_bursts:
+            if not point.all_bursts or point.engine_measured:
                 break
         points.append(point)
         if on_point is not None:
@@ -265,7 +311,9 @@ def to_profile(cal: Calibration, name: str) -> Profile:
         f"{len(cal.points)} load points (prompt lengths {cal.design.prompt_lengths} one at a "
         f"time; concurrency {cal.design.concurrency} at {cal.design.prompt_tokens} prompt "
         f"tokens); {sum(p.bursts for p in cal.points)} streams delivered in one burst left "
-        f"out; fit median error {f.median_error:.1%}, worst {f.max_error:.1%}; {where}; "
+        f"out, {sum(p.engine_measured for p in cal.points)} points taken from the engine's own "
+        f"TTFT and TPOT histograms as all their streams were; fit median error "
+        f"{f.median_error:.1%}, worst {f.max_error:.1%}; {where}; "
         f"max_num_seqs {cal.max_num_seqs} and max_num_batched_tokens "
         f"{cal.max_num_batched_tokens} as given. provider.extra_ttft is the API server's own "
         f"time before the engine sees a request."

@@ -128,3 +128,15 @@ def test_a_point_whose_every_stream_came_in_one_burst_is_left_out_of_the_fit():
     mixed = Point(requests=5, bursts=2, **shape)
     assert burst.all_bursts and not mixed.all_bursts
     assert [o.metric for o in observations([burst, mixed])] == ["ttft", "tpot"]
+
+
+def test_a_point_all_in_bursts_takes_the_engines_own_means_when_it_publishes_them():
+    from aichaos.harness.calibration import Point, observations
+
+    shape = {"kind": "length", "concurrency": 1, "prompt_tokens": 32.0, "output_tokens": 64.0,
+             "errors": 0, "ttft_p50_s": 0.2, "tpot_p50_s": 1e-5, "itl_p50_s": 1e-5}  # fmt: skip
+    burst = Point(requests=5, bursts=5, engine_ttft_s=0.01, engine_tpot_s=0.003, **shape)
+    assert burst.engine_measured
+    assert [(o.metric, o.seconds) for o in observations([burst])] == [
+        ("ttft", 0.01), ("tpot", 0.003)
+    ]  # fmt: skip
