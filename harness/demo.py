@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ import time
 import httpx
 
 from aichaos import exits
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from aichaos.loopback import free_port
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:

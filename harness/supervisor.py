@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyError
+from aichaos.loopback import free_port as loopback_port
 from aichaos.processes import ProcessRef, process_start_time
 from aichaos.rundir import EventLog
 
@@ -131,13 +131,10 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 8192) -> 
 
 
 def free_port(taken: set[int]) -> int:
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in taken:
-            return port
-    raise StackError("no free port on 127.0.0.1")
+    try:
+        return loopback_port(taken)
+    except OSError as exc:
+        raise StackError(str(exc)) from None
 
 
 def probe(port: int, path: str, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:

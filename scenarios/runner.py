@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aichaos.loopback import is_wildcard
+from aichaos.loopback import free_port, is_wildcard
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, EventLog, write_json
 
@@ -39,12 +39,6 @@ from .spec import Scenario
 from .worker_gate import TOKEN_ENV, resolve_token
 
 PROC_MODULE = "aichaos.scenarios.locust_proc"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -117,7 +111,7 @@ class LoadRunner:
         # due before they are ready go out late (and say so in t_sent)
         lead = 3.5 + (1.0 + 0.5 * self.workers if self.distributed else 0.0)
         self.t0 = float(t0) if t0 is not None else time.time() + lead
-        port = self.master_port = self.master_port or _free_port()
+        port = self.master_port = self.master_port or free_port()
         cfg = {
             "runner_id": self.name,
             "run_dir": str(self.run_dir.resolve()),

@@ -1,12 +1,15 @@
 """Whether a host name, address or ``Host`` header means this machine only. One answer for
 every part that must tell loopback from the world: the control APIs of the embedded services
 (fixtures), the Locust master's bind address (scenarios) and the blast-radius policy's
-``http`` providers (experiments). Depends on nothing but the standard library, so the
+``http`` providers (experiments); and a free loopback port for a service to listen on.
+Depends on nothing but the standard library, so the
 services under test may use it too."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections.abc import Collection
 
 
 def is_loopback_name(host: str) -> bool:
@@ -40,3 +43,14 @@ def is_loopback_host(value: str) -> bool:
         if not port.isdigit():
             return False
     return is_loopback_name(host)
+
+
+def free_port(taken: Collection[int] = ()) -> int:
+    """A TCP port free on 127.0.0.1 now, not one of ``taken``; ``OSError`` after 50 tries."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
+    raise OSError("no free port on 127.0.0.1")
