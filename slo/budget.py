@@ -67,11 +67,25 @@ def alert_holds(
     objective: float,
     base_rate: float,
     base_ratio: float,
-) -> np.ndarray:
-    """For each second of the run: does the alert's condition hold at its end?"""
+    min_events: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each second of the run: does the alert's condition hold at its end, on at least
+    ``min_events`` bad events the run observed in its long window (the pre-filled history
+    counts for the ratio, not as evidence)? And: does the burn condition hold on fewer
+    (low traffic: shown, never a detection)?"""
     long_burn = window_burn(total, bad, rule.long_window_s, objective, base_rate, base_ratio)
     short_burn = window_burn(total, bad, rule.short_window_s, objective, base_rate, base_ratio)
-    return (long_burn >= rule.burn_rate) & (short_burn >= rule.burn_rate)
+    burning = (long_burn >= rule.burn_rate) & (short_burn >= rule.burn_rate)
+    evidence = window_count(bad, rule.long_window_s) >= min_events
+    return burning & evidence, burning & ~evidence
+
+
+def window_count(values: np.ndarray, window_s: float) -> np.ndarray:
+    """The sum of ``values`` over the window ending at the end of every second."""
+    w = max(1, round(window_s))
+    c = np.concatenate([[0.0], np.cumsum(values)])
+    end = np.arange(1, values.size + 1)
+    return c[end] - c[np.maximum(0, end - w)]
 
 
 def first_firing(holds: np.ndarray, start: float, after: float) -> float | None:

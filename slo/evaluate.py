@@ -476,9 +476,10 @@ class Evaluator:
         faults = [p for p in self.run.phases if p.kind == "fault"]
         out = []
         for rule in self.spec.alerts:
-            holds = bm.alert_holds(
-                rule, total, bad, self.spec.availability_objective, self.base_rate, self.base_ratio
-            )
+            holds, low = bm.alert_holds(
+                rule, total, bad, self.spec.availability_objective, self.base_rate,
+                self.base_ratio, self.spec.alert_min_events,
+            )  # fmt: skip
             for p in faults or [None]:
                 after = p.start if p else self.run_start
                 fired = bm.first_firing(holds, self.run_start, after)
@@ -493,6 +494,8 @@ class Evaluator:
                         "fired_at": fired,
                         "time_to_detect_s": (fired - p.start) if fired is not None and p else None,
                         "seconds_firing": int(holds.sum()),
+                        # burning on fewer bad events than alert_min_events: not a detection
+                        "low_traffic_seconds": int(low.sum()),
                     }
                 )
         self._alerts = out

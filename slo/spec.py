@@ -116,6 +116,9 @@ class SloSpec:
     recovery_window_s: float = 10.0
     recovery_hold_s: float = 10.0
     min_tail_samples: int = 5
+    # a burn-rate alert needs at least this many bad events in its long window to count as
+    # a detection; fewer (a short game day's few requests) is shown as low traffic
+    alert_min_events: int = 5
     bootstrap_resamples: int = 2000
     confidence: float = 0.95
     score_pass: float = 90.0
@@ -149,6 +152,7 @@ class SloSpec:
             ],
             "recovery": {"window": self.recovery_window_s, "hold": self.recovery_hold_s},
             "min_tail_samples": self.min_tail_samples,
+            "alert_min_events": self.alert_min_events,
             "bootstrap_resamples": self.bootstrap_resamples,
             "confidence": self.confidence,
             "score": {"pass": self.score_pass, "warning": self.score_warn},
@@ -281,6 +285,7 @@ TOP_FIELDS = {
     "alerts",
     "recovery",
     "min_tail_samples",
+    "alert_min_events",
     "bootstrap_resamples",
     "confidence",
     "score",
@@ -348,6 +353,8 @@ def _parse(d: Any, file: str) -> SloSpec:
     _recovery(spec, d.get("recovery", {}), file)
     if "min_tail_samples" in d:
         spec.min_tail_samples = int(_number(d["min_tail_samples"], file, "min_tail_samples", 1))
+    if "alert_min_events" in d:
+        spec.alert_min_events = int(_number(d["alert_min_events"], file, "alert_min_events", 1))
     if "bootstrap_resamples" in d:
         spec.bootstrap_resamples = int(
             _number(d["bootstrap_resamples"], file, "bootstrap_resamples", 100)

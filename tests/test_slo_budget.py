@@ -34,7 +34,7 @@ def _replay(rule, fault_start, fault_s, seconds, base_ratio=0.0, fault_ratio=1.0
     total = np.full(seconds, float(rate))
     bad = np.full(seconds, rate * base_ratio)
     bad[fault_start : fault_start + fault_s] = rate * fault_ratio
-    holds = bm.alert_holds(rule, total, bad, 0.999, rate, base_ratio)
+    holds, _ = bm.alert_holds(rule, total, bad, 0.999, rate, base_ratio)
     return bm.first_firing(holds, 0.0, fault_start)
 
 
@@ -76,3 +76,19 @@ def test_time_to_failover():
     fallback = t >= 3.0
     assert bm.time_to_failover(t, ttft, fallback, 1.0, 8.0) == pytest.approx(2.2)
     assert bm.time_to_failover(t, ttft, np.zeros(t.size, bool), 1.0, 8.0) is None
+
+
+def test_an_alert_on_fewer_bad_events_than_the_minimum_is_low_traffic_not_a_detection():
+    """A short game day with no history to pre-fill from: one bad request early in the run
+    burns both windows past the factor; it is no detection until the long window holds 5 bad
+    events the run saw."""
+    rule = AlertRule("p", "page", 14.4, 3600, 300)
+    total = np.ones(120)
+    bad = np.zeros(120)
+    bad[10] = 1.0  # one early bad event
+    bad[60:] = 1.0  # the fault, from 60 s
+    holds, low = bm.alert_holds(rule, total, bad, 0.999, 0.0, 0.0, min_events=5)
+    assert low[10:60].all() and not holds[:60].any()  # one event burns, but is no evidence
+    assert bm.first_firing(holds, 0.0, 60.0) == 64.0  # the early one and the fault's 4th
+    before, _ = bm.alert_holds(rule, total, bad, 0.999, 0.0, 0.0, min_events=1)
+    assert bm.first_firing(before, 0.0, 60.0) == 61.0  # what it "detected" on one event
