@@ -228,17 +228,21 @@ def _delta_mean(before: dict, after: dict, name: str) -> float | None:
 
 
 def observations(points: list[Point]) -> list[Observation]:
-    """The fit's observations; a point whose every stream came in one burst has none (its
-    TTFT is the whole answer's time and its TPOT near zero)."""
+    """The fit's observations. The time per output token is the engine's own where it
+    publishes it: the step model is the engine's cadence, and an API server that bunches
+    chunks makes the client's TPOT of a stream that was not flagged as a burst near zero,
+    which a fit on relative errors answers by zeroing every decode coefficient (a CI run
+    fitted c0 = c_decode = c_kv = 0). The TTFT is the client's median (it holds the API
+    server's own work), or the engine's mean when every stream came in one burst; a point
+    all in bursts from a server without those histograms has no observation."""
     out = []
     for p in points:
         if p.all_bursts and not p.engine_measured:
             continue
         shape = {"concurrency": p.concurrency, "prompt_tokens": p.prompt_tokens,
                  "output_tokens": p.output_tokens}  # fmt: skip
-        ttft, tpot = p.ttft_p50_s, p.tpot_p50_s
-        if p.engine_measured:
-            ttft, tpot = p.engine_ttft_s, p.engine_tpot_s
+        ttft = p.engine_ttft_s if p.engine_measured else p.ttft_p50_s
+        tpot = p.engine_tpot_s or p.tpot_p50_s
         if p.kind == "length":
             out.append(Observation(metric="ttft", seconds=ttft, **shape))
         out.append(Observation(metric="tpot", seconds=tpot, **shape))
@@ -312,7 +316,8 @@ def to_profile(cal: Calibration, name: str) -> Profile:
         f"time; concurrency {cal.design.concurrency} at {cal.design.prompt_tokens} prompt "
         f"tokens); {sum(p.bursts for p in cal.points)} streams delivered in one burst left "
         f"out, {sum(p.engine_measured for p in cal.points)} points taken from the engine's own "
-        f"TTFT and TPOT histograms as all their streams were; fit median error "
+        f"TTFT and TPOT histograms as all their streams were (the TPOT of every point is the "
+        f"engine's own where it publishes it); fit median error "
         f"{f.median_error:.1%}, worst {f.max_error:.1%}; {where}; "
         f"max_num_seqs {cal.max_num_seqs} and max_num_batched_tokens "
         f"{cal.max_num_batched_tokens} as given. provider.extra_ttft is the API server's own "

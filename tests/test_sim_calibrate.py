@@ -140,3 +140,17 @@ def test_a_point_all_in_bursts_takes_the_engines_own_means_when_it_publishes_the
     assert [(o.metric, o.seconds) for o in observations([burst])] == [
         ("ttft", 0.01), ("tpot", 0.003)
     ]  # fmt: skip
+
+
+def test_the_time_per_output_token_is_the_engines_own_where_it_publishes_it():
+    """A stream the API server bunched but not flagged as a burst has a client TPOT near zero,
+    which would zero every decode coefficient of a fit on relative errors."""
+    from aichaos.harness.calibration import Point, observations
+
+    shape = {"kind": "length", "concurrency": 1, "prompt_tokens": 32.0, "output_tokens": 64.0,
+             "errors": 0, "ttft_p50_s": 0.02, "tpot_p50_s": 1e-6, "itl_p50_s": 1e-6}  # fmt: skip
+    mixed = Point(requests=5, bursts=2, engine_ttft_s=0.01, engine_tpot_s=0.003, **shape)
+    bare = Point(requests=5, bursts=2, **shape)
+    assert [(o.metric, o.seconds) for o in observations([mixed, bare])] == [
+        ("ttft", 0.02), ("tpot", 0.003), ("ttft", 0.02), ("tpot", 1e-6)
+    ]  # fmt: skip
