@@ -37,6 +37,7 @@ def phase_rows(slo: dict[str, Any], t0: float) -> list[dict[str, Any]]:
                 "end_rel": end - t0 if _is_num(end) else None,
                 "length": end - start if _is_num(start) and _is_num(end) else None,
                 "requests": phase.get("requests"),
+                "carried_in": phase.get("carried_in") if phase.get("kind") != "all" else None,
                 "budget": budget.get(name) or {},
                 "alert": first,
                 "alerts": mine,

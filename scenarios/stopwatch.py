@@ -80,6 +80,7 @@ def new_record(planned: Planned, worker: str, scenario: str) -> dict[str, Any]:
         "t_sent": None,
         "ttft_s": None,
         "e2e_s": None,
+        "done_s": None,
         "tpot_s": None,
         "itl_s": [],
         "prompt_tokens": planned.prompt_tokens,
@@ -139,6 +140,7 @@ def timed_request(client: Any, path: str, body: bytes, headers: dict[str, str], 
     except Exception as exc:  # every failure becomes a classified record, never a crash
         record["error_kind"], record["error_detail"] = classify_exception(exc, streaming)
     finally:
+        record["done_s"] = time.perf_counter() - start
         if response is not None and record["error_kind"] is not None:
             _discard(response)
 

@@ -59,10 +59,11 @@ def compare_runs(base_dir: Path, new_dir: Path, spec: SloSpec | None = None) -> 
     changes: list[dict[str, Any]] = []
     alpha = spec.regression_alpha
     for name in names:
-        b_rows, n_rows = base_run.rows(base_run.phase(name)), new_run.rows(new_run.phase(name))
+        b_phase, n_phase = base_run.phase(name), new_run.phase(name)
+        b_rows, n_rows = base_run.rows(b_phase), new_run.rows(n_phase)
         for sli, pct in _latency_targets(spec):
-            b_vals = base.latency_values(sli, b_rows)
-            n_vals = new.latency_values(sli, n_rows)
+            b_vals = base.latency_values(sli, base_run.rows(b_phase, sli))
+            n_vals = new.latency_values(sli, new_run.rows(n_phase, sli))
             if sli == "itl":
                 b_vals, n_vals = _subsample(b_vals, 1), _subsample(n_vals, 2)
             need = stats.required_samples(pct, spec.min_tail_samples)

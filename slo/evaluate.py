@@ -1,10 +1,12 @@
 """Evaluate a run directory against an SLO spec: the ``slo.json`` dict.
 
-The records are read once into sorted numpy columns (``records.py``), so every phase is a
-slice and every objective a vectorised expression over it. Objectives give one row per
-(objective × phase × tier); rows score Keptn-style (weight on pass, half on warn, none on
-fail, rows without enough data left out) and a failed key objective fails the run. A run
-that did not complete is judged by how it ended (``completion.py``), never as a pass.
+The records are read once into sorted numpy columns (``records.py``), in each order that
+places them in phases (a request by when it ended, a TTFT sample by when its first token
+came), so every phase is a slice and every objective a vectorised expression over it.
+Objectives give one row per (objective × phase × tier); rows score Keptn-style (weight on
+pass, half on warn, none on fail, rows without enough data left out) and a failed key
+objective fails the run. A run that did not complete is judged by how it ended
+(``completion.py``), never as a pass.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from . import server, stats
 from .completion import INCOMPLETE_VERDICTS, completion
 from .lengths import prompt_lengths
 from .phases import Phase, build_phases, select
-from .records import load
+from .records import Records, Views, load
 from .spec import LATENCY_SLIS, Objective, SloSpec
 
 SLO_SCHEMA_VERSION = 1
@@ -96,8 +98,10 @@ class Run:
         last = float(r.t_sent[-1]) if r.n else None
         self.phases, notes = build_phases(self.manifest, events, first, last)
         self.notes += notes
+        self.views = Views(self.records, end=max(p.end for p in self.phases))
         for p in self.phases:
             p.requests = self.rows(p).stop - self.rows(p).start
+            p.carried_in = self.views.carried_in(p.start, p.end, p.kind == "all")
         if r.n > 1:
             # a lost last chunk leaves no gap in the numbering: the records just stop early
             end = max(p.end for p in self.phases)
@@ -122,8 +126,10 @@ class Run:
         names = [t["name"] for t in declared or [] if isinstance(t, dict) and "name" in t]
         return list(dict.fromkeys([*names, *self.records.tier.names]))
 
-    def rows(self, phase: Phase) -> slice:
-        return self.records.slice_of(phase.start, phase.end, inclusive_end=phase.kind == "all")
+    def rows(self, phase: Phase, sli: str | None = None) -> slice:
+        """The rows of ``phase`` in the order ``sli``'s samples are placed by (requests by
+        when they ended when no SLI is named)."""
+        return self.views.rows(sli or "requests", phase.start, phase.end, phase.kind == "all")
 
     def phase(self, name: str) -> Phase | None:
         return next((p for p in self.phases if p.name == name), None)
@@ -131,7 +137,8 @@ class Run:
 
 class Evaluator:
     def __init__(self, run: Run, spec: SloSpec, prometheus_url: str | None):
-        self.run, self.spec, self.r = run, spec, run.records
+        # requests, errors and every ratio SLI by when the request ended (run.views.ended)
+        self.run, self.spec, self.r = run, spec, run.views.ended
         self.prometheus_url = prometheus_url
         self.metrics: server.MetricsFile | None = None
         r = self.r
@@ -139,6 +146,8 @@ class Evaluator:
         if not spec.count_shed_as_errors:
             self.bad &= ~self.shed_mask()
         self.fallback_ok = r.ok & r.served_by.mask(*spec.fallback_names)
+        sent = run.views.sent
+        self.fallback_sent = sent.ok & sent.served_by.mask(*spec.fallback_names)
         self.run_start = min(p.start for p in run.phases)
         self.run_end = max(p.end for p in run.phases)
         base = run.phase("baseline")
@@ -163,21 +172,22 @@ class Evaluator:
         r = self.r
         return (r.http_status == 429) | r.error_kind.mask("http_429")
 
-    def tier_mask(self, rows: slice, tier: str | None) -> np.ndarray:
+    def tier_mask(self, rows: slice, tier: str | None, view: Records | None = None) -> np.ndarray:
         if tier is None:
             return np.ones(rows.stop - rows.start, dtype=bool)
-        return self.r.tier.mask(tier)[rows]
+        return (view or self.r).tier.mask(tier)[rows]
 
     def latency_values(
         self, sli: str, rows: slice, tier: str | None = None, clock: str = "sent", cache=True
     ) -> np.ndarray:
-        """The SLI's samples from answered requests in ``rows`` (of ``tier``), NaN dropped;
-        cached, since objectives, the latency table and the tiers ask for the same ones."""
+        """The SLI's samples from answered requests in ``rows`` (of ``tier``) of the order
+        the SLI is placed by (``Run.rows(phase, sli)``), NaN dropped; cached, since
+        objectives, the latency table and the tiers ask for the same ones."""
         key = (sli, rows.start, rows.stop, tier, clock)
         if cache and key in self._values:
             return self._values[key]
-        r = self.r
-        ok = r.ok[rows] if tier is None else r.ok[rows] & self.tier_mask(rows, tier)
+        r = self.run.views.of(sli)
+        ok = r.ok[rows] if tier is None else r.ok[rows] & self.tier_mask(rows, tier, r)
         if sli == "itl":
             # failed requests usually carry no gaps: then the slice needs no mask at all
             plain = tier is None and not self.failed_have_itl
@@ -249,10 +259,9 @@ class Evaluator:
         return [p for p in faults if p.name in named] if named else faults
 
     def measure(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
-        rows = self.run.rows(phase)
-        mask = self.tier_mask(rows, tier)
         sli, spec, r = obj.sli, self.spec, self.r
         if sli in LATENCY_SLIS:
+            rows = self.run.rows(phase, sli)
             key = (sli, rows.start, rows.stop, tier, obj.clock)
             self._wanted.setdefault(key, set()).add(obj.percentile or 50.0)
             est = self.summary(key)[1][obj.percentile or 50.0]
@@ -261,6 +270,8 @@ class Evaluator:
                 need = stats.required_samples(obj.percentile or 50.0, spec.min_tail_samples)
                 why = f"{est.samples} samples, p{obj.percentile:g} needs >= {need}"
             return self.row(obj, phase.name, tier, est.value, est.ci, est.samples, why)
+        rows = self.run.rows(phase)
+        mask = self.tier_mask(rows, tier)
         n = int(mask.sum())
         ok = r.ok[rows] & mask
         if sli in ("error_rate", "availability", "shed_share"):
@@ -345,8 +356,9 @@ class Evaluator:
     def time_row(self, obj: Objective, phase: Phase) -> dict[str, Any]:
         fault = phase.name
         if obj.sli == "time_to_failover":
+            sent = self.run.views.sent
             value = bm.time_to_failover(
-                self.r.t_sent, self.r.ttft, self.fallback_ok, phase.start, phase.end
+                sent.t_sent, sent.ttft, self.fallback_sent, phase.start, phase.end
             )
         elif obj.sli == "time_to_detect":
             hits = [
@@ -403,7 +415,7 @@ class Evaluator:
                 continue
             for scope in obj.phases:
                 for phase in select(self.run.phases, scope):
-                    rows = self.run.rows(phase)
+                    rows = self.run.rows(phase, obj.sli)
                     for tier in obj.tiers or (None,):
                         key = (obj.sli, rows.start, rows.stop, tier, obj.clock)
                         self._wanted.setdefault(key, set()).add(obj.percentile or 50.0)
@@ -448,6 +460,7 @@ class Evaluator:
                 {
                     "phase": p.name,
                     "requests": n,
+                    "carried_in": p.carried_in,  # sent before the phase, ended in it
                     "bad": k,
                     "error_ratio": ratio,
                     "burn_rate": bm.burn_rate(ratio, objective) if ratio is not None else None,
@@ -472,7 +485,7 @@ class Evaluator:
         if self._alerts is not None:
             return self._alerts
         seconds = max(1, math.ceil(self.run_end - self.run_start))
-        total, bad = bm.per_second(self.r.t_sent, self.bad, self.run_start, seconds)
+        total, bad = bm.per_second(self.r.t_at, self.bad, self.run_start, seconds)
         faults = [p for p in self.run.phases if p.kind == "fault"]
         out = []
         for rule in self.spec.alerts:
@@ -522,7 +535,7 @@ class Evaluator:
     def recovery(self) -> dict[str, dict[str, float | None]]:
         if self._recovery is not None:
             return self._recovery
-        r, spec = self.r, self.spec
+        spec = self.spec
         c_bad = np.concatenate([[0], np.cumsum(self.bad)])
         result: dict[str, dict[str, float | None]] = {}
         for p in (p for p in self.run.phases if p.kind == "fault"):
@@ -530,7 +543,8 @@ class Evaluator:
             for sli, threshold, pct in self.recovery_slis():
 
                 def within(a: float, b: float, sli=sli, threshold=threshold, pct=pct):
-                    i0, i1 = np.searchsorted(r.t_sent, [a, b], side="right")
+                    at = self.run.views.of(sli).t_at
+                    i0, i1 = np.searchsorted(at, [a, b], side="right")
                     if i1 <= i0:
                         return None
                     if sli == "error_rate":
@@ -553,11 +567,10 @@ class Evaluator:
     def latency(self) -> dict[str, Any]:
         out = {}
         for p in self.run.phases:
-            rows = self.run.rows(p)
-            out[p.name] = {
-                s: self.summary((s, rows.start, rows.stop, None, "sent"))[0]
-                for s in ("ttft", "e2e", "tpot", "itl")
-            }
+            out[p.name] = {}
+            for s in ("ttft", "e2e", "tpot", "itl"):
+                rows = self.run.rows(p, s)
+                out[p.name][s] = self.summary((s, rows.start, rows.stop, None, "sent"))[0]
         return out
 
     def goodput(self) -> dict[str, Any]:
@@ -584,6 +597,7 @@ class Evaluator:
         p = self.run.phase("all")
         rows = self.run.rows(p)
         out = {}
+        first = self.run.rows(p, "ttft")
         for tier in self.r.tier.names:
             mask = self.tier_mask(rows, tier)
             n, k = int(mask.sum()), int((self.bad[rows] & mask).sum())
@@ -591,16 +605,15 @@ class Evaluator:
                 "requests": n,
                 "errors": k,
                 "error_ratio": k / n if n else None,
-                "ttft": self.summary(("ttft", rows.start, rows.stop, tier, "sent"))[0],
+                "ttft": self.summary(("ttft", first.start, first.stop, tier, "sent"))[0],
             }
         return out
 
     def failover(self) -> list[dict[str, Any]]:
         out = []
         for p in (p for p in self.run.phases if p.kind == "fault"):
-            value = bm.time_to_failover(
-                self.r.t_sent, self.r.ttft, self.fallback_ok, p.start, p.end
-            )
+            sent = self.run.views.sent
+            value = bm.time_to_failover(sent.t_sent, sent.ttft, self.fallback_sent, p.start, p.end)
             out.append({"fault": p.name, "time_to_failover_s": value})
         return out
 

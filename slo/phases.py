@@ -25,7 +25,8 @@ class Phase:
     start: float
     end: float
     fault: dict[str, Any] | None = None
-    requests: int = 0
+    requests: int = 0  # requests that ended in the phase
+    carried_in: int = 0  # of them, sent before it (they straddle its opening boundary)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -40,6 +41,7 @@ class Phase:
             "end": self.end,
             "duration_s": self.duration,
             "requests": self.requests,
+            "carried_in": self.carried_in,
             "fault": self.fault,
         }
 

@@ -1,10 +1,19 @@
-"""Request records as numpy columns, sorted by send time, so a phase is one contiguous slice
-and every SLI is a vectorised expression over it."""
+"""Request records as numpy columns, sorted by the time that places them in a phase, so a
+phase is one contiguous slice and every SLI is a vectorised expression over it.
+
+A record is placed by when its event reached the client, as a server's counters count it
+(DESIGN "Metric definitions"): a request, good or bad, by when it ended (``t_done``: the
+answer's last byte, the error, the cut or the timeout), a TTFT sample by when its first token
+came (``t_first``). ``Views`` holds the records in each of those orders; a request sent in
+the baseline and cut by the fault belongs to the fault. Records written before ``done_s``
+existed are placed by their send time.
+"""
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +64,38 @@ class Records:
     served_prompt_tokens: np.ndarray  # -1 where the server did not report usage
     length_source: Coded
     length_capped: np.ndarray
+    t_done: np.ndarray  # when the request ended for the client; t_sent on older records
+    t_at: np.ndarray  # the time the rows are sorted by and phases sliced on
 
     @property
     def n(self) -> int:
         return int(self.t_sent.size)
 
+    @property
+    def t_first(self) -> np.ndarray:
+        """When the first token reached the client; when the request ended if none did."""
+        return np.where(np.isnan(self.ttft), self.t_done, self.t_sent + self.ttft)
+
     def slice_of(self, start: float, end: float, inclusive_end: bool = False) -> slice:
-        """The rows sent in [start, end) (or [start, end])."""
-        i0 = int(np.searchsorted(self.t_sent, start, side="left"))
-        i1 = int(np.searchsorted(self.t_sent, end, side="right" if inclusive_end else "left"))
+        """The rows placed in [start, end) (or [start, end]) by ``t_at``."""
+        i0 = int(np.searchsorted(self.t_at, start, side="left"))
+        i1 = int(np.searchsorted(self.t_at, end, side="right" if inclusive_end else "left"))
         return slice(i0, max(i0, i1))
+
+    def by(self, times: np.ndarray) -> Records:
+        """These records placed by ``times`` (one per row): sorted by them, ``t_at`` = them."""
+        if self.n < 2 or not np.any(np.diff(times) < 0):
+            return replace(self, t_at=times)
+        order = np.argsort(times, kind="stable")
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Coded):
+                out[f.name] = Coded(value.codes[order], value.names)
+            elif f.name not in ("itl_values", "itl_offsets", "t_at"):
+                out[f.name] = value[order]
+        values, offsets = _reorder_itl(self.itl_values, self.itl_offsets, order)
+        return Records(**out, itl_values=values, itl_offsets=offsets, t_at=times[order])
 
     def itl(self, rows: slice, mask: np.ndarray | None = None) -> np.ndarray:
         """Pooled ITL gaps of the requests in ``rows`` (and ``mask`` within them)."""
@@ -105,6 +136,7 @@ COLUMNS = (
     "t_sent",
     "ttft_s",
     "e2e_s",
+    "done_s",
     "tpot_s",
     "itl_s",
     "prompt_tokens",
@@ -196,6 +228,8 @@ def from_table(table: pa.Table) -> Records:
     values, offsets = _itl_arrays(table.column("itl_s"))
     t_sent = _floats(table, "t_sent")
     t_sched = _floats(table, "t_scheduled")
+    done = _floats(table, "done_s")
+    t_done = np.where(np.isnan(done), t_sent, t_sent + done)
     records = Records(
         t_sent=t_sent,
         t_scheduled=np.where(np.isnan(t_sched), t_sent, t_sched),
@@ -219,31 +253,38 @@ def from_table(table: pa.Table) -> Records:
         served_prompt_tokens=_ints(table, "served_prompt_tokens", -1),
         length_source=_coded(table, "length_source"),
         length_capped=_bools(table, "length_capped"),
+        t_done=t_done,
+        t_at=t_sent,
     )
-    if records.n > 1 and bool(np.any(np.diff(t_sent) < 0)):
-        order = np.argsort(t_sent, kind="stable")
-        for name in (
-            "t_sent",
-            "t_scheduled",
-            "ok",
-            "ttft",
-            "e2e",
-            "tpot",
-            "http_status",
-            "cached",
-            "degraded",
-            "prompt_tokens",
-            "output_tokens",
-            "intended_prompt_tokens",
-            "served_prompt_tokens",
-            "length_capped",
-        ):
-            setattr(records, name, getattr(records, name)[order])
-        coded_columns = (records.tier, records.served_by, records.error_kind, records.length_source)
-        for coded in coded_columns:
-            coded.codes = coded.codes[order]
-        records.itl_values, records.itl_offsets = _reorder_itl(values, offsets, order)
-    return records
+    return records.by(t_sent)
+
+
+class Views:
+    """One run's records in each order that places them in phases: ``sent`` (by send time:
+    the schedule, failover), ``ended`` (by ``t_done``: requests, errors and every SLI but
+    TTFT) and ``first`` (by ``t_first``: TTFT samples). A request still open at the run's
+    ``end`` is placed at the end, so it counts in the run and in the phase that closes it."""
+
+    def __init__(self, records: Records, end: float | None = None):
+        self.sent = records
+        self.end = end if end is not None else math.inf
+        self.ended = records.by(np.minimum(records.t_done, self.end))
+        self.first = records.by(np.minimum(records.t_first, self.end))
+
+    def of(self, sli: str) -> Records:
+        """The order a sample of ``sli`` is placed in (``requests`` for requests)."""
+        return self.first if sli == "ttft" else self.ended
+
+    def rows(self, sli: str, start: float, end: float, whole: bool = False) -> slice:
+        """The rows of ``of(sli)`` placed in [start, end); the end is included for the whole
+        run and for a phase that closes the run."""
+        return self.of(sli).slice_of(start, end, inclusive_end=whole or end >= self.end)
+
+    def carried_in(self, start: float, end: float, whole: bool = False) -> int:
+        """Requests placed in [start, end) but sent before ``start``: they straddle the
+        phase's opening boundary and count in it."""
+        rows = self.rows("requests", start, end, whole)
+        return int((self.ended.t_sent[rows] < start).sum())
 
 
 def chunk_gaps(run_dir: Path) -> list[str]:

@@ -24,6 +24,7 @@ from aichaos.load_health import load_health_notes
 from aichaos.rundir import METRICS_PARQUET, read_events, read_manifest, read_requests
 
 from .phases import fault_windows as verdict_windows
+from .records import Views, from_table
 
 # Bin widths (seconds) a long run is downsampled to: the smallest that keeps max_points.
 BIN_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -96,7 +97,9 @@ def build_series(
             {"name": f"fault:{f['name']}", "start": t0 + f["start"], "end": t0 + f["end"]}
             for f in faults
         ]
-    series["cdf"] = _cdfs(table, phases)
+    # the run ends where the verdict's whole-run phase does (slo.json), else at its span's end
+    ends = [p["end"] for p in phases if p.get("name") == "all" and _is_time(p.get("end"))]
+    series["cdf"] = _cdfs(Views(from_table(table), end=max(ends, default=t_end)), phases)
     series["error_samples"] = _error_samples(table)
     return series
 
@@ -188,20 +191,25 @@ def _request_series(table: pa.Table, grid: _Grid) -> dict[str, Any]:
     when = np.where(np.isfinite(sent), sent, sched)
     at = grid.index(when)
     ok = _objects(table, "status") == "ok"
-    # latency from answered requests only, as the verdict takes it (``Evaluator.latency_values``)
-    ttft = np.where(ok, _floats(table, "ttft_s"), np.nan)
+    # latency from answered requests only, as the verdict takes it (``Evaluator.latency_values``),
+    # in the bin of its first token; an error in the bin it reached the client in
+    ttft_s = _floats(table, "ttft_s")
+    ttft = np.where(ok, ttft_s, np.nan)
+    first_at = grid.index(np.where(np.isfinite(ttft_s), when + ttft_s, when))
+    done_s = _floats(table, "done_s")
+    done_at = grid.index(np.where(np.isfinite(done_s), when + done_s, when))
     out: dict[str, Any] = {
         "requests": {
             "scheduled": grid.rate(grid.index(sched)),
             "sent": grid.rate(grid.index(sent)),
         },
-        "ttft": _bin_quantiles(at, ttft, grid.n, {"p50": 0.5, "p95": 0.95, "p99": 0.99}),
+        "ttft": _bin_quantiles(first_at, ttft, grid.n, {"p50": 0.5, "p95": 0.95, "p99": 0.99}),
         "itl": _itl_series(table.filter(pa.array(ok.astype(bool))), grid),
     }
     kinds = _objects(table, "error_kind")
     kinds[kinds == None] = "unknown"  # noqa: E711
     out["errors"] = {
-        str(kind): grid.rate(at[(~ok) & (kinds == kind)]) for kind in sorted(set(kinds[~ok]))
+        str(kind): grid.rate(done_at[(~ok) & (kinds == kind)]) for kind in sorted(set(kinds[~ok]))
     }
     served_by = _objects(table, "served_by")
     cached = _objects(table, "cached") == True  # noqa: E712
@@ -317,22 +325,22 @@ def _bin_metric(part: pd.DataFrame, grid: _Grid, how: str) -> dict[str, list]:
     return {"x": _round(x), "y": _round(values.to_numpy(dtype=np.float64))}
 
 
-def _cdfs(table: pa.Table, phases: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per phase, the CDFs of the samples the verdict takes: answered requests sent in the
-    phase (its end included for the whole run, as ``Run.rows`` does)."""
-    sent = _floats(table, "t_sent")
-    ok = _objects(table, "status") == "ok"
-    metrics = {"ttft": _floats(table, "ttft_s"), "e2e": _floats(table, "e2e_s")}
+def _cdfs(views: Views, phases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase, the CDFs of the samples the verdict takes: answered requests placed in the
+    phase as ``Run.rows`` places them (a TTFT by its first token, an E2E by the request's
+    end; the phase's end included for the whole run)."""
     out: dict[str, Any] = {}
     for phase in phases:
         start, end = phase.get("start"), phase.get("end")
         if not isinstance(start, int | float) or not isinstance(end, int | float):
             continue
         whole = phase.get("kind", phase.get("name")) == "all"
-        inside = (sent >= start) & ((sent <= end) if whole else (sent < end)) & ok
-        out[str(phase.get("name"))] = {
-            name: _cdf(values[inside & np.isfinite(values)]) for name, values in metrics.items()
-        }
+        cdfs = {}
+        for name in ("ttft", "e2e"):
+            view, rows = views.of(name), views.rows(name, start, end, whole)
+            values = getattr(view, name)[rows][view.ok[rows]]
+            cdfs[name] = _cdf(values[np.isfinite(values)])
+        out[str(phase.get("name"))] = cdfs
     return out
 
 

@@ -189,6 +189,10 @@ def _requests(
         "t_sent": t_sent,
         "ttft_s": pa.array(ttft, mask=failed),
         "e2e_s": pa.array(e2e, mask=failed),
+        # an answer ends with its last token; an error reaches the client about when a first
+        # token would have. Evenly spaced runs leave it out (as records written before the
+        # column did), so they are placed by send time and hand-worked counts stay exact.
+        "done_s": pa.array(np.where(failed, ttft, e2e), mask=np.full(n, arrivals == "uniform")),
         "tpot_s": pa.array(tpot, mask=failed | np.isnan(tpot)),
         "itl_s": pa.ListArray.from_arrays(pa.array(offsets), pa.array(itl_values)),
         "prompt_tokens": prompt_tokens,

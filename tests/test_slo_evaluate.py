@@ -45,16 +45,20 @@ def test_phase_slicing_from_the_timeline(outage_run, outage_result):
     }
     assert (phases["recovery"]["start"], phases["recovery"]["end"]) == (S + 180, S + 300)
     assert (phases["all"]["start"], phases["all"]["end"]) == (S, S + 300)
-    # every request sent after the warm-up lands in exactly one of baseline / fault / recovery
-    sent = np.concatenate(
-        [
-            pq.read_table(p).column("t_sent").to_numpy()
-            for p in sorted((outage_run / "requests").glob("*.parquet"))
-        ]
-    )
-    warm = int((sent < S + 10).sum())
+    # every request that ended after the warm-up lands in exactly one of baseline / fault /
+    # recovery (one still open at the run's end in the last); those sent before a phase but
+    # ended in it are counted as carried in
+    table = pq.read_table(outage_run / "requests")
+    sent = table.column("t_sent").to_numpy()
+    ended = np.minimum(sent + table.column("done_s").to_numpy(), S + 300)
+    warm = int((ended < S + 10).sum())
     parts = sum(phases[n]["requests"] for n in ("baseline", "fault:provider-outage", "recovery"))
     assert parts + warm == phases["all"]["requests"] == sent.size
+    for name in ("baseline", "fault:provider-outage", "recovery"):
+        p = phases[name]
+        mine = (ended >= p["start"]) & ((ended < p["end"]) | (p["end"] == S + 300))
+        assert p["requests"] == int(mine.sum())
+        assert p["carried_in"] == int((mine & (sent < p["start"])).sum()) > 0
 
 
 def test_phases_from_action_events_and_warmup_from_the_manifest():
@@ -163,7 +167,8 @@ def test_detect_and_recover_on_step_changes(tmp_path):
     """Uniform traffic at 10 rps, no errors; a full outage from 100 s to 400 s, then 20 s of
     slow answers: hand-worked detection (1 h window reaches 1.44% bad after 52 s; 6 h reaches
     0.6% after 130 s; 3 d reaches 0.1% after 260 s) and recovery (errors clear 10 s after the
-    outage, TTFT 10 s after the slow window)."""
+    outage, TTFT 11 s after the slow window: its last slow samples are observed a second after
+    it ends)."""
     run = make_run_dir(
         tmp_path / "step",
         duration_s=600,
@@ -183,13 +188,15 @@ def test_detect_and_recover_on_step_changes(tmp_path):
     assert fired == {"page-1h-5m": 52.0, "page-6h-30m": 130.0, "ticket-3d-6h": 260.0}
     rec = {(r["fault"], r["sli"]): r["time_to_recover_s"] for r in res["recovery"]}
     assert rec[("fault:outage", "error_rate")] == 10.0
-    assert rec[("fault:outage", "ttft-p95")] == 30.0  # the slow window follows the outage
-    assert rec[("fault:outage", "all")] == 30.0
-    assert rec[("fault:slow", "ttft-p95")] == 10.0
+    # the slow window follows the outage; its last TTFT samples, sent before 420 s with 1.1 s
+    # TTFTs, are observed (and placed) after 421 s
+    assert rec[("fault:outage", "ttft-p95")] == 31.0
+    assert rec[("fault:outage", "all")] == 31.0
+    assert rec[("fault:slow", "ttft-p95")] == 11.0
     rows = {r["id"]: r for r in res["objectives"]}
     assert rows["time_to_detect@fault:outage"]["value"] == 52.0
     assert rows["time_to_detect@fault:outage"]["status"] == "pass"
-    assert rows["time_to_recover@fault:outage"]["status"] == "fail"  # 30 s > 20 s
+    assert rows["time_to_recover@fault:outage"]["status"] == "fail"  # 31 s > 20 s
     assert rows["time_to_recover@fault:slow"]["status"] == "pass"
     # nothing served by a fallback: failover never happened
     assert rows["time_to_failover@fault:outage"]["status"] == "fail"
@@ -324,3 +331,50 @@ def test_slo_json_is_strict_json(tmp_path):
     path = write_result(run, result)
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in slo.json"))
     assert data["score"] is None and data["schema_version"] == 1
+
+
+def _cut_streams(run, sent_at: float, done_s: float | None, n: int = 20) -> None:
+    """Add ``n`` streams sent at ``sent_at`` (run seconds) that the fault cut ``done_s`` later
+    (no [DONE]); ``done_s`` None writes them as records from before the column."""
+    import pyarrow as pa
+
+    from aichaos.rundir import REQUEST_SCHEMA
+
+    rows = [
+        {"request_id": f"cut{i}", "tier": "pro", "t_scheduled": S + sent_at + i * 0.01,
+         "t_sent": S + sent_at + i * 0.01, "ttft_s": 0.1, "e2e_s": 0.4, "done_s": done_s,
+         "itl_s": [0.1, 0.1, 0.1], "prompt_tokens": 300, "output_tokens": 4, "status": "error",
+         "http_status": 200, "error_kind": "incomplete_stream", "served_by": "vllm-0"}
+        for i in range(n)
+    ]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA),
+                   run / "requests" / "cut-0001.parquet")  # fmt: skip
+
+
+@pytest.mark.parametrize("done_s", [1.5, None])
+def test_a_stream_sent_in_the_baseline_and_cut_by_the_fault_is_a_fault_error(tmp_path, done_s):
+    """The default game day's shape: streams sent just before the fault, cut when it starts,
+    fail in the fault (when the cut reached the client), not in the baseline; records written
+    before ``done_s`` existed keep the send time."""
+    fault = {"name": "cut", "start": 60, "end": 90, "error_ratio": 0.0}
+    run = make_run_dir(tmp_path / "r", seed=3, duration_s=120, rps=10, faults=[fault],
+                       base_error_ratio=0.0)  # fmt: skip
+    _cut_streams(run, 59.0, done_s)
+    res = evaluate_run(run, _spec([{"sli": "error_rate", "op": "<=", "threshold": 0.01,
+                                    "phases": ["baseline", "fault"]}]))  # fmt: skip
+    rows = {r["phase"]: r for r in res["objectives"]}
+    phases = {p["name"]: p for p in res["phases"]}
+    budget = {b["phase"]: b for b in res["budget"]["by_phase"]}
+    if done_s is None:
+        assert budget["baseline"]["bad"] == 20 and budget["fault:cut"]["bad"] == 0
+        return
+    assert budget["baseline"]["bad"] == 0 and rows["baseline"]["status"] == "pass"
+    assert budget["fault:cut"]["bad"] == 20 and rows["fault:cut"]["status"] == "fail"
+    assert phases["fault:cut"]["carried_in"] >= 20
+    assert budget["fault:cut"]["carried_in"] == phases["fault:cut"]["carried_in"]
+    from aichaos.slo.series import build_series
+
+    s = build_series(run, res["phases"])
+    errors = s["errors"]["incomplete_stream"]
+    assert sum(errors[int(60.5 // s["bin_s"]) : int(61 // s["bin_s"]) + 1]) > 0
+    assert sum(errors[: int(60 // s["bin_s"])]) == 0

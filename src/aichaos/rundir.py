@@ -78,6 +78,9 @@ REQUEST_SCHEMA = pa.schema(
         ("t_sent", pa.float64()),
         ("ttft_s", pa.float64()),
         ("e2e_s", pa.float64()),
+        # seconds from t_sent to when the request ended for the client: the answer's last
+        # byte, the error, the cut or the timeout (a bad event happens then)
+        ("done_s", pa.float64()),
         ("tpot_s", pa.float64()),
         ("itl_s", pa.list_(pa.float64())),
         # the server's usage.prompt_tokens when it reports it, else the intended count
