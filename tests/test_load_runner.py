@@ -117,6 +117,8 @@ def test_measurements_match_the_fixed_latency_server(fixed_sim, fixed_log, tmp_p
     sched = build_schedule(main)
     assert np.allclose(np.sort(ours.t_scheduled), t0 + sched.t, atol=1e-6)
     assert (ours.t_sent >= ours.t_scheduled).all()
+    # a request ends for the client after its last token (the [DONE] and the body's end)
+    assert (ours.done_s >= ours.e2e_s).all() and (ours.done_s - ours.e2e_s < 0.5).all()
     # each chunk file carries exactly the contract's schema
     for path in (tmp_path / "requests").glob("*.parquet"):
         assert pq.read_schema(path).remove_metadata() == REQUEST_SCHEMA
