@@ -253,6 +253,9 @@ class GameDay:
     def _bring_up(self) -> None:
         self._stage("bring-up")
         plan = self.plan
+        note = plan.sizing_note()
+        if note:
+            self.progress.say(note)
         if plan.topology is None:
             self._check_target()
             from aichaos.experiments.policy import uses_stack_activities

@@ -71,7 +71,8 @@ def run(
     ] = False,
 ) -> None:
     """Run a game day: stack, traffic, faults, SLO evaluation and report, one exit code
-    (0 SLOs met, 1 an SLO failed, 2 bad input, 3 could not run)."""
+    (0 SLOs met, 1 an SLO failed, 2 bad input, 3 could not run, 4 a key objective
+    inconclusive)."""
     try:
         seconds = parse_duration(duration) if duration is not None else None
     except ValueError as exc:

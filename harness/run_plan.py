@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aichaos import exits
 from aichaos.experiments import policy
 from aichaos.experiments.catalog import load_experiment
 from aichaos.experiments.catalog import validate as validate_experiment
@@ -21,6 +22,7 @@ from aichaos.experiments.clock import scale_schedule
 from aichaos.experiments.policy import Permissions, check_endpoint_only
 from aichaos.rundir import InputError, read_manifest
 from aichaos.scenarios.spec import Scenario, load_scenario
+from aichaos.slo.decide import requests_to_decide
 from aichaos.slo.spec import SloSpec, load_spec
 
 from .targets import vllm_backend, with_vllm
@@ -31,6 +33,7 @@ from .vllm_env import VllmUnavailable
 DEFAULT_SCENARIO = "tiered"
 DEFAULT_EXPERIMENT = "provider-outage"
 DEFAULT_SLO = "tiered"
+QUICK_SLO = "quick"  # what a one-minute game day can decide (slo/specs/quick.yaml)
 QUICK_DURATION_S = 60.0
 NO_EXPERIMENT = ("none", "")
 
@@ -72,6 +75,20 @@ class RunPlan:
     topology_source: str | None
     target: str | None
     options: RunOptions
+
+    def sizing_note(self) -> str | None:
+        """A line when the scenario sends too few requests for the SLO spec's key objectives
+        to be shown to hold (the verdict would be inconclusive however well the stack does)."""
+        expected = self.scenario.expected_requests()
+        shares = {t.name: t.share for t in self.scenario.tier_list}
+        need, which = requests_to_decide(self.slo, shares)
+        if expected is None or expected >= need:
+            return None
+        return (f"note: the SLO spec {self.slo.name} needs about {need:,} requests for its "
+                f"key objective {which} to be shown to hold; scenario {self.scenario.name} "
+                f"sends about {expected:,.0f}: expect an inconclusive verdict (exit "
+                f"{exits.INCONCLUSIVE}) unless it fails; a longer --duration or a higher rate "
+                f"decides it")  # fmt: skip
 
     def manifest_inputs(self) -> dict[str, Any]:
         """The resolved inputs for ``run.json``: enough for ``--replay`` to run them again."""
@@ -120,7 +137,7 @@ def plan_run(options: RunOptions) -> RunPlan:
         declared = load_scenario(options.scenario or DEFAULT_SCENARIO).duration_s
         if duration and declared:  # faults keep their place in a shortened run
             experiment = scale_schedule(experiment, scenario.duration_s / declared)
-    slo = load_spec(options.slo or DEFAULT_SLO)
+    slo = load_spec(options.slo or (QUICK_SLO if options.quick else DEFAULT_SLO))
     slo.check_tiers(scenario.tiers, f"scenario {scenario.name}")
     topology, source = _topology(options)
     return _plan(options, scenario, experiment, slo, topology, source)

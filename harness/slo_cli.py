@@ -96,7 +96,8 @@ def check(
     quiet: Annotated[bool, typer.Option(help="Write slo.json, print only the verdict.")] = False,
 ) -> None:
     """Evaluate RUN_DIR, write its slo.json; exit 0 pass/warn, 1 fail or regression, 2 bad
-    input, 3 a run that did not complete (aborted, crashed or incomplete)."""
+    input, 3 a run that did not complete (aborted, crashed or incomplete), 4 a key objective
+    inconclusive."""
     from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
 
     try:

@@ -9,11 +9,12 @@ from typing import Any
 
 from aichaos.slo.completion import INCOMPLETE_VERDICTS
 
-STATUSES = ("pass", "warn", "fail", "insufficient_data")
+STATUSES = ("pass", "warn", "fail", "inconclusive", "insufficient_data")
 STATUS_LABELS = {
     "pass": "pass",
     "warn": "warn",
     "fail": "fail",
+    "inconclusive": "inconclusive",
     "insufficient_data": "insufficient data",
     "not_evaluated": "not evaluated",
     "aborted": "aborted",

@@ -1,10 +1,10 @@
 """``junit.xml``: one test case per objective and phase (and tier when scoped), one test suite
 per phase, so CI systems list SLOs as tests. A failed objective is a ``<failure>`` whose message
-carries the measured value and the threshold; insufficient data is ``<skipped>``; a warning
-passes with the warning in ``system-out``. A run that was not evaluated, or did not finish, gets
-a test case saying so (a run that did not finish fails "run completed" with the report's
-headline: ABORTED / CRASHED / INCOMPLETE and the phases that ran), so a CI gate cannot pass on
-it by accident."""
+carries the measured value and the threshold; an inconclusive objective or one without data
+is ``<skipped>``; a warning passes with the warning in ``system-out``. A run that was not
+evaluated, or did not finish, gets a test case saying so (a run that did not finish fails "run
+completed" with the report's headline: ABORTED / CRASHED / INCOMPLETE and the phases that
+ran), so a CI gate cannot pass on it by accident."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def render_junit(run: RunData) -> str:
             name,
             f"aichaos.slo.{phase}",
             failure=failure_message(o) if status == "fail" else None,
-            skipped="insufficient data: " + failure_message(o)
-            if status == "insufficient_data"
+            skipped=f"{status.replace('_', ' ')}: " + failure_message(o)
+            if status in ("inconclusive", "insufficient_data")
             else None,
         )
         out = ET.SubElement(case, "system-out")

@@ -10,7 +10,8 @@ from aichaos.reports import fmt, tables
 from aichaos.reports.rundata import RunData
 from aichaos.slo.completion import INCOMPLETE_VERDICTS
 
-MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "insufficient_data": "❔"}
+ORDER = {"fail": 0, "warn": 1, "inconclusive": 2, "insufficient_data": 3}  # objectives at risk
+MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "inconclusive": "❔", "insufficient_data": "❔"}
 MARKS |= dict.fromkeys(INCOMPLETE_VERDICTS, "⛔")  # a run that did not finish
 MAX_ROWS = 200  # objective rows in the collapsed full table
 MAX_NOTES = 20
@@ -69,8 +70,8 @@ def render_markdown(run: RunData) -> str:
         lines.append(f"  \n**Key objectives failed:** {keys}")
     lines.append("")
     objectives = run.objectives
-    at_risk = [o for o in objectives if o.get("status") in ("fail", "warn", "insufficient_data")]
-    order = {"fail": 0, "warn": 1, "insufficient_data": 2}
+    at_risk = [o for o in objectives if o.get("status") in ORDER]
+    order = ORDER
     at_risk.sort(key=lambda o: order.get(str(o.get("status")), 3))
     if at_risk:
         lines += ["### Failed and at-risk objectives", "", *_objective_table(at_risk), ""]

@@ -114,6 +114,14 @@ class Scenario:
     def tiers(self) -> list[str]:
         return [t.name for t in self.tier_list]
 
+    def expected_requests(self) -> float | None:
+        """The requests an open-loop rate shape sends over the run, on average; None for a
+        closed loop or a trace (they send what the target's speed or the file allows)."""
+        if self.mode != "open" or self.shape is None:
+            return None
+        t = np.linspace(0.0, self.duration_s, 2001)
+        return float(np.mean(self.shape.rate(t)) * self.duration_s)
+
     def to_dict(self) -> dict[str, Any]:
         t = self.target
         out: dict[str, Any] = {

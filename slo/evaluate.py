@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import math
 import time
-import zlib
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from .spec import LATENCY_SLIS, Objective, SloSpec
 
 SLO_SCHEMA_VERSION = 1
 CREDIT = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
+UNDECIDED = ("inconclusive", "insufficient_data")  # row statuses that score nothing
 UNIT_SCALE = {"s": (1000.0, "ms"), "ratio": (100.0, "%")}
 
 
@@ -64,12 +65,15 @@ def _finite(value: Any) -> Any:
 def exit_code(result: dict[str, Any]) -> int:
     """0 when the SLOs held (pass or warn); 1 when one failed, when nothing could be judged
     (``insufficient_data``: the run does not show the SLOs were met) or on a regression; 3
-    when the run did not complete, whatever its recorded objectives say."""
+    when the run did not complete, whatever its recorded objectives say; 4 when a key
+    objective was neither shown to hold nor to fail (``inconclusive``: more traffic needed)."""
     if result.get("verdict") in INCOMPLETE_VERDICTS:
         return exits.NOT_COMPLETED
     comparison = result.get("comparison") or {}
     if comparison.get("verdict") == "fail":
         return exits.SLO_FAILED
+    if result.get("verdict") == "inconclusive":
+        return exits.INCONCLUSIVE
     return exits.OK if result.get("verdict") in ("pass", "warn") else exits.SLO_FAILED
 
 
@@ -259,16 +263,13 @@ class Evaluator:
         return [p for p in faults if p.name in named] if named else faults
 
     def measure(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
-        sli, spec, r = obj.sli, self.spec, self.r
+        sli, r = obj.sli, self.r
         if sli in LATENCY_SLIS:
             rows = self.run.rows(phase, sli)
             key = (sli, rows.start, rows.stop, tier, obj.clock)
             self._wanted.setdefault(key, set()).add(obj.percentile or 50.0)
             est = self.summary(key)[1][obj.percentile or 50.0]
-            why = None
-            if not est.enough:
-                need = stats.required_samples(obj.percentile or 50.0, spec.min_tail_samples)
-                why = f"{est.samples} samples, p{obj.percentile:g} needs >= {need}"
+            why = None if est.samples else "no samples"
             return self.row(obj, phase.name, tier, est.value, est.ci, est.samples, why)
         rows = self.run.rows(phase)
         mask = self.tier_mask(rows, tier)
@@ -278,7 +279,7 @@ class Evaluator:
             flags = (self.bad if sli != "shed_share" else self.shed_mask())[rows] & mask
             k = int(flags.sum())
             ratio = k / n if n else None
-            ci = _wilson(k, n)
+            ci = self.wilson(k, n)
             if sli == "availability" and ratio is not None and ci is not None:
                 ratio, ci = 1.0 - ratio, (1.0 - ci[1], 1.0 - ci[0])
             return self.row(obj, phase.name, tier, ratio, ci, n, None if n else "no requests")
@@ -289,12 +290,12 @@ class Evaluator:
                 flags = self.degraded(rows) & ok
             k, m = int(flags.sum()), int(ok.sum())
             why = None if m else "no answered requests"
-            return self.row(obj, phase.name, tier, k / m if m else None, _wilson(k, m), m, why)
+            return self.row(obj, phase.name, tier, k / m if m else None, self.wilson(k, m), m, why)
         if sli == "goodput":
             good = self.good_mask(rows, obj.latency or None) & mask
             k = int(good.sum())
             why = None if n else "no requests"
-            return self.row(obj, phase.name, tier, k / n if n else None, _wilson(k, n), n, why)
+            return self.row(obj, phase.name, tier, k / n if n else None, self.wilson(k, n), n, why)
         if sli == "cost_per_request":
             cost = self.costs(rows)[mask]
             value = float(cost.mean()) if n else None
@@ -311,6 +312,9 @@ class Evaluator:
             why = None if value is not None else f"no {obj.metric} samples in metrics.parquet"
             return self.row(obj, phase.name, tier, value, None, int(values.size), why)
         raise AssertionError(f"unhandled sli {sli}")
+
+    def wilson(self, k: int, n: int) -> tuple[float, float] | None:
+        return _wilson(k, n, self.spec.confidence)
 
     def degraded(self, rows: slice) -> np.ndarray:
         r, sources = self.r, self.spec.degraded_sources
@@ -385,7 +389,7 @@ class Evaluator:
         samples: int,
         why: str | None,
     ) -> dict[str, Any]:
-        status = "insufficient_data" if why or value is None else _status(obj, value)
+        status = "insufficient_data" if why or value is None else _status(obj, value, ci)
         rid = f"{obj.id}@{phase}" + (f"/{tier}" if tier else "")
         return {
             "id": rid,
@@ -428,15 +432,8 @@ class Evaluator:
             return done
         sli, start, stop, tier, clock = key
         values = self.latency_values(sli, slice(start, stop), tier, clock, cache=False)
-        spec = self.spec
         done = stats.summarize(
-            values,
-            stats.PERCENTILES,
-            tuple(sorted(wanted)),
-            resamples=spec.bootstrap_resamples,
-            confidence=spec.confidence,
-            min_tail=spec.min_tail_samples,
-            seed=zlib.crc32(repr(key).encode()),
+            values, stats.PERCENTILES, tuple(sorted(wanted)), confidence=self.spec.confidence
         )
         self._summaries[key] = done
         return done
@@ -653,6 +650,7 @@ def evaluate_run(
         "verdict": verdict,
         "score": score,
         "key_failed": key_failed,
+        "key_undecided": key_undecided(rows),
         "data_notes": run.notes,
         "incomplete": run.incomplete,
         "requests": run.records.n,
@@ -716,17 +714,29 @@ def _compare_with_baseline(
 
 
 def _verdict(rows: list[dict[str, Any]], spec: SloSpec) -> tuple[str, float | None, list[str]]:
+    """The run's verdict and score from its rows. A failed key objective fails the run; a key
+    objective its samples could not decide (inconclusive, or nothing to measure) makes it
+    ``inconclusive`` — never a pass on what was not shown; else the score decides."""
     judged = [r for r in rows if r["status"] in CREDIT]
     key_failed = sorted({r["objective"] for r in judged if r["key"] and r["status"] == "fail"})
     weight = sum(r["weight"] for r in judged)
-    if not judged or weight <= 0:
-        return "insufficient_data", None, key_failed
-    score = 100.0 * sum(r["weight"] * CREDIT[r["status"]] for r in judged) / weight
+    score = None
+    if judged and weight > 0:
+        score = 100.0 * sum(r["weight"] * CREDIT[r["status"]] for r in judged) / weight
     if key_failed:
         return "fail", score, key_failed
+    if score is None:
+        return "insufficient_data", None, key_failed
+    if key_undecided(rows):
+        return "inconclusive", score, key_failed
     if score >= spec.score_pass:
         return "pass", score, key_failed
     return ("warn" if score >= spec.score_warn else "fail"), score, key_failed
+
+
+def key_undecided(rows: list[dict[str, Any]]) -> list[str]:
+    """Key objectives with a row their samples could not decide."""
+    return sorted({r["objective"] for r in rows if r["key"] and r["status"] in UNDECIDED})
 
 
 def _holds(value: float, op: str, threshold: float) -> bool:
@@ -738,12 +748,29 @@ def _holds(value: float, op: str, threshold: float) -> bool:
     }[op]
 
 
-def _status(obj: Objective, value: float) -> str:
+def _point_status(obj: Objective, value: float) -> str:
     if _holds(value, obj.op, obj.threshold):
         return "pass"
     if obj.warn is not None and _holds(value, obj.op, obj.warn):
         return "warn"
     return "fail"
+
+
+def _status(obj: Objective, value: float, ci: tuple | list | None) -> str:
+    """From the confidence interval where the SLI has one: ``pass`` when all of it meets the
+    threshold, ``fail`` when none of it meets even the warn threshold, ``warn`` when all of it
+    meets the warn threshold but not all the threshold, ``inconclusive`` otherwise (it
+    straddles the line between failing and not). A side the sample cannot bound reaches to
+    infinity. Without an interval (costs, server metrics, times), from the value."""
+    if ci is None:
+        return _point_status(obj, value)
+    low = -math.inf if ci[0] is None else ci[0]
+    high = math.inf if ci[1] is None else ci[1]
+    best, worst = (low, high) if obj.op in ("<=", "<") else (high, low)
+    if _point_status(obj, best) == "fail":
+        return "fail"
+    at_worst = _point_status(obj, worst)
+    return "inconclusive" if at_worst == "fail" else at_worst
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -758,21 +785,27 @@ def _fmt(value: float | None, unit: str) -> str:
 
 def _detail(obj: Objective, value, ci, samples: int, status: str, confidence: float) -> str:
     name = f"p{obj.percentile:g}" if obj.percentile is not None else obj.sli.replace("_", " ")
-    text = f"{name} {_fmt(value, obj.unit)} {obj.op} {_fmt(obj.threshold, obj.unit)}"
-    if status != "pass":
-        text = text.replace(f" {obj.op} ", f" not {obj.op} ", 1)
+    op = {"pass": obj.op, "inconclusive": f"vs {obj.op}"}.get(status, f"not {obj.op}")
+    text = f"{name} {_fmt(value, obj.unit)} {op} {_fmt(obj.threshold, obj.unit)}"
     if ci:
         pct = f"{100 * confidence:g}"
-        text += f" ({pct}% CI {_fmt(ci[0], obj.unit)}-{_fmt(ci[1], obj.unit)}, n={samples})"
+        low, high = (_fmt(v, obj.unit) if v is not None else "unbounded" for v in ci)
+        text += f" ({pct}% CI {low} to {high}, n={samples})"
     elif samples:
         text += f" (n={samples})"
+    if status == "inconclusive":
+        text += ": inconclusive, the interval straddles the threshold"
+        if obj.percentile is not None and ci and ci[1] is None:
+            need = math.ceil(math.log((1 - confidence) / 2) / math.log(obj.percentile / 100))
+            text += f"; bounding p{obj.percentile:g} from above takes >= {need} samples"
     return text
 
 
-def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion (95%)."""
+def _wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion."""
     if n == 0:
         return None
+    z = float(NormalDist().inv_cdf(0.5 + confidence / 2.0))
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

@@ -1,21 +1,26 @@
-"""Statistics for SLIs: exact percentiles with bootstrap intervals, the "enough samples" rule,
-and the tests the regression gate uses.
+"""Statistics for SLIs: exact percentiles with distribution-free confidence intervals, and
+the tests the regression gate uses.
 
 Percentiles are numpy's default (linear interpolation between order statistics), computed
 exactly from all samples.
 
-Bootstrap, cheaply and exactly in distribution: a bootstrap resample of ``n`` values from the
-sorted sample ``x`` is ``x[ceil(n*U) - 1]`` for ``n`` uniform draws ``U``, so its ``k``-th order
+The interval of a percentile is the distribution-free one from order statistics (the same as
+``scipy.stats.quantile_test(...).confidence_interval()``): the number of samples at or below
+the true p-quantile is Binomial(n, p), so the k-th and (u+1)-th smallest samples, with k and u
+the binomial's α/2 and 1−α/2 quantiles, bracket it with at least the stated confidence, for
+any distribution and any n. A side the sample cannot bound is None: from 30 samples nothing
+bounds a p99 from above (0.99³⁰ = 74% of such samples lie wholly below it), so a verdict
+"p99 ≤ T" cannot pass on them, though it can fail. Verdicts come from these intervals, not
+from sample counts.
+
+The regression gate compares two runs' percentiles by bootstrap (``percentile_difference``),
+cheaply and exactly in distribution: a bootstrap resample of ``n`` values from the sorted
+sample ``x`` is ``x[ceil(n*U) - 1]`` for ``n`` uniform draws ``U``, so its ``k``-th order
 statistic is ``x[ceil(n*U_(k)) - 1]`` with ``U_(k) ~ Beta(k, n - k + 1)``, and the next one is
 ``U_(k+1) = U_(k) + (1 - U_(k)) * Beta(1, n - k)``. Drawing those two per replicate gives the
 bootstrap distribution of numpy's interpolated percentile in O(B) after one partial sort of the
-narrow band of ranks the draws land in — no resampling of a million values B times. The
-interval is the percentile interval of B replicates (default 2000, fixed seed), the same as
-``scipy.stats.bootstrap(method="percentile")`` up to Monte-Carlo noise.
-
-Enough samples: a percentile p needs at least ``ceil(min_tail / (1 - p))`` samples, i.e.
-``min_tail`` (default 5) samples at or beyond it: p99 needs 500 (40 is insufficient), p95
-needs 100, p50 needs 10. Below that the objective is ``insufficient_data``.
+narrow band of ranks the draws land in. ``required_samples`` is that gate's floor: a percentile
+p is compared only with at least ``min_tail`` samples at or beyond it.
 """
 
 from __future__ import annotations
@@ -37,9 +42,18 @@ def required_samples(percentile: float, min_tail: int = 5) -> int:
 @dataclass
 class Estimate:
     value: float | None
-    ci: tuple[float, float] | None
+    ci: tuple[float | None, float | None] | None  # a side None: the sample cannot bound it
     samples: int
-    enough: bool
+
+
+def order_ranks(n: int, percentile: float, confidence: float) -> tuple[int | None, int | None]:
+    """0-based ranks (into the sorted sample) of the distribution-free interval's ends for
+    the ``percentile`` of ``n`` samples; None for a side ``n`` samples cannot bound."""
+    alpha = (1.0 - confidence) / 2.0
+    p = percentile / 100.0
+    k = int(sps.binom.ppf(alpha, n, p))
+    u = int(sps.binom.ppf(1.0 - alpha, n, p))
+    return (k - 1 if k >= 1 else None), (u if u < n else None)
 
 
 def percentiles(values: np.ndarray, qs=PERCENTILES) -> dict[str, float | int]:
@@ -82,23 +96,9 @@ def bootstrap_replicates(
     return exact, reps
 
 
-def estimate(
-    values: np.ndarray,
-    percentile: float,
-    *,
-    resamples: int = 2000,
-    confidence: float = 0.95,
-    min_tail: int = 5,
-    seed: int = 0,
-) -> Estimate:
-    n = int(values.size)
-    if n == 0:
-        return Estimate(None, None, 0, False)
-    rng = np.random.default_rng(seed)
-    exact, reps = bootstrap_replicates(values, percentile, resamples, rng)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
-    return Estimate(exact, (float(lo), float(hi)), n, n >= required_samples(percentile, min_tail))
+def estimate(values: np.ndarray, percentile: float, *, confidence: float = 0.95) -> Estimate:
+    """The ``percentile`` of ``values`` and its distribution-free interval."""
+    return summarize(values, (), (percentile,), confidence=confidence)[1][percentile]
 
 
 def summarize(
@@ -106,51 +106,38 @@ def summarize(
     plain: tuple[float, ...] = PERCENTILES,
     with_ci: tuple[float, ...] = (),
     *,
-    resamples: int = 2000,
     confidence: float = 0.95,
-    min_tail: int = 5,
-    seed: int = 0,
 ) -> tuple[dict[str, float | int], dict[float, Estimate]]:
-    """``percentiles(values, plain)`` and ``estimate(values, q)`` for every q of ``with_ci``
-    from ONE partial sort: every order statistic any of them needs (the two around each plain
-    percentile, the band the bootstrap draws reach for each interval) is a pivot of a single
-    ``np.partition``, so a large sample is scanned once, not once per percentile."""
+    """``percentiles(values, plain)`` and an ``Estimate`` for every q of ``with_ci`` from ONE
+    partial sort: every order statistic any of them needs (the two around each percentile,
+    the two ends of each interval) is a pivot of a single ``np.partition``, so a large
+    sample is scanned once, not once per percentile."""
     n = int(values.size)
     table: dict[str, float | int] = {"count": n}
     if n == 0:
-        return table, {q: Estimate(None, None, 0, False) for q in with_ci}
-    rng = np.random.default_rng(seed)
+        return table, {q: Estimate(None, None, 0) for q in with_ci}
+    ranks = {q: order_ranks(n, q, confidence) for q in with_ci}
     pivots: set[int] = set()
-    plans = []
-    for q in with_ci:
-        h = (n - 1) * q / 100.0
-        lo = math.floor(h)
-        i_k, i_next = _draw_order_stat_pairs(n, lo + 1, resamples, rng)
-        first = min(int(i_k.min()), lo)
-        last = max(int(i_next.max()), min(lo + 1, n - 1))
-        pivots.update((first, last))
-        plans.append((q, lo, h - lo, i_k, i_next, first, last))
-    for q in plain:
+    for q in (*plain, *with_ci):
         h = (n - 1) * q / 100.0
         pivots.update((math.floor(h), min(math.floor(h) + 1, n - 1)))
+    for ends in ranks.values():
+        pivots.update(r for r in ends if r is not None)
     part = np.partition(values, sorted(pivots)) if n > 1 else values.copy()
-    for q in plain:
+
+    def at(q: float) -> float:
         h = (n - 1) * q / 100.0
         lo = math.floor(h)
         hi = min(lo + 1, n - 1)
-        table[f"p{q:g}"] = float(part[lo] + (h - lo) * (part[hi] - part[lo]))
+        return float(part[lo] + (h - lo) * (part[hi] - part[lo]))
+
+    for q in plain:
+        table[f"p{q:g}"] = at(q)
     table["mean"] = float(values.mean())
-    alpha = (1.0 - confidence) / 2.0
     out: dict[float, Estimate] = {}
-    for q, lo, frac, i_k, i_next, first, last in plans:
-        band = np.sort(part[first : last + 1])
-        exact = float(
-            band[lo - first] + frac * (band[min(lo + 1, n - 1) - first] - band[lo - first])
-        )
-        reps = band[i_k - first] + frac * (band[i_next - first] - band[i_k - first])
-        ci_lo, ci_hi = np.quantile(reps, [alpha, 1.0 - alpha])
-        enough = n >= required_samples(q, min_tail)
-        out[q] = Estimate(exact, (float(ci_lo), float(ci_hi)), n, enough)
+    for q, (k, u) in ranks.items():
+        ci = (None if k is None else float(part[k]), None if u is None else float(part[u]))
+        out[q] = Estimate(at(q), ci, n)
     return table, out
 
 

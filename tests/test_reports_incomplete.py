@@ -38,7 +38,8 @@ def stopped_run(path: Path, status: str, stop_kind: str | None) -> Path:
     """A clean run (every objective passes) stopped 7 s into its only fault window; the
     rollback closed the window half a second later and the load drained for 3 s more."""
     fault = {"name": OUTAGE, "start": 60, "end": STOP_S + 0.5, "error_ratio": 0.0}
-    run = make_run_dir(path, seed=11, duration_s=STOP_S + 3, rps=10, faults=[fault],
+    # 60 requests a second without an error: enough to show errors <= 0.1% (default spec)
+    run = make_run_dir(path, seed=11, duration_s=STOP_S + 3, rps=60, faults=[fault],
                        base_error_ratio=0, status=status)  # fmt: skip
     manifest = read_manifest(run)
     plan = {

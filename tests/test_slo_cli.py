@@ -32,18 +32,23 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    ok = make_run_dir(root / "ok", seed=1, faults=[], **RUN)
+    # 4,800 requests without an error: enough to show errors <= 0.1% at 95% confidence
+    ok = make_run_dir(root / "ok", seed=1, faults=[], base_error_ratio=0.0,
+                      **{**RUN, "rps": 40})  # fmt: skip
     outage = {"name": "provider-outage", "start": 40, "end": 80, "error_ratio": 0.3}
     bad = make_run_dir(root / "bad", seed=2, faults=[outage], **RUN)
     return ok, bad
 
 
-def test_check_writes_slo_json_and_exits_by_verdict(runs):
+def test_check_writes_slo_json_and_exits_by_verdict(runs, tmp_path):
     ok, bad = runs
     done = aichaos("slo", "check", str(ok))
     assert done.returncode == 0, done.stderr
     assert "verdict: pass" in done.stdout and "ttft-p95@all" in done.stdout
     assert json.loads((ok / "slo.json").read_text())["verdict"] == "pass"
+    thin = make_run_dir(tmp_path / "thin", seed=1, faults=[], base_error_ratio=0.0, **RUN)
+    done = aichaos("slo", "check", str(thin))  # 1,200 requests cannot show errors <= 0.1%
+    assert done.returncode == 4 and "verdict: inconclusive" in done.stdout
     done = invoke("slo", "check", str(bad), "--slo", "tiered")
     assert done.returncode == 1 and "verdict: fail" in done.stdout
     assert json.loads((bad / "slo.json").read_text())["spec"]["name"] == "tiered"

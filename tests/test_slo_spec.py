@@ -9,7 +9,7 @@ from aichaos.rundir import InputError
 from aichaos.slo.spec import SloSpec, load_spec
 
 
-@pytest.mark.parametrize("name", ["default", "tiered"])
+@pytest.mark.parametrize("name", ["default", "tiered", "quick"])
 def test_builtin_specs_load_and_round_trip(name):
     spec = load_spec(name)
     again = SloSpec.from_dict(spec.to_dict(), "copy")

@@ -60,7 +60,8 @@ def test_a_rate_limit_storm_in_front_of_a_server_aichaos_did_not_start(sim, tmp_
     out = tmp_path / "runs"
     done = aichaos("run", "--target", sim.url, "--scenario", str(scenario), "--slo", "default",
                    "--experiment", str(storm(tmp_path)), "--out", str(out), "--ci")  # fmt: skip
-    assert done.returncode in (0, 1), done.stderr  # the verdict may fail; the run completed
+    # the verdict may fail or be undecided; the run completed
+    assert done.returncode in (0, 1, 4), done.stderr
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "completed" and manifest["target"] == sim.url
