@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aichaos-owner-watch")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--owner-pid", type=int, required=True)
-    parser.add_argument("--owner-start-time", type=int, required=True)
+    parser.add_argument("--owner-start-time", type=float, required=True)
     parser.add_argument("--restore", help="JSON configuration: restore_all it, nothing else")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the owner's death or SIGTERM end it

@@ -31,6 +31,7 @@ import httpx
 import aichaos
 from aichaos import exits
 from aichaos.processes import ProcessRef
+from aichaos.reports import fmt
 from aichaos.rundir import (
     EVENTS_JSONL,
     INTERRUPT,
@@ -520,7 +521,13 @@ class GameDay:
             return exits.NOT_COMPLETED
         code = exit_code(result)
         verdict = result.get("verdict")
-        self.progress.say(f"verdict: {verdict}, score {result.get('score')}")
+        self.progress.say(f"verdict: {verdict}, score {fmt.number(result.get('score'))}")
+        undecided = result.get("key_undecided") or []
+        if verdict == "inconclusive" and undecided:
+            self.progress.say(
+                "inconclusive key objectives (their intervals straddle the "
+                f"threshold; more traffic decides them): {', '.join(undecided)}"
+            )
         options = self.plan.options
         if code == exits.OK and options.promote and options.baseline is not None:
             from aichaos.slo.baseline import promote

@@ -4,7 +4,7 @@
 reader never sees half a file). A pointer, ``./.aichaos/stack.json`` by default, names the
 run directory of the stack started from this directory.
 
-Processes are identified by PID *and* their start time (``/proc/PID/stat``), so a PID the
+Processes are identified by PID *and* their start time (``aichaos.processes``), so a PID the
 kernel has since given to an unrelated process is never signalled.
 """
 
@@ -55,7 +55,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_groups(groups: list[tuple[int, int | None]], timeout: float = 5.0) -> None:
+def stop_groups(groups: list[tuple[int, float | None]], timeout: float = 5.0) -> None:
     """Stop process groups led by ``(pid, start_time)`` that are not our children: SIGTERM,
     then SIGKILL after ``timeout``. A leader that is not the recorded process is left alone."""
     live = [pid for pid, started in groups if process_alive(pid, started)]

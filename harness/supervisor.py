@@ -162,7 +162,7 @@ class Managed:
     admin_port: int | None = None  # its control API's loopback port, never proxied
     state: str = PENDING
     popen: subprocess.Popen[bytes] | None = None
-    start_time: int | None = None
+    start_time: float | None = None
     launched: float = 0.0  # monotonic
     started_at: float | None = None  # epoch
     ready_at: float | None = None

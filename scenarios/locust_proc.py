@@ -735,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--master", required=True)
     worker.add_argument("--master-port", type=int, default=5557)
     worker.add_argument("--owner-pid", type=int, default=None)
-    worker.add_argument("--owner-start-time", type=int, default=None)
+    worker.add_argument("--owner-start-time", type=float, default=None)
     args = parser.parse_args(argv)
     if args.role == "worker":
         token = os.environ.get(TOKEN_ENV, "")

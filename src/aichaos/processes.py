@@ -1,6 +1,6 @@
-"""Processes identified by PID *and* start time (``/proc/PID/stat``), so a PID the kernel has
-since given to an unrelated process is never taken for the one started earlier. Shared by the
-supervisor (harness), the replica-kill activities (experiments) and the load processes
+"""Processes identified by PID *and* start time (psutil's ``create_time``), so a PID the kernel
+has since given to an unrelated process is never taken for the one started earlier. Shared by
+the supervisor (harness), the replica-kill activities (experiments) and the load processes
 (scenarios), which must not import each other.
 
 ``ProcessRef`` is that identity as a typed record (it crosses processes in ``stack.json``,
@@ -15,26 +15,26 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+import psutil
 from pydantic import BaseModel, ConfigDict
 
 WATCH_INTERVAL_S = 0.25
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot; None when it is gone or a zombie."""
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (epoch seconds, as psutil reads it: the same value every time for
+    one process); None when it is gone or a zombie."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return None
+        return proc.create_time()
+    except (psutil.Error, ValueError):
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
-def process_alive(pid: int | None, start_time: int | None = None) -> bool:
+def process_alive(pid: int | None, start_time: float | None = None) -> bool:
     """``pid`` runs and, when ``start_time`` is given, is the process that started then."""
     if not pid:
         return False
@@ -50,7 +50,7 @@ class ProcessRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     pid: int
-    start_time: int  # clock ticks since boot, as ``process_start_time`` reads it
+    start_time: float  # epoch seconds, as ``process_start_time`` reads it
 
     @classmethod
     def of(cls, pid: int) -> ProcessRef | None:
