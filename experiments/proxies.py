@@ -10,7 +10,6 @@ it were a proxy), so the calls that can fail with a 500 check the status themsel
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from toxiproxy.toxic import Toxic
 
 from aichaos.documents import read_document
 from aichaos.rundir import InputError
+from aichaos.waiting import wait_until
 
 from .toxiproxy.spec import split_address
 from .toxiproxy.toxics import TOXIC_TYPES  # Toxiproxy's, and the LLM toxics of ours
@@ -176,16 +176,19 @@ class ToxiproxyClient:
 
     def wait_ready(self, timeout: float = 10.0, interval: float = 0.05) -> str:
         """Poll ``/version`` until it answers (at most ``timeout`` seconds); its version."""
-        deadline = time.monotonic() + timeout
         last = ""
-        for _ in range(max(1, int(timeout / interval) + 1)):
+
+        def version() -> str | None:
+            nonlocal last
             try:
                 return self.version()
             except ToxiproxyError as exc:
                 last = str(exc)
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(interval)
+                return None
+
+        found = wait_until(version, timeout, interval)
+        if found is not None:
+            return found
         raise ToxiproxyError(f"toxiproxy at {self.url} not ready after {timeout:.0f}s: {last}")
 
     def reset(self) -> None:

@@ -15,20 +15,20 @@ import httpx
 
 from aichaos import exits
 from aichaos.loopback import free_port
+from aichaos.waiting import wait_until
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"simulator exited with code {proc.returncode}")
         try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
+            return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"simulator not ready after {timeout:.0f}s")
+            return False
+
+    if not wait_until(ready, timeout, interval=0.1):
+        raise RuntimeError(f"simulator not ready after {timeout:.0f}s")
 
 
 def stream_one(url: str, prompt: str, max_tokens: int) -> dict:

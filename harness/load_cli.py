@@ -28,6 +28,7 @@ from aichaos.harness.urls import check_url, unreachable
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
 from aichaos.units import parse_duration
+from aichaos.waiting import wait_until
 
 scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_args_is_help=True)
 
@@ -198,16 +199,17 @@ def _start_fixed_sim(log_dir: Path) -> tuple[subprocess.Popen, str]:
            "--request-log", str(log_dir / "served.jsonl")]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def answered_or_exited() -> str | None:
         if proc.poll() is not None:
-            break
+            return "exited"
         try:
-            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                return proc, url
+            return "ready" if httpx.get(f"{url}/health", timeout=0.5).status_code == 200 else None
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+            return None
+
+    if wait_until(answered_or_exited, 30, interval=0.1) == "ready":
+        return proc, url
     _stop_proc(proc)
     raise _fail(exits.NOT_COMPLETED, "the fixed-latency simulator did not start")
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
 
 from aichaos.rundir import METRICS_PARQUET, METRICS_SCHEMA
+from aichaos.waiting import wait_until
 
 GAUGES = (
     "vllm:num_requests_running",
@@ -151,17 +152,15 @@ class PrometheusSource:
         """Wait until every target has been scraped once: Prometheus answers ready before its
         target discovery hands the first targets over (a few seconds later), and samples of
         a run's first seconds would be missing."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                targets = httpx.get(f"{self.url}/api/v1/targets", timeout=2).json()
-            except (httpx.HTTPError, ValueError):
-                targets = {}
-            active = targets.get("data", {}).get("activeTargets", [])
-            if active and all(t.get("lastScrape", "").startswith("2") for t in active):
-                return True
-            time.sleep(0.25)
-        return False
+        return bool(wait_until(self._scraped_once, timeout, interval=0.25))
+
+    def _scraped_once(self) -> bool:
+        try:
+            targets = httpx.get(f"{self.url}/api/v1/targets", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        active = targets.get("data", {}).get("activeTargets", [])
+        return bool(active) and all(t.get("lastScrape", "").startswith("2") for t in active)
 
     def queries(self) -> dict[str, str]:
         window = f"{int(QUANTILE_WINDOW_S)}s"

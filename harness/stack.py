@@ -16,9 +16,10 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
+
+from aichaos.waiting import wait_until
 
 from .orphans import clean_up, live_services
 from .stack_state import (
@@ -93,12 +94,14 @@ class Stack:
     def wait_ready(self, name: str, timeout: float = 30.0, not_pid: int | None = None) -> int:
         """Wait until ``name`` is ready (in a process other than ``not_pid``); its PID."""
         p = self.supervisor._get(name)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def new_pid() -> int | None:
             with self.supervisor._lock:
-                if p.state == READY and p.pid is not None and p.pid != not_pid:
-                    return p.pid
-            time.sleep(0.05)
+                return p.pid if p.state == READY and p.pid not in (None, not_pid) else None
+
+        pid = wait_until(new_pid, timeout)
+        if pid is not None:
+            return pid
         raise StackError(f"service {name!r} not ready again within {timeout:g}s ({p.state})")
 
     def status(self) -> dict[str, Any]:
@@ -187,9 +190,7 @@ class StackClient:
         if process_alive(sup.get("pid"), sup.get("start_time")):
             os.kill(int(sup["pid"]), signal.SIGTERM)
             signalled = True
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and process_alive(sup["pid"], sup["start_time"]):
-                time.sleep(0.05)
+            wait_until(lambda: not process_alive(sup["pid"], sup["start_time"]), timeout)
             if process_alive(sup["pid"], sup["start_time"]):
                 os.kill(int(sup["pid"]), signal.SIGKILL)
         state = read_state(self.run_dir)

@@ -14,12 +14,12 @@ import contextlib
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from aichaos.files import write_json
 from aichaos.processes import process_alive
+from aichaos.waiting import wait_until
 
 STATE_FILE = "stack.json"
 # set by the supervisor on every service it starts, to the stack's run directory: how a
@@ -61,11 +61,7 @@ def stop_groups(groups: list[tuple[int, float | None]], timeout: float = 5.0) ->
     live = [pid for pid, started in groups if process_alive(pid, started)]
     for pid in live:
         signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    waiting = list(live)
-    while waiting and time.monotonic() < deadline:
-        waiting = [pid for pid in waiting if process_alive(pid)]
-        time.sleep(0.05)
+    wait_until(lambda: not any(process_alive(pid) for pid in live), timeout)
     for pid in live:  # the leader's children too, if it left any
         signal_group(pid, signal.SIGKILL)
 

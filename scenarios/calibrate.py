@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from aichaos.rundir import read_requests
+from aichaos.waiting import wait_until
 
 from .runner import LoadRunner
 from .spec import Scenario
@@ -80,11 +81,14 @@ def read_served(log: Path, offset: int = 0) -> dict[str, dict[str, Any]]:
 def floor_s(url: str, log: Path, n: int = 40) -> float:
     """Median of (bare-socket TTFT − served TTFT) at no load: what no client can go under."""
     readings = bare_socket_readings(url, n, prefix="floor")
-    deadline = time.monotonic() + 5
     served = read_served(log)
-    while not readings.keys() <= served.keys() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the server writes its line when the stream has ended
+
+    def all_served() -> bool:  # the server writes its line when the stream has ended
+        nonlocal served
         served = read_served(log)
+        return readings.keys() <= served.keys()
+
+    wait_until(all_served, 5)
     gaps = [readings[rid][0] - served[rid]["ttft_s"] for rid in readings if rid in served]
     return float(np.median(gaps))
 

@@ -33,6 +33,7 @@ from typing import Any
 from aichaos.loopback import free_port, is_wildcard
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, EventLog, write_json
+from aichaos.waiting import wait_until
 
 from .schedule import build_schedule
 from .spec import Scenario
@@ -158,12 +159,8 @@ class LoadRunner:
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Block until the Locust process(es) are ready to send (their first progress report),
         so a caller can tell whether t0 was far enough ahead."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.progress_path.exists() or not self.alive:
-                return self.progress_path.exists()
-            time.sleep(0.05)
-        return False
+        wait_until(lambda: self.progress_path.exists() or not self.alive, timeout)
+        return self.progress_path.exists()
 
     @property
     def alive(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal as signals
-import time
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ import psutil
 from chaoslib.exceptions import ActivityFailed
 
 from aichaos.processes import process_alive
+from aichaos.waiting import wait_until
 
 from .. import context
 from . import network, provider
@@ -149,15 +149,15 @@ def wait_replicas_ready(
 ) -> dict[str, bool]:
     """Rollback of the replica faults: wait until every instance of ``service`` is ready again
     (the supervisor restarts exited ones); fails after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
     state: dict[str, bool] = {}
-    for _ in range(int(timeout_s / POLL_S) + 2):
+
+    def all_ready() -> bool:
+        nonlocal state
         state = replicas_state(service, configuration)
-        if all(state.values()):
-            return state
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_S)
+        return all(state.values())
+
+    if wait_until(all_ready, timeout_s, POLL_S):
+        return state
     down = [name for name, ok in state.items() if not ok]
     raise ActivityFailed(f"{', '.join(down)} not ready again within {timeout_s:g}s")
 
