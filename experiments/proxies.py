@@ -25,6 +25,7 @@ from toxiproxy.proxy import Proxy
 from toxiproxy.toxic import Toxic
 
 from aichaos.documents import read_document
+from aichaos.errors import NotCompleted
 from aichaos.rundir import InputError
 from aichaos.waiting import wait_until
 
@@ -34,7 +35,7 @@ from .toxiproxy.toxics import TOXIC_TYPES  # Toxiproxy's, and the LLM toxics of 
 DEFAULT_URL = "http://127.0.0.1:8474"
 
 
-class ToxiproxyError(Exception):
+class ToxiproxyError(NotCompleted):
     """A Toxiproxy call failed; the message is one line for the user."""
 
 

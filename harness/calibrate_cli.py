@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from aichaos import exits
+from aichaos.errors import NotCompleted
 from aichaos.rundir import InputError
 
 from .calibration import (
@@ -20,7 +20,6 @@ from .calibration import (
     CPU_MAX_NUM_SEQS,
     FULL,
     QUICK,
-    CalibrationError,
     Point,
     calibrate,
     engine_facts,
@@ -64,37 +63,26 @@ def calibrate_command(
     simulator's step-time model and KV pool to it, and write a profile for
     ``aichaos sim serve --profile OUT``."""
     profile_name = name or out.stem
-    try:
-        url = check_url("--target", target)
-        if out.suffix not in (".yaml", ".yml"):
-            raise InputError("command line", "--out", "a .yaml or .yml file", str(out))
-        if not out.parent.is_dir():
-            raise InputError("command line", "--out", "a file in an existing directory", str(out))
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", profile_name):
-            raise InputError(
-                "command line", "--name", "letters, digits, '.', '_', '-'", profile_name
-            )
-    except InputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exits.BAD_INPUT) from None
+    url = check_url("--target", target)
+    if out.suffix not in (".yaml", ".yml"):
+        raise InputError("command line", "--out", "a .yaml or .yml file", str(out))
+    if not out.parent.is_dir():
+        raise InputError("command line", "--out", "a file in an existing directory", str(out))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", profile_name):
+        raise InputError("command line", "--name", "letters, digits, '.', '_', '-'", profile_name)
     why = unreachable(url)
     if why is not None:
-        typer.echo(f"error: target {url} unreachable: {why}", err=True)
-        raise typer.Exit(exits.NOT_COMPLETED)
-    try:
-        facts = engine_facts(url, model)
-        pool = (f"{facts.num_gpu_blocks} KV blocks of {facts.block_size} tokens"
-                if facts.num_gpu_blocks else "no published KV pool")  # fmt: skip
-        typer.echo(f"calibrating {facts.model} at {url}: max_model_len {facts.max_model_len}, "
-                   f"{pool}")  # fmt: skip
-        with tempfile.TemporaryDirectory(prefix="aichaos-calibrate-") as tmp:
-            folder = work_dir or Path(tmp)
-            folder.mkdir(parents=True, exist_ok=True)
-            cal = calibrate(facts, QUICK if quick else FULL, folder, max_num_seqs,
-                            max_num_batched_tokens, on_point=_show)  # fmt: skip
-    except CalibrationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exits.NOT_COMPLETED) from None
+        raise NotCompleted(f"target {url} unreachable: {why}")
+    facts = engine_facts(url, model)
+    pool = (f"{facts.num_gpu_blocks} KV blocks of {facts.block_size} tokens"
+            if facts.num_gpu_blocks else "no published KV pool")  # fmt: skip
+    typer.echo(f"calibrating {facts.model} at {url}: max_model_len {facts.max_model_len}, "
+               f"{pool}")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="aichaos-calibrate-") as tmp:
+        folder = work_dir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        cal = calibrate(facts, QUICK if quick else FULL, folder, max_num_seqs,
+                        max_num_batched_tokens, on_point=_show)  # fmt: skip
     for note in cal.notes:
         typer.echo(f"note: {note}")
     f = cal.fit

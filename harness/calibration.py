@@ -21,6 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 
+from aichaos.errors import NotCompleted
 from aichaos.fixtures.llm_sim.profiles import (
     ExtraTtft,
     Profile,
@@ -51,7 +52,7 @@ BURST_MIN_TOKENS = 8
 ATTEMPTS = 3  # tries of a load point whose every stream came in one burst
 
 
-class CalibrationError(Exception):
+class CalibrationError(NotCompleted):
     """The engine could not be measured (unreachable, or every request failed): exit 3."""
 
 

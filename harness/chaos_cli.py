@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from aichaos import exits
+from aichaos.errors import NotCompleted
 from aichaos.experiments import catalog
 from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
 from aichaos.processes import ProcessRef
@@ -27,11 +28,6 @@ experiments_app = typer.Typer(help="The shipped chaos experiments.", no_args_is_
 ROLLBACK_WAIT_S = 120.0
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 @experiments_app.command("list")
 def list_cmd() -> None:
     """Name and title of every shipped experiment."""
@@ -42,10 +38,7 @@ def list_cmd() -> None:
 @experiments_app.command("show")
 def show_cmd(experiment: Annotated[str, typer.Argument(help="Name or file.")]) -> None:
     """Print an experiment file as JSON (read only: ``validate`` checks it)."""
-    try:
-        data = catalog.read_experiment(experiment)
-    except InputError as exc:
-        raise _fail(str(exc), exits.BAD_INPUT) from None
+    data = catalog.read_experiment(experiment)
     typer.echo(json.dumps(data, indent=2))
 
 
@@ -63,10 +56,7 @@ def validate_cmd(
     ``run`` give with the same flags), as ``chaos validate`` does (activities resolvable) and
     aichaos's schedule fields; one line per experiment."""
     refs = experiments or [name for name, _ in catalog.list_experiments()]
-    try:
-        allowed = permissions(allow, allow_extension, allow_process, allow_http)
-    except InputError as exc:
-        raise _fail(str(exc), exits.BAD_INPUT) from None
+    allowed = permissions(allow, allow_extension, allow_process, allow_http)
     bad = 0
     for ref in refs:
         try:
@@ -128,11 +118,8 @@ def chaos(
     from aichaos.experiments.runner import ChaosRun
     from aichaos.experiments.safety import restore_all
 
-    try:
-        allowed = permissions(allow, allow_extension, allow_process, allow_http)
-        data = catalog.load_experiment(experiment, allowed)
-    except InputError as exc:
-        raise _fail(str(exc), exits.BAD_INPUT) from None
+    allowed = permissions(allow, allow_extension, allow_process, allow_http)
+    data = catalog.load_experiment(experiment, allowed)
     stack_dir, state = _running_stack(run_dir, without_stack=bool(allow) and run_dir is None)
     name = catalog.resolve(experiment).stem
     stamp = f"chaos-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -147,13 +134,10 @@ def chaos(
         configuration[TARGET] = target
     load = None
     t0 = time.time()
-    try:
-        if scenario is not None:
-            gateway = target or _gateway_url(state)
-            load = _start_load(scenario, duration, gateway, out)
-        run = ChaosRun(data, out, configuration=configuration, t0=t0, permissions=allowed)
-    except InputError as exc:
-        raise _fail(str(exc), exits.BAD_INPUT) from None
+    if scenario is not None:
+        gateway = target or _gateway_url(state)
+        load = _start_load(scenario, duration, gateway, out)
+    run = ChaosRun(data, out, configuration=configuration, t0=t0, permissions=allowed)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     status, interrupted = "failed", False
     # a kill -9 of this process runs no finally: the watch then restores what it faulted
@@ -195,15 +179,15 @@ def _running_stack(run_dir: Path | None, without_stack: bool) -> tuple[Path | No
     try:
         stack_dir = find_run_dir(run_dir)
         state = read_state(stack_dir)
-    except StackNotFound as exc:
+    except StackNotFound:
         if without_stack:
             return None, {}
-        raise _fail(str(exc), exits.NOT_COMPLETED) from None
+        raise
     if not supervisor_alive(state) or state.get("status") not in ("ready", "running"):
         if without_stack:
             return None, {}
         message = f"the stack in {stack_dir} is not running (status {state.get('status')})"
-        raise _fail(message, exits.NOT_COMPLETED)
+        raise NotCompleted(message)
     return stack_dir, state
 
 

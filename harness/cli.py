@@ -11,6 +11,7 @@ from aichaos.experiments.toxiproxy.cli import app as toxiproxy_app
 from aichaos.fixtures.llm_sim.cli import app as sim_app
 from aichaos.harness.calibrate_cli import calibrate_command
 from aichaos.harness.chaos_cli import chaos, experiments_app
+from aichaos.harness.error_handler import HandledGroup
 from aichaos.harness.load_cli import register as register_load
 from aichaos.harness.model_cli import app as model_app
 from aichaos.harness.report_cli import report
@@ -19,6 +20,7 @@ from aichaos.harness.slo_cli import register as register_slo
 from aichaos.harness.stack_cli import app as stack_app
 
 app = typer.Typer(
+    cls=HandledGroup,
     help="Game days for LLM/RAG serving stacks: load, faults and SLO verdicts in one run.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from aichaos import exits
+from aichaos.errors import BadInput, NotCompleted
 from aichaos.harness.urls import check_url, unreachable
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
@@ -33,11 +34,6 @@ from aichaos.waiting import wait_until
 scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_args_is_help=True)
 
 CALIBRATE_RATES = "5,10,20,40,80"
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _versions() -> dict[str, str]:
@@ -70,21 +66,18 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     from aichaos.scenarios.spec import load_scenario
     from aichaos.scenarios.worker_gate import resolve_token
 
-    try:
-        scenario = load_scenario(scenario_ref, duration_s=duration, seed=seed)
-        url = check_url("--target", target)
-        if workers < 1 and remote_workers < 1:
-            raise InputError("--workers", "workers", "at least 1", workers)
-        token = resolve_token()  # $AICHAOS_LOAD_TOKEN, else a fresh one for this run
-    except InputError as exc:
-        raise _fail(exits.BAD_INPUT, str(exc)) from None
+    scenario = load_scenario(scenario_ref, duration_s=duration, seed=seed)
+    url = check_url("--target", target)
+    if workers < 1 and remote_workers < 1:
+        raise InputError("--workers", "workers", "at least 1", workers)
+    token = resolve_token()  # $AICHAOS_LOAD_TOKEN, else a fresh one for this run
     why = unreachable(url)
     if why is not None:
-        raise _fail(exits.NOT_COMPLETED, f"target {url} unreachable: {why}")
+        raise NotCompleted(f"target {url} unreachable: {why}")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out) if out else Path("runs") / f"load-{stamp}-{scenario.name}"
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise _fail(exits.BAD_INPUT, f"--out: {run_dir}: expected an empty or new directory")
+        raise BadInput(f"--out: {run_dir}: expected an empty or new directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(run_dir / EVENTS_JSONL, source="load")
     owner = ProcessRef.current()  # the Locust processes stop when this process dies
@@ -211,7 +204,7 @@ def _start_fixed_sim(log_dir: Path) -> tuple[subprocess.Popen, str]:
     if wait_until(answered_or_exited, 30, interval=0.1) == "ready":
         return proc, url
     _stop_proc(proc)
-    raise _fail(exits.NOT_COMPLETED, "the fixed-latency simulator did not start")
+    raise NotCompleted("the fixed-latency simulator did not start")
 
 
 def _stop_proc(proc: subprocess.Popen) -> None:
@@ -232,8 +225,8 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
         if not rates or min(rates) <= 0:
             raise ValueError
     except ValueError:
-        raise _fail(
-            exits.BAD_INPUT, f"--rates: expected positive numbers like 5,10,20, got {rates_text!r}"
+        raise BadInput(
+            f"--rates: expected positive numbers like 5,10,20, got {rates_text!r}"
         ) from None
     out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="aichaos-calibrate-"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +237,7 @@ def run_calibrate(rates_text: str, duration: float, workers: int, out: Path | No
         floor = floor_s(url, served_log)
     except OSError as exc:
         _stop_proc(sim)
-        raise _fail(exits.NOT_COMPLETED, f"the simulator does not answer: {exc}") from None
+        raise NotCompleted(f"the simulator does not answer: {exc}") from None
     typer.echo(
         "TTFT errors below: each request's reading minus the TTFT the server says it served, "
         f"minus the floor a bare socket sees at no load ({floor * 1000:.2f} ms)"
@@ -309,11 +302,11 @@ def load(
     try:
         seconds = parse_duration(duration) if duration is not None else None
     except ValueError as exc:
-        raise _fail(exits.BAD_INPUT, f"--duration: expected {exc}, got {duration!r}") from None
+        raise BadInput(f"--duration: expected {exc}, got {duration!r}") from None
     if scenario == "calibrate":
         raise typer.Exit(run_calibrate(rates, seconds or 8.0, workers, out))
     if target is None:
-        raise _fail(exits.BAD_INPUT, "--target: expected the target's base URL (http://host:port)")
+        raise BadInput("--target: expected the target's base URL (http://host:port)")
     code = run_load(scenario, target, seconds, workers, out, seed, web_ui, remote_workers,
                     master_bind, master_port)  # fmt: skip
     raise typer.Exit(code)
@@ -337,7 +330,7 @@ def worker(
     from aichaos.scenarios.worker_gate import TOKEN_ENV
 
     if not token:
-        raise _fail(exits.BAD_INPUT, f"--token: expected the run's worker token (or {TOKEN_ENV})")
+        raise BadInput(f"--token: expected the run's worker token (or {TOKEN_ENV})")
     me = ProcessRef.current()  # the worker process stops if this command is killed
     cmd = [sys.executable, "-m", "aichaos.scenarios.locust_proc", "worker", "--master", master,
            "--master-port", str(master_port), "--owner-pid", str(me.pid),
@@ -363,10 +356,7 @@ def show_scenario(
     """Print the resolved scenario (as run.json records it)."""
     from aichaos.scenarios.spec import load_scenario
 
-    try:
-        s = load_scenario(scenario)
-    except InputError as exc:
-        raise _fail(exits.BAD_INPUT, str(exc)) from None
+    s = load_scenario(scenario)
     typer.echo(json.dumps(s.to_dict(), indent=2))
     if schedule:
         from aichaos.scenarios.schedule import build_schedule

@@ -11,9 +11,6 @@ from typing import Annotated
 
 import typer
 
-from aichaos import exits
-from aichaos.rundir import InputError
-
 from .orphans import orphan_in
 
 
@@ -33,11 +30,7 @@ def report(
     including an aborted or unevaluated one (marked as such)."""
     from aichaos.reports.render import render_run
 
-    try:
-        paths = render_run(run_dir, format.split(","))
-    except InputError as exc:
-        typer.echo(f"aichaos report: {exc}", err=True)
-        raise typer.Exit(exits.BAD_INPUT) from None
+    paths = render_run(run_dir, format.split(","))
     for path in paths:
         typer.echo(str(path))
     orphan = orphan_in(run_dir)

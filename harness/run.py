@@ -30,6 +30,7 @@ import httpx
 
 import aichaos
 from aichaos import exits
+from aichaos.errors import NotCompleted
 from aichaos.processes import ProcessRef
 from aichaos.reports import fmt
 from aichaos.rundir import (
@@ -59,7 +60,7 @@ TICK_S = 0.5
 UNSCRAPED_KINDS = ("proxy", "prometheus")
 
 
-class CouldNotRun(Exception):
+class CouldNotRun(NotCompleted):
     """The game day could not run (stack, target or load generator); one line."""
 
 

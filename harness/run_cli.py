@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from aichaos import exits
 from aichaos.rundir import InputError
 from aichaos.units import parse_duration
 
@@ -76,14 +75,8 @@ def run(
     try:
         seconds = parse_duration(duration) if duration is not None else None
     except ValueError as exc:
-        message = f"command line: --duration: expected {exc}, got {duration!r}"
-        print(f"aichaos run: {message}", file=sys.stderr)
-        raise typer.Exit(exits.BAD_INPUT) from None
-    try:
-        allowed = permissions(allow, allow_extension, allow_process, allow_http)
-    except InputError as exc:
-        print(f"aichaos run: {exc}", file=sys.stderr)
-        raise typer.Exit(exits.BAD_INPUT) from None
+        raise InputError("command line", "--duration", str(exc), duration) from None
+    allowed = permissions(allow, allow_extension, allow_process, allow_http)
     options = RunOptions(
         scenario=scenario,
         experiment=experiment,

@@ -15,11 +15,6 @@ from aichaos.rundir import InputError, read_manifest
 app = typer.Typer(help="Evaluate runs against SLO specs; manage baselines.", no_args_is_help=True)
 
 
-def _fail_input(exc: InputError) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(exits.BAD_INPUT)
-
-
 def _spec_for(run_dir: Path, ref: str | None):
     """The spec named on the command line, else the one the run resolved, else ``default``."""
     from aichaos.slo.spec import SloSpec, load_spec
@@ -100,11 +95,8 @@ def check(
     inconclusive."""
     from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
 
-    try:
-        spec = _spec_for(run_dir, slo)
-        result = evaluate_run(run_dir, spec, prometheus_url=prometheus_url, baseline_dir=baseline)
-    except InputError as exc:
-        _fail_input(exc)
+    spec = _spec_for(run_dir, slo)
+    result = evaluate_run(run_dir, spec, prometheus_url=prometheus_url, baseline_dir=baseline)
     path = write_result(run_dir, result)
     if quiet:
         typer.echo(result["verdict"])
@@ -129,10 +121,7 @@ def show(ref: Annotated[str, typer.Argument(help="Spec file or built-in name.")]
     """Print a spec as aichaos resolves it (defaults filled in)."""
     from aichaos.slo.spec import load_spec
 
-    try:
-        spec = load_spec(ref)
-    except InputError as exc:
-        _fail_input(exc)
+    spec = load_spec(ref)
     typer.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False).rstrip())
 
 
@@ -161,10 +150,7 @@ def promote(
     """Accept RUN_DIR as the newest baseline run."""
     from aichaos.slo.baseline import promote as do_promote
 
-    try:
-        target = do_promote(run_dir, baseline, keep)
-    except InputError as exc:
-        _fail_input(exc)
+    target = do_promote(run_dir, baseline, keep)
     typer.echo(f"promoted {run_dir} -> {target}")
 
 
@@ -179,11 +165,8 @@ def compare(
     from aichaos.slo.compare import compare_runs
     from aichaos.slo.spec import load_spec
 
-    try:
-        spec = load_spec(slo) if slo else _spec_for(new_run, None)
-        result = compare_runs(base_run, new_run, spec)
-    except InputError as exc:
-        _fail_input(exc)
+    spec = load_spec(slo) if slo else _spec_for(new_run, None)
+    result = compare_runs(base_run, new_run, spec)
     if json_out:
         typer.echo(json.dumps(result, indent=2))
     else:

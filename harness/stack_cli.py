@@ -19,7 +19,9 @@ import typer
 import yaml
 
 from aichaos import exits
+from aichaos.errors import BadInput, NotCompleted
 
+from .error_handler import HandledGroup
 from .orphans import find_orphans, remove_orphans
 from .stack import StackClient
 from .stack_state import (
@@ -43,22 +45,11 @@ from .topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 from .vllm_env import VllmUnavailable
 
 app = typer.Typer(
+    cls=HandledGroup,  # the supervisor child runs this command line on its own
     help="Bring the local reference stack up, show it, take it down.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(message, err=True)
-    return typer.Exit(code)
-
-
-def _load(path: Path) -> Topology:
-    try:
-        return load_topology(path)
-    except TopologyError as exc:
-        raise _fail(f"aichaos stack up: {exc}", exits.BAD_INPUT) from None
 
 
 def _refuse_running(pointer: Path, run_dir: Path) -> None:
@@ -73,10 +64,9 @@ def _refuse_running(pointer: Path, run_dir: Path) -> None:
             continue
         if supervisor_alive(state) and state.get("status") in ("starting", "ready"):
             pid = state["supervisor"]["pid"]
-            raise _fail(
-                f"aichaos stack up: a stack is already running from {candidate} "
-                f"(supervisor pid {pid}); run `aichaos stack down` first",
-                exits.BAD_INPUT,
+            raise BadInput(
+                f"a stack is already running from {candidate} (supervisor pid {pid}); "
+                "run `aichaos stack down` first"
             )
 
 
@@ -119,7 +109,7 @@ def up(
     pointer: Annotated[Path, typer.Option("--pointer", hidden=True)] = DEFAULT_POINTER,
 ) -> None:
     """Start every service of a topology, wait until all are ready, keep them running."""
-    spec = _load(topology)
+    spec = load_topology(topology)
     run_dir = (run_dir or _default_run_dir()).resolve()
     # a stack nobody owns any more is stopped rather than left serving beside the new one
     remove_orphans(stack_places(pointer, run_dir.parent), _say("stack up"), "aichaos stack up")
@@ -137,21 +127,17 @@ def up(
 
 def _retarget(spec: Topology, backend: str, model: str | None, llm_url: str | None) -> Topology:
     """The topology with vLLM or an outside endpoint in place of the simulators."""
-    try:
-        if backend not in ("sim", "vllm"):
-            raise TopologyError(f"--backend {backend}: expected 'sim' or 'vllm'")
-        if model and backend != "vllm":
-            raise TopologyError("--model: expected --backend vllm with it")
-        if backend == "vllm":
+    if backend not in ("sim", "vllm"):
+        raise TopologyError(f"--backend {backend}: expected 'sim' or 'vllm'")
+    if model and backend != "vllm":
+        raise TopologyError("--model: expected --backend vllm with it")
+    if backend == "vllm":
+        try:
             spec = with_vllm(spec, vllm_backend(model))
-        if llm_url:
-            spec = with_llm_url(spec, llm_url)
-    except TopologyError as exc:
-        typer.echo(f"aichaos stack up: {exc}", err=True)
-        raise typer.Exit(exits.BAD_INPUT) from None
-    except VllmUnavailable as exc:
-        typer.echo(f"aichaos stack up: --backend vllm: {exc}", err=True)
-        raise typer.Exit(exits.BAD_INPUT) from None
+        except VllmUnavailable as exc:  # a flag this machine cannot honour: bad input here
+            raise BadInput(f"--backend vllm: {exc}") from None
+    if llm_url:
+        spec = with_llm_url(spec, llm_url)
     return spec
 
 
@@ -272,13 +258,13 @@ def status(
     """Show the services, their URLs and states; exit 3 when the stack is not running."""
     try:
         client = StackClient.attach(run_dir, pointer)
-    except StackNotFound as exc:
+    except StackNotFound:
         orphans = find_orphans(stack_places(pointer))
         for orphan in orphans:
             typer.echo(f"{orphan.describe()}; {orphan.remedy()}")
         if orphans:
             raise typer.Exit(exits.NOT_COMPLETED) from None
-        raise _fail(f"aichaos stack status: {exc}", exits.NOT_COMPLETED) from None
+        raise
     state = client.status()
     typer.echo(json.dumps(state, indent=2) if as_json else _render(state))
     if state["supervisor"].get("alive"):
@@ -307,7 +293,7 @@ def down(
     result = client.down()
     left = [pid for pid in client.pids() if process_alive(pid)]
     if left:
-        raise _fail(f"aichaos stack down: processes still running: {left}", exits.NOT_COMPLETED)
+        raise NotCompleted(f"processes still running: {left}")
     note = ""
     if result["leftovers_stopped"]:
         note = f" (stopped {len(result['leftovers_stopped'])} left by a dead supervisor)"

@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from aichaos.errors import NotCompleted
 from aichaos.files import write_json
 from aichaos.processes import process_alive
 from aichaos.waiting import wait_until
@@ -29,7 +30,7 @@ DEFAULT_POINTER = Path(".aichaos") / "stack.json"
 DEFAULT_RUNS = Path("runs")  # where `aichaos run` and `aichaos stack up` put run directories
 
 
-class StackNotFound(Exception):
+class StackNotFound(NotCompleted):
     """No stack state where one was looked for; ``str()`` is one line for the user."""
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from aichaos.errors import NotCompleted
 from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyError
 from aichaos.loopback import free_port as loopback_port
 from aichaos.processes import ProcessRef, process_start_time
@@ -94,7 +95,7 @@ class SignalFlag:
         return self._set
 
 
-class StackError(Exception):
+class StackError(NotCompleted):
     """A stack operation failed; ``str()`` is one line for the user."""
 
 

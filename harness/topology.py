@@ -54,6 +54,7 @@ from pydantic import (
 import aichaos.fixtures
 from aichaos import units
 from aichaos.documents import read_document
+from aichaos.errors import BadInput
 from aichaos.rundir import InputError
 from aichaos.validation import describe
 
@@ -68,11 +69,8 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-class TopologyError(Exception):
+class TopologyError(BadInput):
     """A topology file is unreadable or invalid; ``str()`` is one line for the user."""
-
-    def __init__(self, message: str):
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class _Strict(BaseModel):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aichaos
 import aichaos.fixtures
+from aichaos.errors import NotCompleted
 
 PYTHON_ENV = "AICHAOS_VLLM_PYTHON"
 CACHE_ENV = "AICHAOS_MODEL_CACHE"
@@ -36,7 +37,7 @@ PROBE_TIMEOUT_S = 60.0
 MAKE_HINT = "run `make vllm-env` (creates .venv-vllm) or set AICHAOS_VLLM_PYTHON"
 
 
-class VllmUnavailable(Exception):
+class VllmUnavailable(NotCompleted):
     """No Python that can run vLLM, or the model could not be built; one line for the user."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .errors import InputError as InputError  # every reader's error, re-exported
 from .files import write_json as write_json  # the contract's writer, re-exported
 from .processes import ProcessRef
 
@@ -152,17 +153,6 @@ OWNER_GONE = "owner_gone"
 # written by the harness when Ctrl-C or SIGTERM stops a run: ``t`` is when the signal came,
 # ``name`` the signal, ``detail.during`` the stage it came in (load, evaluation, rendering...)
 INTERRUPT = "interrupt"
-
-
-class InputError(Exception):
-    """A bad user input: one line naming the file, the field and what was expected."""
-
-    def __init__(self, file: str | Path, field: str, expected: str, got: Any = None):
-        self.file, self.field, self.expected, self.got = str(file), field, expected, got
-        tail = "" if got is None else f", got {got!r}"
-        message = f"{self.file}: {field}: expected {expected}{tail}"
-        # one line, whatever the file's keys hold
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class EventLog:
