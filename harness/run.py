@@ -429,6 +429,7 @@ class GameDay:
 
     def _evaluate(self) -> None:
         """Evaluate what was recorded; a signal stops it, and the run is then not evaluated."""
+        from aichaos.slo.compare import with_baseline
         from aichaos.slo.evaluate import evaluate_run, write_result
 
         self._write_manifest()  # the evaluation reads the run's status from run.json
@@ -441,8 +442,12 @@ class GameDay:
                 self.run_dir,
                 self.plan.slo,
                 prometheus_url=self.prometheus_url,
-                baseline_dir=baseline if baseline and baseline.is_dir() else None,
             )
+            if not stopped and result is not None and baseline and baseline.is_dir():
+                stopped, compared = self.signals.interruptible(
+                    with_baseline, result, baseline, self.plan.slo
+                )
+                result = compared or result  # stopped while comparing: evaluated, not compared
         except Exception as exc:  # the report still shows what was recorded
             self.problem = self.problem or f"evaluation failed: {exc}"
             self.progress.say(self.problem)

@@ -93,10 +93,13 @@ def check(
     """Evaluate RUN_DIR, write its slo.json; exit 0 pass/warn, 1 fail or regression, 2 bad
     input, 3 a run that did not complete (aborted, crashed or incomplete), 4 a key objective
     inconclusive."""
+    from aichaos.slo.compare import with_baseline
     from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
 
     spec = _spec_for(run_dir, slo)
-    result = evaluate_run(run_dir, spec, prometheus_url=prometheus_url, baseline_dir=baseline)
+    result = evaluate_run(run_dir, spec, prometheus_url=prometheus_url)
+    if baseline is not None:
+        result = with_baseline(result, baseline, spec)
     path = write_result(run_dir, result)
     if quiet:
         typer.echo(result["verdict"])

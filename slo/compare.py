@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
+from .baseline import latest
 from .evaluate import Evaluator, Run
 from .spec import SloSpec, load_spec
 
@@ -129,3 +130,17 @@ def compare_runs(base_dir: Path, new_dir: Path, spec: SloSpec | None = None) -> 
         "alpha": alpha,
         "changes": changes,
     }
+
+
+def with_baseline(result: dict[str, Any], baseline_dir: Path, spec: SloSpec) -> dict[str, Any]:
+    """``result`` (``evaluate_run``'s) with its run compared against the newest accepted run
+    in ``baseline_dir``, as ``result["comparison"]``; a note when there is none yet."""
+    base = latest(Path(baseline_dir))
+    if base is None:
+        result.setdefault("data_notes", []).append(
+            f"{baseline_dir}: no accepted baseline run yet; nothing compared"
+        )
+        result["comparison"] = {"baseline": None, "verdict": "no_baseline", "changes": []}
+    else:
+        result["comparison"] = compare_runs(base, Path(result["run_dir"]), spec)
+    return result

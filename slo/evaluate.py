@@ -620,10 +620,9 @@ def evaluate_run(
     spec: SloSpec,
     *,
     prometheus_url: str | None = None,
-    baseline_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The slo.json dict for a run directory (nothing is written); ``InputError`` when the
-    spec names a tier the run does not have."""
+    """The slo.json dict for a run directory (nothing is written; ``compare.with_baseline``
+    adds the comparison); ``InputError`` when the spec names a tier the run does not have."""
     run = Run(Path(run_dir))
     if run.tiers():  # a run that knows no tier (no records, no scenario) cannot be checked
         spec.check_tiers(run.tiers(), f"run {run.dir.name}")
@@ -679,8 +678,6 @@ def evaluate_run(
         ],
         "comparison": None,
     }
-    if baseline_dir is not None:
-        result["comparison"] = _compare_with_baseline(Path(baseline_dir), run.dir, spec, run.notes)
     return judge_completion(result, run.manifest, run.events)
 
 
@@ -698,19 +695,6 @@ def judge_completion(
         result["recorded_verdict"], result["recorded_score"] = result["verdict"], result["score"]
     result["verdict"], result["score"], result["incomplete"] = done.verdict, None, True
     return result
-
-
-def _compare_with_baseline(
-    baseline_dir: Path, run_dir: Path, spec: SloSpec, notes: list[str]
-) -> dict[str, Any]:
-    from .baseline import latest
-    from .compare import compare_runs
-
-    base = latest(baseline_dir)
-    if base is None:
-        notes.append(f"{baseline_dir}: no accepted baseline run yet; nothing compared")
-        return {"baseline": None, "verdict": "no_baseline", "changes": []}
-    return compare_runs(base, run_dir, spec)
 
 
 def _verdict(rows: list[dict[str, Any]], spec: SloSpec) -> tuple[str, float | None, list[str]]:

@@ -12,7 +12,7 @@ from synthetic_run import make_run_dir
 
 from aichaos.rundir import InputError
 from aichaos.slo import baseline
-from aichaos.slo.compare import compare_runs
+from aichaos.slo.compare import compare_runs, with_baseline
 from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
 from aichaos.slo.spec import load_spec
 
@@ -88,10 +88,10 @@ def test_baseline_directory_keeps_the_last_n_and_check_uses_the_newest(runs, tmp
     assert [p.name for p in baseline.runs(store)] == ["b"]
     index = json.loads((store / "baselines.json").read_text())
     assert [e["dir"] for e in index["runs"]] == ["b"]
-    res = evaluate_run(slow, spec, baseline_dir=store)
+    res = with_baseline(evaluate_run(slow, spec), store, spec)
     assert res["comparison"]["verdict"] == "fail" and exit_code(res) == 1
     assert res["comparison"]["baseline"].endswith("b")
-    res = evaluate_run(a, spec, baseline_dir=tmp_path / "empty")
+    res = with_baseline(evaluate_run(a, spec), tmp_path / "empty", spec)
     assert res["comparison"]["verdict"] == "no_baseline"
     # a failed run is no baseline
     failing = {"verdict": "fail"}
