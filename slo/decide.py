@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-from .spec import LATENCY_SLIS, Objective, SloSpec
-
-RATIO_SLIS = ("error_rate", "shed_share", "availability", "goodput")
+from .slis import SLIS
+from .spec import Objective, SloSpec
 
 
 def samples_to_bound(percentile: float, confidence: float) -> int:
@@ -33,9 +32,10 @@ def events_to_show(bad_ratio: float, confidence: float) -> int:
 
 def samples_needed(obj: Objective, confidence: float) -> int:
     """What one objective needs before it can pass (0 for SLIs without an interval)."""
-    if obj.sli in LATENCY_SLIS and obj.percentile is not None and obj.op in ("<=", "<"):
+    kind = SLIS[obj.sli].kind
+    if kind == "latency" and obj.percentile is not None and obj.op in ("<=", "<"):
         return samples_to_bound(obj.percentile, confidence)
-    if obj.sli in RATIO_SLIS:
+    if kind == "ratio":
         upper = obj.op in ("<=", "<")
         bad = obj.threshold if upper else 1.0 - obj.threshold
         return events_to_show(bad, confidence) if 0.0 < bad < 1.0 else 0

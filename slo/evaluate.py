@@ -36,6 +36,7 @@ from .completion import INCOMPLETE_VERDICTS, completion
 from .lengths import prompt_lengths
 from .phases import Phase, build_phases, select
 from .records import Records, Views, load
+from .slis import SLIS
 from .spec import LATENCY_SLIS, Objective, SloSpec
 
 SLO_SCHEMA_VERSION = 1
@@ -242,76 +243,26 @@ class Evaluator:
     # --- objectives -----------------------------------------------------------------------
 
     def objective_rows(self, obj: Objective) -> list[dict[str, Any]]:
-        if obj.sli in ("time_to_failover", "time_to_detect", "time_to_recover"):
-            phases = self.fault_scope(obj)
-            if not phases:
-                return [self.row(obj, "fault", None, None, None, 0, "no fault window in this run")]
-            return [self.time_row(obj, p) for p in phases]
-        out = []
-        for scope in obj.phases:
-            phases = select(self.run.phases, scope)
-            if not phases:
-                out.append(self.row(obj, scope, None, None, None, 0, f"no {scope} phase"))
-            for phase in phases:
-                for tier in obj.tiers or (None,):
-                    out.append(self.measure(obj, phase, tier))
-        return out
+        return SLIS[obj.sli].rows(self, obj)
 
     def fault_scope(self, obj: Objective) -> list[Phase]:
         faults = [p for p in self.run.phases if p.kind == "fault"]
         named = [s for s in obj.phases if s.startswith("fault:")]
         return [p for p in faults if p.name in named] if named else faults
 
-    def measure(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
-        sli, r = obj.sli, self.r
-        if sli in LATENCY_SLIS:
-            rows = self.run.rows(phase, sli)
-            key = (sli, rows.start, rows.stop, tier, obj.clock)
-            self._wanted.setdefault(key, set()).add(obj.percentile or 50.0)
-            est = self.summary(key)[1][obj.percentile or 50.0]
-            why = None if est.samples else "no samples"
-            return self.row(obj, phase.name, tier, est.value, est.ci, est.samples, why)
-        rows = self.run.rows(phase)
-        mask = self.tier_mask(rows, tier)
-        n = int(mask.sum())
-        ok = r.ok[rows] & mask
-        if sli in ("error_rate", "availability", "shed_share"):
-            flags = (self.bad if sli != "shed_share" else self.shed_mask())[rows] & mask
-            k = int(flags.sum())
-            ratio = k / n if n else None
-            ci = self.wilson(k, n)
-            if sli == "availability" and ratio is not None and ci is not None:
-                ratio, ci = 1.0 - ratio, (1.0 - ci[1], 1.0 - ci[0])
-            return self.row(obj, phase.name, tier, ratio, ci, n, None if n else "no requests")
-        if sli in ("fallback_share", "degraded_share"):
-            if sli == "fallback_share":
-                flags = self.fallback_ok[rows] & mask
-            else:
-                flags = self.degraded(rows) & ok
-            k, m = int(flags.sum()), int(ok.sum())
-            why = None if m else "no answered requests"
-            return self.row(obj, phase.name, tier, k / m if m else None, self.wilson(k, m), m, why)
-        if sli == "goodput":
-            good = self.good_mask(rows, obj.latency or None) & mask
-            k = int(good.sum())
-            why = None if n else "no requests"
-            return self.row(obj, phase.name, tier, k / n if n else None, self.wilson(k, n), n, why)
-        if sli == "cost_per_request":
-            cost = self.costs(rows)[mask]
-            value = float(cost.mean()) if n else None
-            return self.row(obj, phase.name, tier, value, None, n, None if n else "no requests")
-        if sli == "promql":
-            return self.promql_row(obj, phase, tier)
-        if sli == "metric":
-            if self.metrics is None:
-                self.metrics = server.MetricsFile(self.run.dir)
-                if self.metrics.note:
-                    self.run.notes.append(self.metrics.note)
-            values = self.metrics.values(obj.metric or "", obj.labels, phase.start, phase.end)
-            value = server.aggregate(values, obj.agg)
-            why = None if value is not None else f"no {obj.metric} samples in metrics.parquet"
-            return self.row(obj, phase.name, tier, value, None, int(values.size), why)
-        raise AssertionError(f"unhandled sli {sli}")
+    def want(self, key: tuple, percentile: float) -> None:
+        """Note that ``summary(key)`` will be asked for ``percentile``'s interval."""
+        self._wanted.setdefault(key, set()).add(percentile)
+
+    def metric_row(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
+        if self.metrics is None:
+            self.metrics = server.MetricsFile(self.run.dir)
+            if self.metrics.note:
+                self.run.notes.append(self.metrics.note)
+        values = self.metrics.values(obj.metric or "", obj.labels, phase.start, phase.end)
+        value = server.aggregate(values, obj.agg)
+        why = None if value is not None else f"no {obj.metric} samples in metrics.parquet"
+        return self.row(obj, phase.name, tier, value, None, int(values.size), why)
 
     def wilson(self, k: int, n: int) -> tuple[float, float] | None:
         return _wilson(k, n, self.spec.confidence)
@@ -357,27 +308,22 @@ class Evaluator:
         row["promql"] = query
         return row
 
-    def time_row(self, obj: Objective, phase: Phase) -> dict[str, Any]:
-        fault = phase.name
-        if obj.sli == "time_to_failover":
-            sent = self.run.views.sent
-            value = bm.time_to_failover(
-                sent.t_sent, sent.ttft, self.fallback_sent, phase.start, phase.end
-            )
-        elif obj.sli == "time_to_detect":
-            hits = [
-                a["time_to_detect_s"]
-                for a in self.alerts()
-                if a["fault"] == fault and a["time_to_detect_s"] is not None
-            ]
-            value = min(hits) if hits else None
-        else:
-            value = self.recovery().get(fault, {}).get("all")
-        row = self.row(obj, fault, None, value, None, 1, None)
-        if value is None:
-            row["status"] = "fail"
-            row["detail"] = f"{obj.sli.replace('_', ' ')}: never (within the run)"
-        return row
+    def failover_time(self, fault: Phase) -> float | None:
+        sent = self.run.views.sent
+        return bm.time_to_failover(
+            sent.t_sent, sent.ttft, self.fallback_sent, fault.start, fault.end
+        )
+
+    def detect_time(self, fault: Phase) -> float | None:
+        hits = [
+            a["time_to_detect_s"]
+            for a in self.alerts()
+            if a["fault"] == fault.name and a["time_to_detect_s"] is not None
+        ]
+        return min(hits) if hits else None
+
+    def recover_time(self, fault: Phase) -> float | None:
+        return self.recovery().get(fault.name, {}).get("all")
 
     def row(
         self,
@@ -422,7 +368,7 @@ class Evaluator:
                     rows = self.run.rows(phase, obj.sli)
                     for tier in obj.tiers or (None,):
                         key = (obj.sli, rows.start, rows.stop, tier, obj.clock)
-                        self._wanted.setdefault(key, set()).add(obj.percentile or 50.0)
+                        self.want(key, obj.percentile or 50.0)
 
     def summary(self, key: tuple) -> tuple[dict[str, Any], dict[float, stats.Estimate]]:
         """Percentile table and interval estimates of one sample (sli, rows, tier, clock)."""
@@ -609,9 +555,7 @@ class Evaluator:
     def failover(self) -> list[dict[str, Any]]:
         out = []
         for p in (p for p in self.run.phases if p.kind == "fault"):
-            sent = self.run.views.sent
-            value = bm.time_to_failover(sent.t_sent, sent.ttft, self.fallback_sent, p.start, p.end)
-            out.append({"fault": p.name, "time_to_failover_s": value})
+            out.append({"fault": p.name, "time_to_failover_s": self.failover_time(p)})
         return out
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from aichaos.rundir import InputError
 
-from .spec import SloSpec, parse_duration
+from .fields import parse_duration
+from .spec import SloSpec
 
 OPS = {"lte": "<=", "lt": "<", "gte": ">=", "gt": ">"}
 GOOD_SLIS, BAD_SLIS, TOTAL_SLIS = ("ok", "good"), ("errors", "bad"), ("requests", "total")

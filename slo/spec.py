@@ -9,35 +9,22 @@ one ``InputError`` line: file, field, what was expected. ``load_spec`` also read
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aichaos import units
 from aichaos.documents import read_document
 from aichaos.rundir import InputError
 
+from .fields import check_keys, number, parse_duration, ratio
+from .slis import SLIS, of_kind
+
 SPECS_DIR = Path(__file__).parent / "specs"
 
-LATENCY_SLIS = ("ttft", "tpot", "itl", "e2e")
-RATIO_SLIS = (
-    "error_rate",
-    "availability",
-    "goodput",
-    "fallback_share",
-    "shed_share",
-    "degraded_share",
-)
-TIME_SLIS = ("time_to_failover", "time_to_detect", "time_to_recover")
-OTHER_SLIS = ("cost_per_request", "promql", "metric")
-SLIS = LATENCY_SLIS + RATIO_SLIS + TIME_SLIS + OTHER_SLIS
-# the side of the threshold that is good, when the spec does not say
-DEFAULT_OP = {s: "<=" for s in SLIS} | {"availability": ">=", "goodput": ">="}
+LATENCY_SLIS = of_kind("latency")
+RATIO_SLIS = of_kind("ratio")
+TIME_SLIS = of_kind("time")
 OPS = ("<=", "<", ">=", ">")
-UNITS = {s: "s" for s in LATENCY_SLIS + TIME_SLIS} | {s: "ratio" for s in RATIO_SLIS}
-UNITS |= {"cost_per_request": "currency", "promql": "", "metric": ""}
-METRIC_AGGS = ("max", "min", "mean", "last", "p95")
 DEGRADED_SOURCES = ("fallback", "cache", "flag")
 # SRE workbook, chapter "Alerting on SLOs", for a 30-day period
 DEFAULT_ALERTS = (
@@ -96,7 +83,7 @@ class Objective:
 
     @property
     def unit(self) -> str:
-        return UNITS[self.sli]
+        return SLIS[self.sli].unit
 
 
 @dataclass
@@ -218,40 +205,6 @@ def load_spec(ref: str | Path) -> SloSpec:
 # --- parsing --------------------------------------------------------------------------------
 
 
-def parse_duration(value: Any, file: str, field_name: str) -> float:
-    """Seconds from a duration (``units.parse_duration``); ``InputError`` naming the field."""
-    try:
-        return units.parse_duration(value)
-    except ValueError as exc:
-        raise InputError(file, field_name, str(exc), value) from None
-
-
-def _ratio(value: Any, file: str, field_name: str) -> float:
-    """A ratio 0..1 from a number or a percentage string (``0.1%``)."""
-    try:
-        if isinstance(value, str) and value.strip().endswith("%"):
-            out = round(float(value.strip()[:-1]) / 100.0, 12)  # 99.9% is 0.999, not 0.99900..01
-        elif isinstance(value, bool):
-            raise ValueError
-        else:
-            out = float(value)
-    except (TypeError, ValueError):
-        raise InputError(
-            file, field_name, "a ratio 0..1 or a percentage like 0.1%", value
-        ) from None
-    if not 0.0 <= out <= 1.0:
-        raise InputError(file, field_name, "a ratio between 0 and 1", value)
-    return out
-
-
-def _number(value: Any, file: str, field_name: str, minimum: float | None = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(file, field_name, "a number", value)
-    if minimum is not None and value < minimum:
-        raise InputError(file, field_name, f"a number >= {minimum:g}", value)
-    return float(value)
-
-
 def _names(value: Any, file: str, field_name: str, allowed: tuple[str, ...] | None = None):
     if isinstance(value, str):
         value = [value]
@@ -262,13 +215,6 @@ def _names(value: Any, file: str, field_name: str, allowed: tuple[str, ...] | No
             if v not in allowed:
                 raise InputError(file, field_name, f"names from {list(allowed)}", v)
     return tuple(value)
-
-
-def _check_keys(d: dict, allowed: set[str], file: str, where: str) -> None:
-    for key in d:
-        if key not in allowed:
-            path = f"{where}.{key}" if where else str(key)
-            raise InputError(file, path, f"one of the known fields {sorted(allowed)}")
 
 
 TOP_FIELDS = {
@@ -318,7 +264,7 @@ OBJECTIVE_FIELDS = {
 def _parse(d: Any, file: str) -> SloSpec:
     if not isinstance(d, dict):
         raise InputError(file, "document", "a mapping with objectives")
-    _check_keys(d, TOP_FIELDS, file, "")
+    check_keys(d, TOP_FIELDS, file, "")
     name = d.get("name") or Path(file).stem
     if not isinstance(name, str):
         raise InputError(file, "name", "a string", name)
@@ -327,17 +273,17 @@ def _parse(d: Any, file: str) -> SloSpec:
     if "period" in d:
         spec.period_days = parse_duration(d["period"], file, "period") / 86400.0
     if "period_days" in d:
-        spec.period_days = _number(d["period_days"], file, "period_days")
+        spec.period_days = number(d["period_days"], file, "period_days")
     if spec.period_days <= 0:
         raise InputError(file, "period", "a period longer than zero")
     if "availability_objective" in d:
-        spec.availability_objective = _ratio(
+        spec.availability_objective = ratio(
             d["availability_objective"], file, "availability_objective"
         )
     if not 0 < spec.availability_objective < 1:
         raise InputError(file, "availability_objective", "a ratio strictly between 0 and 1")
     if d.get("period_requests") is not None:
-        spec.period_requests = _number(d["period_requests"], file, "period_requests")
+        spec.period_requests = number(d["period_requests"], file, "period_requests")
     spec.prices = _prices(d.get("prices", {}), file)
     if "fallback_names" in d:
         spec.fallback_names = _names(d["fallback_names"], file, "fallback_names")
@@ -352,15 +298,15 @@ def _parse(d: Any, file: str) -> SloSpec:
     spec.alerts = _alerts(d.get("alerts", list(DEFAULT_ALERTS)), file)
     _recovery(spec, d.get("recovery", {}), file)
     if "min_tail_samples" in d:
-        spec.min_tail_samples = int(_number(d["min_tail_samples"], file, "min_tail_samples", 1))
+        spec.min_tail_samples = int(number(d["min_tail_samples"], file, "min_tail_samples", 1))
     if "alert_min_events" in d:
-        spec.alert_min_events = int(_number(d["alert_min_events"], file, "alert_min_events", 1))
+        spec.alert_min_events = int(number(d["alert_min_events"], file, "alert_min_events", 1))
     if "bootstrap_resamples" in d:
         spec.bootstrap_resamples = int(
-            _number(d["bootstrap_resamples"], file, "bootstrap_resamples", 100)
+            number(d["bootstrap_resamples"], file, "bootstrap_resamples", 100)
         )
     if "confidence" in d:
-        spec.confidence = _ratio(d["confidence"], file, "confidence")
+        spec.confidence = ratio(d["confidence"], file, "confidence")
         if not 0.5 <= spec.confidence < 1:
             raise InputError(file, "confidence", "a level between 0.5 and 1", d["confidence"])
     _score(spec, d.get("score", {}), file)
@@ -407,9 +353,9 @@ def _prices(value: Any, file: str) -> dict[str, dict[str, float]]:
         where = f"prices.{provider}"
         if not isinstance(price, dict):
             raise InputError(file, where, "a mapping {input, output} per 1M tokens", price)
-        _check_keys(price, {"input", "output"}, file, where)
+        check_keys(price, {"input", "output"}, file, where)
         out[str(provider)] = {
-            k: _number(price.get(k, 0.0), file, f"{where}.{k}") for k in ("input", "output")
+            k: number(price.get(k, 0.0), file, f"{where}.{k}") for k in ("input", "output")
         }
     return out
 
@@ -422,9 +368,7 @@ def _alerts(value: Any, file: str) -> list[AlertRule]:
         where = f"alerts[{i}]"
         if not isinstance(a, dict):
             raise InputError(file, where, "a mapping {name, burn_rate, long_window, short_window}")
-        _check_keys(
-            a, {"name", "severity", "burn_rate", "long_window", "short_window"}, file, where
-        )
+        check_keys(a, {"name", "severity", "burn_rate", "long_window", "short_window"}, file, where)
         for k in ("burn_rate", "long_window", "short_window"):
             if k not in a:
                 raise InputError(file, f"{where}.{k}", "a value (the field is required)")
@@ -432,7 +376,7 @@ def _alerts(value: Any, file: str) -> list[AlertRule]:
         short_s = parse_duration(a["short_window"], file, f"{where}.short_window")
         if not 0 < short_s <= long_s:
             raise InputError(file, f"{where}.short_window", "a window > 0 and <= long_window")
-        burn = _number(a["burn_rate"], file, f"{where}.burn_rate")
+        burn = number(a["burn_rate"], file, f"{where}.burn_rate")
         name = str(a.get("name") or f"burn-{burn:g}x")
         rules.append(AlertRule(name, str(a.get("severity", "page")), burn, long_s, short_s))
     return rules
@@ -441,7 +385,7 @@ def _alerts(value: Any, file: str) -> list[AlertRule]:
 def _recovery(spec: SloSpec, value: Any, file: str) -> None:
     if not isinstance(value, dict):
         raise InputError(file, "recovery", "a mapping {window, hold}")
-    _check_keys(value, {"window", "hold"}, file, "recovery")
+    check_keys(value, {"window", "hold"}, file, "recovery")
     if "window" in value:
         spec.recovery_window_s = parse_duration(value["window"], file, "recovery.window")
         if spec.recovery_window_s <= 0:
@@ -453,9 +397,9 @@ def _recovery(spec: SloSpec, value: Any, file: str) -> None:
 def _score(spec: SloSpec, value: Any, file: str) -> None:
     if not isinstance(value, dict):
         raise InputError(file, "score", "a mapping {pass, warning} of percentages")
-    _check_keys(value, {"pass", "warning"}, file, "score")
-    spec.score_pass = _number(value.get("pass", spec.score_pass), file, "score.pass")
-    spec.score_warn = _number(value.get("warning", spec.score_warn), file, "score.warning")
+    check_keys(value, {"pass", "warning"}, file, "score")
+    spec.score_pass = number(value.get("pass", spec.score_pass), file, "score.pass")
+    spec.score_warn = number(value.get("warning", spec.score_warn), file, "score.warning")
     if not 0 <= spec.score_warn <= spec.score_pass <= 100:
         raise InputError(file, "score", "0 <= warning <= pass <= 100")
 
@@ -463,42 +407,31 @@ def _score(spec: SloSpec, value: Any, file: str) -> None:
 def _regression(spec: SloSpec, value: Any, file: str) -> None:
     if not isinstance(value, dict):
         raise InputError(file, "regression", "a mapping {alpha, latency, error_ratio}")
-    _check_keys(value, {"alpha", "latency", "error_ratio"}, file, "regression")
+    check_keys(value, {"alpha", "latency", "error_ratio"}, file, "regression")
     if "alpha" in value:
-        spec.regression_alpha = _ratio(value["alpha"], file, "regression.alpha")
+        spec.regression_alpha = ratio(value["alpha"], file, "regression.alpha")
     if "latency" in value:
-        spec.regression_latency = _ratio(value["latency"], file, "regression.latency")
+        spec.regression_latency = ratio(value["latency"], file, "regression.latency")
     if "error_ratio" in value:
-        spec.regression_error_ratio = _ratio(value["error_ratio"], file, "regression.error_ratio")
+        spec.regression_error_ratio = ratio(value["error_ratio"], file, "regression.error_ratio")
 
 
 def _objective(item: Any, file: str, where: str, default_phases: tuple[str, ...]) -> Objective:
     if not isinstance(item, dict):
         raise InputError(file, where, "a mapping {sli, threshold, ...}", item)
-    _check_keys(item, OBJECTIVE_FIELDS, file, where)
-    sli = item.get("sli")
-    if sli not in SLIS:
-        raise InputError(file, f"{where}.sli", f"one of {list(SLIS)}", sli)
-    kw: dict[str, Any] = {"sli": sli}
-    percentile = None
-    if sli in LATENCY_SLIS:
-        if "percentile" not in item:
-            raise InputError(file, f"{where}.percentile", "a percentile like 95 or 99.9")
-        percentile = _number(item["percentile"], file, f"{where}.percentile")
-        if not 0 < percentile < 100:
-            raise InputError(file, f"{where}.percentile", "a number between 0 and 100", percentile)
-        kw["percentile"] = percentile
-        kw["clock"] = item.get("clock", "sent")
-        if kw["clock"] not in ("sent", "scheduled"):
-            raise InputError(file, f"{where}.clock", "sent or scheduled", kw["clock"])
-    elif "percentile" in item:
-        raise InputError(file, f"{where}.percentile", f"no percentile for sli {sli}")
+    check_keys(item, OBJECTIVE_FIELDS, file, where)
+    name = item.get("sli")
+    if not isinstance(name, str) or name not in SLIS:
+        raise InputError(file, f"{where}.sli", f"one of {list(SLIS)}", name)
+    sli = SLIS[name]
+    kw: dict[str, Any] = {"sli": name, **sli.fields(item, file, where)}
+    percentile = kw.get("percentile")
     if "threshold" not in item:
         raise InputError(file, f"{where}.threshold", "a value (the field is required)")
-    kw["threshold"] = _threshold(sli, item["threshold"], file, f"{where}.threshold")
+    kw["threshold"] = sli.threshold(item["threshold"], file, f"{where}.threshold")
     if item.get("warn") is not None:
-        kw["warn"] = _threshold(sli, item["warn"], file, f"{where}.warn")
-    op = item.get("op", DEFAULT_OP[sli])
+        kw["warn"] = sli.threshold(item["warn"], file, f"{where}.warn")
+    op = item.get("op", sli.op)
     if op not in OPS:
         raise InputError(file, f"{where}.op", f"one of {list(OPS)}", op)
     kw["op"] = op
@@ -512,47 +445,12 @@ def _objective(item: Any, file: str, where: str, default_phases: tuple[str, ...]
     if "tiers" in item:
         kw["tiers"] = _names(item["tiers"], file, f"{where}.tiers")
     if "weight" in item:
-        kw["weight"] = _number(item["weight"], file, f"{where}.weight")
+        kw["weight"] = number(item["weight"], file, f"{where}.weight")
     if "key" in item:
         kw["key"] = _bool(item["key"], file, f"{where}.key")
-    if sli == "promql":
-        if not isinstance(item.get("query"), str) or not item["query"].strip():
-            raise InputError(file, f"{where}.query", "a PromQL expression")
-        kw["query"] = item["query"]
-    if sli == "metric":
-        if not isinstance(item.get("metric"), str) or not item["metric"]:
-            raise InputError(file, f"{where}.metric", "a series name of metrics.parquet")
-        kw["metric"] = item["metric"]
-        kw["agg"] = item.get("agg", "max")
-        if kw["agg"] not in METRIC_AGGS:
-            raise InputError(file, f"{where}.agg", f"one of {list(METRIC_AGGS)}", kw["agg"])
-        labels = item.get("labels", {})
-        if not isinstance(labels, dict):
-            raise InputError(file, f"{where}.labels", "a mapping of label to value", labels)
-        kw["labels"] = {str(k): str(v) for k, v in labels.items()}
-    if sli == "goodput" and "latency" in item:
-        lat = item["latency"]
-        if not isinstance(lat, dict):
-            raise InputError(file, f"{where}.latency", "a mapping like {ttft: 500ms}", lat)
-        _check_keys(lat, {"ttft", "tpot", "e2e"}, file, f"{where}.latency")
-        kw["latency"] = {k: parse_duration(v, file, f"{where}.latency.{k}") for k, v in lat.items()}
     kw["description"] = str(item.get("description", ""))
-    default_id = sli if percentile is None else f"{sli}-p{percentile:g}"
+    default_id = name if percentile is None else f"{name}-p{percentile:g}"
     if kw.get("tiers") and len(kw["tiers"]) == 1 and "id" not in item:
         default_id += f"-{kw['tiers'][0]}"
     kw["id"] = str(item.get("id") or default_id)
     return Objective(**kw)
-
-
-def _threshold(sli: str, value: Any, file: str, where: str) -> float:
-    if sli in LATENCY_SLIS or sli in TIME_SLIS:
-        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
-            # "500" reads as 500 seconds where its writer almost surely meant milliseconds
-            expected = "a duration with its unit, such as 500ms or 2s (a number is seconds)"
-            raise InputError(file, where, expected, value)
-        return parse_duration(value, file, where)
-    if sli in RATIO_SLIS:
-        return _ratio(value, file, where)
-    if sli in ("promql", "metric") and isinstance(value, str):
-        return parse_duration(value, file, where)  # a server-side latency: "500ms"
-    return _number(value, file, where, minimum=None)
