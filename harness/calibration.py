@@ -174,8 +174,11 @@ def measure_load(url: str, spec: dict, run_dir: Path, kind: str, skip: int = 0) 
     settled = df.iloc[skip:] if len(df) > 2 * skip else df
     ok = settled[settled.status == "ok"]
     if ok.empty:
-        raise CalibrationError(f"{url}: no request of the {run_dir.name} load succeeded"
-                               f" (see {run_dir / 'load'})")  # fmt: skip
+        kinds = settled.error_kind.fillna("none").value_counts().head(3)
+        seen = ", ".join(f"{k} x{v}" for k, v in kinds.items()) or "no records"
+        where = f"{run_dir.parent.name}/{run_dir.name}"
+        raise CalibrationError(f"{url}: no request of the {where} load succeeded "
+                               f"({seen}; see {run_dir / 'load'})")  # fmt: skip
     burst = (ok.output_tokens >= BURST_MIN_TOKENS) & (ok.e2e_s - ok.ttft_s < BURST_SHARE * ok.e2e_s)
     if not burst.all():
         ok = ok[~burst]
@@ -283,9 +286,17 @@ def calibrate(facts: EngineFacts, design: Design, work_dir: Path, max_num_seqs: 
     plan = [("length", 1, p, design.sweep_output_tokens) for p in design.prompt_lengths]
     plan += [("concurrency", n, design.prompt_tokens, spread) for n in design.concurrency]
     for seed, (kind, n, prompt, output) in enumerate(plan, start=1):
-        for attempt in range(1, ATTEMPTS + 1):  # a point all in bursts says nothing: again
+        # a point all in bursts says nothing, and one whose every request failed (a busy
+        # machine, a passing engine stall) may go through on another try
+        for attempt in range(1, ATTEMPTS + 1):
             run_dir = work_dir / f"{kind}-c{n}-p{prompt}" / f"attempt-{attempt}"
-            point = measure_point(facts, kind, n, prompt, output, design.point_s, run_dir, seed)
+            try:
+                point = measure_point(facts, kind, n, prompt, output, design.point_s, run_dir,
+                                      seed)  # fmt: skip
+            except CalibrationError:
+                if attempt == ATTEMPTS:
+                    raise
+                continue
             if not point.all_bursts or point.engine_measured:
                 break
         points.append(point)
