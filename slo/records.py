@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from aichaos.rundir import REQUEST_SCHEMA, REQUESTS_DIR
+from aichaos.rundir import REQUESTS_DIR, read_requests
 
 
 @dataclass
@@ -152,36 +151,6 @@ COLUMNS = (
     "length_source",
     "length_capped",
 )
-SCHEMA = pa.schema([REQUEST_SCHEMA.field(c) for c in COLUMNS])
-
-
-def _read_chunk(path: Path) -> tuple[pa.Table | None, str]:
-    try:
-        present = set(pq.read_schema(path).names)
-        table = pq.read_table(path, columns=[c for c in COLUMNS if c in present])
-    except (OSError, pa.ArrowException) as exc:
-        return None, f"{path.name}: unreadable chunk skipped ({exc})"
-    columns = [
-        table.column(f.name).cast(f.type) if f.name in present else pa.nulls(len(table), f.type)
-        for f in SCHEMA
-    ]
-    return pa.Table.from_arrays(columns, schema=SCHEMA), ""
-
-
-def read_columns(run_dir: Path) -> tuple[pa.Table, list[str]]:
-    """The request chunks, ``COLUMNS`` only, tolerant as ``rundir.read_requests`` is: a
-    truncated chunk is skipped with a note, a missing column is filled with nulls."""
-    folder = Path(run_dir) / REQUESTS_DIR
-    if not folder.is_dir():
-        return SCHEMA.empty_table(), [f"{folder}: missing"]
-    paths = sorted(folder.glob("*.parquet"))
-    # one chunk at a time: a thread pool over files cost more CPU than it saved on 2 cores
-    results = [_read_chunk(path) for path in paths]
-    tables = [t for t, _ in results if t is not None]
-    notes = [n for _, n in results if n]
-    if not tables:
-        return SCHEMA.empty_table(), notes
-    return pa.concat_tables(tables), notes
 
 
 def _reorder_itl(values: np.ndarray, offsets: np.ndarray, order: np.ndarray):
@@ -305,5 +274,5 @@ def chunk_gaps(run_dir: Path) -> list[str]:
 
 
 def load(run_dir: Path) -> tuple[Records, list[str]]:
-    table, notes = read_columns(run_dir)
+    table, notes = read_requests(run_dir, COLUMNS)
     return from_table(table), notes + chunk_gaps(run_dir)

@@ -26,7 +26,8 @@ import yaml
 from conftest import REPO, vllm_python, wait_for
 
 from aichaos.harness.topology import load_topology
-from aichaos.slo.records import read_columns
+from aichaos.rundir import read_requests
+from aichaos.slo.records import COLUMNS
 
 DATA = REPO / "tests" / "data" / "vllm_gameday"
 KV_BLOCKS = 17  # of 128 tokens on the CPU build, one kept back: 2048 tokens, a few requests
@@ -146,7 +147,7 @@ def test_game_day_survives_an_outage_and_a_replica_kill(game_day):
     assert killed, "llm-1 never exited on SIGKILL"
     after = [e["kind"] for e in events if e["name"] == "llm-1" and e["t"] > killed[0]["t"]]
     assert "restart" in after and "ready" in after, after
-    table, _ = read_columns(run_dir)
+    table, _ = read_requests(run_dir, COLUMNS)
     rows = table.to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) >= 0.9 * len(rows), f"{len(rows) - len(ok)} of {len(rows)} requests failed"

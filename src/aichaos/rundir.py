@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,35 +212,42 @@ def read_events(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return events, notes
 
 
-def read_requests(run_dir: Path) -> tuple[pa.Table, list[str]]:
-    """All request chunks as one table with ``REQUEST_SCHEMA``, and notes on chunks that could
-    not be read (missing columns are filled with nulls; a truncated file is skipped)."""
+def read_requests(
+    run_dir: Path, columns: Sequence[str] | None = None
+) -> tuple[pa.Table, list[str]]:
+    """The request chunks as one table with ``REQUEST_SCHEMA`` (or its ``columns`` only, in
+    that order), and notes on what could not be read: a truncated or unreadable chunk is
+    skipped with a note, a column a chunk lacks (written by an older aichaos) is nulls. The
+    only reader of the records: every other module takes its table."""
     import pyarrow.parquet as pq
 
+    schema = pa.schema([REQUEST_SCHEMA.field(c) for c in columns]) if columns else REQUEST_SCHEMA
     folder = Path(run_dir) / REQUESTS_DIR
+    if not folder.is_dir():
+        return schema.empty_table(), [f"{folder}: missing"]
     tables, notes = [], []
-    for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+    # one chunk at a time: a thread pool over files cost more CPU than it saved on 2 cores
+    for path in sorted(folder.glob("*.parquet")):
         try:
-            table = pq.read_table(path)
+            present = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[f.name for f in schema if f.name in present])
         except (OSError, pa.ArrowException) as exc:
             notes.append(f"{path.name}: unreadable chunk skipped ({exc})")
             continue
-        tables.append(_conform(table))
-    if not folder.is_dir():
-        notes.append(f"{folder}: missing")
+        tables.append(_conform(table, schema))
     if not tables:
-        return REQUEST_SCHEMA.empty_table(), notes
+        return schema.empty_table(), notes
     return pa.concat_tables(tables), notes
 
 
-def _conform(table: pa.Table) -> pa.Table:
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = []
-    for field in REQUEST_SCHEMA:
+    for field in schema:
         if field.name in table.column_names:
             columns.append(table.column(field.name).cast(field.type))
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=REQUEST_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def settled_status(manifest: dict[str, Any]) -> str:
