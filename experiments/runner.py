@@ -37,7 +37,7 @@ from chaoslib.exceptions import ChaosException
 from chaoslib.run import RunEventHandler, Runner
 from chaoslib.types import Strategy
 
-from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, EventLog, write_json
+from aichaos.rundir import EVENTS_JSONL, JOURNAL_JSON, EventKind, EventLog, write_json
 from aichaos.schedule import ActionTiming, action_timing, experiment_timing
 
 from . import clock, policy
@@ -246,7 +246,7 @@ class ChaosRun:
             round(window.start - (self.t0 + float(window.at)), 3) if window.at is not None else None
         )
         detail["output"] = output
-        self.events.emit("fault", window.name, "start", detail, t=window.start)
+        self.events.emit(EventKind.FAULT, window.name, "start", detail, t=window.start)
 
     def _close(self, window: _Window, reason: str) -> None:
         with self._lock:
@@ -254,7 +254,7 @@ class ChaosRun:
                 return
             window.end = time.time()
         detail = self._detail(window.activity, undo=window.undo, reason=reason)
-        self.events.emit("fault", window.name, "end", detail, t=window.end)
+        self.events.emit(EventKind.FAULT, window.name, "end", detail, t=window.end)
 
     def close_windows(self, undo: str | None, reason: str) -> None:
         """Close the open windows this rollback undoes (``undo`` None: all still open)."""
@@ -266,7 +266,7 @@ class ChaosRun:
 
     def emit_rollback(self, activity: dict[str, Any], action: str, **more: Any) -> None:
         detail = self._detail(activity, **more)
-        self.events.emit("rollback", str(activity.get("name")), action, detail)
+        self.events.emit(EventKind.ROLLBACK, str(activity.get("name")), action, detail)
 
     # --- the thread ---------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class ChaosRun:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False  # chaoslib's own lines go to the log file, not the user's terminal
-        self.events.emit("experiment", self.title, "start", {"experiment": self.title})
+        self.events.emit(EventKind.EXPERIMENT, self.title, "start", {"experiment": self.title})
         journal: dict[str, Any] | None = None
         try:
             runner = Runner(Strategy.DEFAULT)
@@ -314,7 +314,7 @@ class ChaosRun:
                 write_json(self.run_dir / JOURNAL_JSON, journal)
             finally:
                 detail = {"experiment": self.title, "status": status, "deviated": self.deviated}
-                self.events.emit("experiment", self.title, "end", detail)
+                self.events.emit(EventKind.EXPERIMENT, self.title, "end", detail)
                 clock.RUNS.pop(self.key, None)
                 log.removeHandler(handler)
                 handler.close()

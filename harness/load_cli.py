@@ -27,7 +27,7 @@ from aichaos import exits
 from aichaos.errors import BadInput, NotCompleted
 from aichaos.harness.urls import check_url, unreachable
 from aichaos.processes import ProcessRef
-from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventLog, InputError, write_json
+from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventKind, EventLog, InputError, write_json
 from aichaos.units import parse_duration
 from aichaos.waiting import wait_until
 
@@ -121,7 +121,7 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     t0 = runner.start()
     manifest["t0"] = t0
     write_json(run_dir / RUN_JSON, manifest)
-    events.emit("load", scenario.name, "start", {"t0": t0, "workers": workers}, t=t0)
+    events.emit(EventKind.LOAD, scenario.name, "start", {"t0": t0, "workers": workers}, t=t0)
     tty = sys.stderr.isatty()
     typer.echo(f"run directory: {run_dir}", err=True)
     if runner.distributed and not is_loopback_name(master_bind):
@@ -149,7 +149,7 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     if final.get("refused_workers"):
         typer.echo(f"warning: {final['refused_workers']} worker connection(s) refused for lacking "
                    "the run's token; none of their rows were recorded", err=True)  # fmt: skip
-    events.emit("load", scenario.name, "end", {"exit_code": code, "sent": final["sent"]})
+    events.emit(EventKind.LOAD, scenario.name, "end", {"exit_code": code, "sent": final["sent"]})
     manifest["ended_at"] = time.time()
     manifest["status"] = (
         "aborted" if interrupted["flag"] else ("completed" if code == 0 else "failed")

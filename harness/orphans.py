@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 from aichaos.processes import ProcessRef, wait_until_gone
-from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, RUN_JSON, EventLog, read_manifest
+from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, RUN_JSON, EventKind, EventLog, read_manifest
 
 from .stack_state import (
     STACK_MARKER,
@@ -212,7 +212,7 @@ def _roll_back(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[s
         "aichaos_stack_file": str(run_dir / STATE_FILE),
     }
     notes = restore_all(configuration)
-    events.emit("rollback", "restore-all", "instant", {"notes": notes})
+    events.emit(EventKind.ROLLBACK, "restore-all", "instant", {"notes": notes})
     return notes
 
 
@@ -220,7 +220,7 @@ def _stop_services(run_dir: Path, state: dict[str, Any], events: EventLog) -> li
     live = stack_services(run_dir, state)
     stop_groups([(ref.pid, ref.start_time) for ref in live.values()])
     for name, ref in live.items():
-        events.emit("stop", name, "instant", {"pid": ref.pid})
+        events.emit(EventKind.STOP, name, "instant", {"pid": ref.pid})
     return [ref.pid for ref in live.values()]
 
 

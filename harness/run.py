@@ -38,6 +38,7 @@ from aichaos.rundir import (
     INTERRUPT,
     RUN_JSON,
     SUMMARY_MD,
+    EventKind,
     EventLog,
     InputError,
     read_events,
@@ -358,7 +359,7 @@ class GameDay:
             chaos.t0 = self.t0
             chaos.start()
             self.chaos = chaos  # only a started run is stopped and waited for
-        self.events.emit("run", self.plan.run_id, "start", {"t0": self.t0}, t=self.t0)
+        self.events.emit(EventKind.RUN, self.plan.run_id, "start", {"t0": self.t0}, t=self.t0)
         self._watch()
 
     def _watch(self) -> None:
@@ -414,7 +415,7 @@ class GameDay:
             _guarded(self.load.stop)
             _guarded(self.load.wait, 30)
         if self.events is not None and self.t0 is not None:
-            self.events.emit("run", self.plan.run_id, "end", {"status": self.status})
+            self.events.emit(EventKind.RUN, self.plan.run_id, "end", {"status": self.status})
         self._collect_metrics()
 
     def _collect_metrics(self) -> None:
@@ -434,7 +435,7 @@ class GameDay:
 
         self._write_manifest()  # the evaluation reads the run's status from run.json
         self._stage("evaluation")
-        self.events.emit("evaluation", self.plan.run_id, "start")
+        self.events.emit(EventKind.EVALUATION, self.plan.run_id, "start")
         baseline = self.plan.options.baseline
         try:
             stopped, result = self.signals.interruptible(
@@ -453,7 +454,7 @@ class GameDay:
             self.progress.say(self.problem)
             traceback.print_exc(file=sys.stderr)
             return
-        self.events.emit("evaluation", self.plan.run_id, "end", {"stopped": stopped})
+        self.events.emit(EventKind.EVALUATION, self.plan.run_id, "end", {"stopped": stopped})
         if result is None:
             self._catch_up()
             self.progress.say("interrupted during the evaluation: the run is not evaluated")

@@ -29,7 +29,7 @@ from aichaos.errors import NotCompleted
 from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyError
 from aichaos.loopback import free_port as loopback_port
 from aichaos.processes import ProcessRef, process_start_time
-from aichaos.rundir import EventLog
+from aichaos.rundir import EventKind, EventLog
 
 from . import owner_watch
 from . import prometheus as prom
@@ -305,14 +305,18 @@ class Supervisor:
         """Start every service and wait until all are ready. On failure (or when ``interrupt``
         is set) everything started is stopped and ``StackStartError`` / ``StackInterrupted``
         raised."""
-        self.events.emit("stack", self.topology.name, "start", {"run_dir": str(self.run_dir)})
+        self.events.emit(
+            EventKind.STACK, self.topology.name, "start", {"run_dir": str(self.run_dir)}
+        )
         if self.pointer is not None:
             write_pointer(self.pointer, self.run_dir, os.getpid())
         # before any service: whatever this process dies of, someone stops what it started
         self.watch = owner_watch.spawn(self.run_dir, ProcessRef.current())
         if self.prometheus_info and self.prometheus_info.get("skipped"):
             reason = self.prometheus_info["skipped"]
-            self.events.emit("prometheus", prom.SERVICE_NAME, "instant", {"skipped": reason})
+            self.events.emit(
+                EventKind.PROMETHEUS, prom.SERVICE_NAME, "instant", {"skipped": reason}
+            )
             print(f"aichaos stack: prometheus not started: {reason}", file=sys.stderr)
         self._save()
         try:
@@ -328,7 +332,7 @@ class Supervisor:
             self.ready_at = time.time()
             self._save()
         self.events.emit(
-            "stack", self.topology.name, "instant", {"status": "ready", "urls": self.urls()}
+            EventKind.STACK, self.topology.name, "instant", {"status": "ready", "urls": self.urls()}
         )
 
     def _start_all(self, interrupt: StopFlag) -> None:
@@ -401,7 +405,7 @@ class Supervisor:
             with self._lock:
                 p.state, p.started_at, p.ready_at = READY, time.time(), time.time()
                 self._save()
-            self.events.emit("external", p.name, "instant", {"url": p.url})
+            self.events.emit(EventKind.EXTERNAL, p.name, "instant", {"url": p.url})
             return
         command, env = self._command(p)
         attempt = p.restarts + 1
@@ -425,7 +429,7 @@ class Supervisor:
                 with self._lock:
                     p.state = RESTARTING
                     p.restart_at = time.monotonic() + max(p.spec.restart_delay, 1.0)
-                self.events.emit("exit", p.name, "instant", {"error": str(exc)})
+                self.events.emit(EventKind.EXIT, p.name, "instant", {"error": str(exc)})
                 return
         with self._lock:
             p.popen = popen
@@ -438,7 +442,7 @@ class Supervisor:
             p.probe_note = ""
             self._save()
         detail = {"pid": popen.pid, "port": p.port, "attempt": attempt}
-        self.events.emit("start", p.name, "instant", detail)
+        self.events.emit(EventKind.START, p.name, "instant", detail)
 
     def _check_starting(self, p: Managed, starting: bool) -> None:
         code = p.popen.poll() if p.popen is not None else None
@@ -458,7 +462,7 @@ class Supervisor:
             if starting:
                 raise self._fail(p, why)
             # a restarted service that never gets ready is replaced, as a liveness probe would
-            self.events.emit("not_ready", p.name, "instant", {"pid": p.pid, "reason": why})
+            self.events.emit(EventKind.NOT_READY, p.name, "instant", {"pid": p.pid, "reason": why})
             self._kill_group(p, signal.SIGKILL)
 
     def _on_ready(self, p: Managed, starting: bool) -> None:
@@ -468,11 +472,11 @@ class Supervisor:
             except ToxiproxyError as exc:
                 if starting:
                     raise self._fail(p, f"could not create the proxies: {exc}") from None
-                self.events.emit("proxies", p.name, "instant", {"error": str(exc)})
+                self.events.emit(EventKind.PROXIES, p.name, "instant", {"error": str(exc)})
         ready_at = time.time()
         after = round(ready_at - (p.started_at or ready_at), 3)
         # the event is written before the state says ready, so whoever sees READY finds the event
-        self.events.emit("ready", p.name, "instant", {"pid": p.pid, "after_s": after})
+        self.events.emit(EventKind.READY, p.name, "instant", {"pid": p.pid, "after_s": after})
         with self._lock:
             p.state = READY
             p.crashes = 0
@@ -495,7 +499,7 @@ class Supervisor:
         with self._lock:
             # kept, so a restarted proxy server listens where the dependents already point
             self.proxy_listen = {name: proxy.listen for name, proxy in created.items()}
-        self.events.emit("proxies", p.name, "instant", {"listen": dict(self.proxy_listen)})
+        self.events.emit(EventKind.PROXIES, p.name, "instant", {"listen": dict(self.proxy_listen)})
 
     @staticmethod
     def _upstream(p: Managed, enabled: bool) -> tuple[str, bool, bool]:
@@ -521,7 +525,7 @@ class Supervisor:
             p.restart_at = time.monotonic() + delay
             self._save()
         detail["restart_in_s"] = delay
-        self.events.emit("exit", p.name, "instant", detail)
+        self.events.emit(EventKind.EXIT, p.name, "instant", detail)
         if p.pid is not None:
             signal_group(p.pid, signal.SIGKILL)  # children it left behind would hold its port
 
@@ -546,7 +550,7 @@ class Supervisor:
                 with self._lock:
                     p.restarts += 1
                 detail = {"attempt": p.restarts + 1}
-                self.events.emit("restart", p.name, "instant", detail)
+                self.events.emit(EventKind.RESTART, p.name, "instant", detail)
                 self._launch(p)
 
     def run(self, stop: StopFlag | None = None) -> None:
@@ -576,7 +580,9 @@ class Supervisor:
                 raise StackError(f"service {name!r} is not running (state {p.state})")
             pid = p.pid
             signal_group(pid, sig)
-        self.events.emit("kill", name, "instant", {"pid": pid, "signal": signal.Signals(sig).name})
+        self.events.emit(
+            EventKind.KILL, name, "instant", {"pid": pid, "signal": signal.Signals(sig).name}
+        )
         return pid
 
     def url(self, name: str) -> str:
@@ -704,13 +710,13 @@ class Supervisor:
             for p in running:
                 assert p.popen is not None
                 detail = _exit_detail(p.pid, p.popen.returncode)
-                self.events.emit("stop", p.name, "instant", detail)
+                self.events.emit(EventKind.STOP, p.name, "instant", detail)
             for p in self.procs.values():
                 p.state = STOPPED
             self.status = status
             self.stopped_at = time.time()
             self._save()
-        self.events.emit("stack", self.topology.name, "end", {"status": status})
+        self.events.emit(EventKind.STACK, self.topology.name, "end", {"status": status})
         self._end_watch()
         if self.pointer is not None:
             clear_pointer(self.pointer, self.run_dir)

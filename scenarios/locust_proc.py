@@ -52,7 +52,7 @@ from aichaos import exits  # noqa: E402
 from aichaos.load_health import REFUSALS_KEPT, LoadHealth, Refusal  # noqa: E402
 from aichaos.loopback import is_loopback_name  # noqa: E402
 from aichaos.processes import OwnerWatch, ProcessRef  # noqa: E402
-from aichaos.rundir import EVENTS_JSONL, EventLog  # noqa: E402
+from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog  # noqa: E402
 
 from .engine import MAX_IN_FLIGHT, Dispatcher  # noqa: E402
 from .records import RecordWriter, warm_up  # noqa: E402
@@ -340,7 +340,9 @@ class Collector:
             self.last_warning_at[worker] = now
             self.progress.warnings.append(warning)
             print(f"warning: {warning}", file=sys.stderr, flush=True)
-            self.events.emit("load", "timing_warning", detail={"worker": worker, "why": warning})
+            self.events.emit(
+                EventKind.LOAD, "timing_warning", detail={"worker": worker, "why": warning}
+            )
         self.progress.write(self.t0)
 
     def refused(self, refusal: Refusal) -> None:
@@ -352,7 +354,7 @@ class Collector:
         message = f"refused a load worker ({refusal.client}): {refusal.why}"
         self.progress.warnings.append(message)
         print(f"warning: {message}", file=sys.stderr, flush=True)
-        self.events.emit("load", "worker_refused", detail=refusal.model_dump())
+        self.events.emit(EventKind.LOAD, "worker_refused", detail=refusal.model_dump())
         self.progress.write(self.t0)
 
     def dropped(self, rows: int) -> None:
@@ -651,7 +653,9 @@ def _record_lost_worker(collector: Collector, scenario: Scenario, worker: str, s
     message = f"{worker}: worker lost; {len(rows)} unreported requests recorded as errors"
     print(f"warning: {message}", file=sys.stderr, flush=True)
     collector.progress.warnings.append(message)
-    collector.events.emit("load", "worker_lost", detail={"worker": worker, "requests": len(rows)})
+    collector.events.emit(
+        EventKind.LOAD, "worker_lost", detail={"worker": worker, "requests": len(rows)}
+    )
     if rows:
         collector.rows(worker, rows)
 

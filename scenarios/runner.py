@@ -32,7 +32,7 @@ from typing import Any
 
 from aichaos.loopback import free_port, is_wildcard
 from aichaos.processes import ProcessRef
-from aichaos.rundir import EVENTS_JSONL, EventLog, write_json
+from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, write_json
 from aichaos.waiting import wait_until
 
 from .schedule import build_schedule
@@ -95,7 +95,7 @@ class LoadRunner:
         self.sizing = result.wire
         write_json(self.load_dir / f"{self.name}.sizing.json", result.summary)
         events = EventLog(self.run_dir / EVENTS_JSONL, source="load")
-        events.emit("load", "prompt_sizing", detail=result.summary)
+        events.emit(EventKind.LOAD, "prompt_sizing", detail=result.summary)
         for note in result.summary["notes"]:
             print(f"note: prompt lengths: {note}", file=sys.stderr)
         return result.summary

@@ -3,19 +3,21 @@
 - ``all``: the whole run, warm-up included (rundir contract).
 - ``baseline``: warm-up end → first fault start (or run end when there is no fault).
 - ``fault:<name>``: each fault window, from an event pair ``kind: "fault"`` start/end with the
-  same ``name``; when the log has no ``fault`` events, ``kind: "action"`` pairs whose
-  ``detail.fault`` names the fault are used. A second window of the same name is
-  ``fault:<name>#2``. A start without an end lasts to the run's end (and is noted).
+  same ``name`` (``EventKind.FAULT``, written by the experiment runner). A second window of the
+  same name is ``fault:<name>#2``. A start without an end lasts to the run's end (and is
+  noted).
 - ``recovery``: last fault end → run end.
 
-Warm-up: a ``kind: "phase", name: "warmup"`` start/end pair if present, else ``warmup_s`` of
-run.json after ``started_at``. Gaps between two faults belong to ``all`` only.
+Warm-up: ``warmup_s`` of run.json after ``started_at``. Gaps between two faults belong to
+``all`` only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from aichaos.rundir import EventKind
 
 
 @dataclass
@@ -49,10 +51,11 @@ class Phase:
 def run_span(
     manifest: dict[str, Any], events: list[dict], t_first: float | None, t_last: float | None
 ) -> tuple[float, float]:
-    """Run start and end: run.json first, then the load phase events, then the records."""
+    """Run start and end: run.json first, then the run's (or the load's) start and end
+    events, then the records."""
     start = manifest.get("started_at")
     end = manifest.get("ended_at")
-    load = [e for e in events if e.get("kind") == "phase" and e.get("name") == "load"]
+    load = [e for e in events if e.get("kind") in (EventKind.RUN, EventKind.LOAD)]
     if start is None:
         starts = [e["t"] for e in load if e.get("action") == "start"]
         start = starts[0] if starts else t_first
@@ -73,25 +76,19 @@ def fault_windows(events: list[dict], run_end: float) -> tuple[list[dict], list[
     seconds; ``open``: still on when the run stopped, so it ends at ``run_end``), and notes.
     The one derivation of fault windows: the phases of the verdict and the charts' shading."""
     notes: list[str] = []
-    pairs = [e for e in events if e.get("kind") == "fault"]
-    use_detail = False
-    if not pairs:
-        pairs = [
-            e for e in events if e.get("kind") == "action" and (e.get("detail") or {}).get("fault")
-        ]
-        use_detail = True
     open_: dict[str, list[dict]] = {}
     windows: list[dict] = []
-    for e in pairs:
+    for e in events:
+        if e.get("kind") != EventKind.FAULT:
+            continue
         detail = e.get("detail") or {}
-        name = str(detail["fault"] if use_detail else e.get("name"))
+        name = str(e.get("name"))
         if e.get("action") == "start":
-            activity = e.get("name") if use_detail else detail.get("activity")
             open_.setdefault(name, []).append(
                 {
                     "name": name,
                     "start": float(e["t"]),
-                    "activity": activity,
+                    "activity": detail.get("activity"),
                     "experiment": detail.get("experiment"),
                     "open": False,
                 }
@@ -113,11 +110,8 @@ def fault_windows(events: list[dict], run_end: float) -> tuple[list[dict], list[
     return windows, notes
 
 
-def warmup_end(manifest: dict[str, Any], events: list[dict], start: float) -> float:
-    marks = [e for e in events if e.get("kind") == "phase" and e.get("name") == "warmup"]
-    ends = [e["t"] for e in marks if e.get("action") == "end"]
-    if ends:
-        return float(ends[0])
+def warmup_end(manifest: dict[str, Any], start: float) -> float:
+    """The warm-up is the run's first ``warmup_s`` seconds (run.json)."""
     return start + float(manifest.get("warmup_s") or 0.0)
 
 
@@ -126,7 +120,7 @@ def build_phases(
 ) -> tuple[list[Phase], list[str]]:
     start, end = run_span(manifest, events, t_first, t_last)
     windows, notes = fault_windows(events, end)
-    warm = min(max(warmup_end(manifest, events, start), start), end)
+    warm = min(max(warmup_end(manifest, start), start), end)
     phases: list[Phase] = []
     first_fault = windows[0]["start"] if windows else end
     phases.append(Phase("baseline", "baseline", warm, max(warm, first_fault)))

@@ -85,7 +85,7 @@ def build_series(
         "points": n_bins,
         "x": _round([(i + 0.5) * bin_s for i in range(n_bins)]),
         "faults": faults,
-        "warmup": _warmup(manifest, events, t0),
+        "warmup": _warmup(manifest),
         "marks": _supervisor_marks(events, t0),
         "notes": notes,
     }
@@ -163,10 +163,7 @@ def fault_windows(events: Iterable[dict[str, Any]], t0: float, t_end: float) -> 
     ]
 
 
-def _warmup(manifest: dict[str, Any], events: list[dict[str, Any]], t0: float) -> list | None:
-    for e in events:
-        if e.get("kind") == "phase" and e.get("name") == "warmup" and e.get("action") == "end":
-            return [0.0, round(float(e["t"]) - t0, 3)]
+def _warmup(manifest: dict[str, Any]) -> list | None:
     warmup = manifest.get("warmup_s")
     return [0.0, float(warmup)] if isinstance(warmup, int | float) and warmup > 0 else None
 

@@ -11,11 +11,11 @@ SLO evaluator and the reports (no stack, no load: seconds to build, fully seeded
   E2E = TTFT + sum(ITL); TPOT = (E2E - TTFT) / (output_tokens - 1). Served by ``llm-1`` /
   ``llm-2``, 2% from ``cache`` (cached and degraded). Errors at ``base_error_ratio`` outside
   faults, as ``http_5xx`` (503) with null latencies and an empty ITL list.
-- ``events.jsonl``: supervisor ``stack``/``ready`` events; harness ``phase`` pairs ``warmup``
-  and ``load``; experiments ``experiment`` pair; for each fault an ``action`` pair (name = the
-  activity, detail ``{"experiment", "fault"}``) AND a ``fault`` pair (name = the fault's name,
-  detail ``{"experiment", "activity"}``); for faults with ``"kill"`` a supervisor ``exit`` and
-  ``restart`` of that replica.
+- ``events.jsonl``, the kinds the real writers write (``EventKind``): supervisor
+  ``stack``/``ready`` events; the harness's ``run`` pair; experiments ``experiment`` pair; for
+  each fault a ``fault`` pair (name = the fault's name, detail ``{"experiment",
+  "activity"}``); for faults with ``"kill"`` a supervisor ``exit`` and ``restart`` of that
+  replica. The warm-up is run.json's ``warmup_s``.
 - ``metrics.parquet`` (``METRICS_SCHEMA``, one sample a second): per replica
   ``vllm:num_requests_running`` (counted from the records), ``vllm:num_requests_waiting``,
   ``vllm:kv_cache_usage_perc``, ``vllm:time_to_first_token_seconds:p95``; gateway
@@ -58,6 +58,7 @@ from aichaos.rundir import (
     REQUEST_SCHEMA,
     REQUESTS_DIR,
     RUN_JSON,
+    EventKind,
     write_json,
 )
 
@@ -228,7 +229,7 @@ def _event(t: float, source: str, kind: str, name: str, action: str, **detail: A
     event = {
         "t": t,
         "source": source,
-        "kind": kind,
+        "kind": EventKind(kind).value,  # only kinds the real writers write
         "name": name,
         "action": action,
         "detail": detail,
@@ -246,9 +247,7 @@ def _write_events(
             _event(s - 2, "supervisor", "ready", r, "instant", pid=1000 + i)
             for i, r in enumerate(REPLICAS)
         ),
-        _event(s, "harness", "phase", "load", "start"),
-        _event(s, "harness", "phase", "warmup", "start"),
-        _event(s + warmup_s, "harness", "phase", "warmup", "end"),
+        _event(s, "harness", "run", "synthetic", "start", t0=s),
     ]
     if faults:
         lines.append(_event(s + warmup_s, "experiments", "experiment", EXPERIMENT, "start"))
@@ -257,15 +256,11 @@ def _write_events(
         t0, t1 = s + fault.get("start", 0), s + fault.get("end", ended_at - s)
         lines += [
             _event(
-                t0, "experiments", "action", activity, "start", experiment=EXPERIMENT, fault=name
-            ),
-            _event(
                 t0, "experiments", "fault", name, "start", experiment=EXPERIMENT, activity=activity
             ),
             _event(
                 t1, "experiments", "fault", name, "end", experiment=EXPERIMENT, activity=activity
             ),
-            _event(t1, "experiments", "action", activity, "end", experiment=EXPERIMENT, fault=name),
         ]
         if fault.get("kill"):
             back = t0 + fault.get("restart_after_s", 5.0)
@@ -283,7 +278,7 @@ def _write_events(
             ]
     if faults:
         lines.append(_event(ended_at - 1, "experiments", "experiment", EXPERIMENT, "end"))
-    lines.append(_event(ended_at, "harness", "phase", "load", "end"))
+    lines.append(_event(ended_at, "harness", "run", "synthetic", "end"))
     order = sorted(range(len(lines)), key=lambda i: json.loads(lines[i])["t"])
     path.write_text("".join(lines[i] + "\n" for i in order), encoding="utf-8")
 

@@ -4,6 +4,8 @@ failover, and runs with lost or damaged data."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -61,23 +63,12 @@ def test_phase_slicing_from_the_timeline(outage_run, outage_result):
         assert p["carried_in"] == int((mine & (sent < p["start"])).sum()) > 0
 
 
-def test_phases_from_action_events_and_warmup_from_the_manifest():
+def test_phases_from_fault_events_and_warmup_from_the_manifest():
     manifest = {"started_at": 0.0, "ended_at": 100.0, "warmup_s": 5}
+    kill = {"activity": "kill_replica", "experiment": "e"}
     events = [
-        {
-            "t": 20.0,
-            "kind": "action",
-            "name": "kill_replica",
-            "action": "start",
-            "detail": {"fault": "kill", "experiment": "e"},
-        },
-        {
-            "t": 30.0,
-            "kind": "action",
-            "name": "kill_replica",
-            "action": "end",
-            "detail": {"fault": "kill", "experiment": "e"},
-        },
+        {"t": 20.0, "kind": "fault", "name": "kill", "action": "start", "detail": kill},
+        {"t": 30.0, "kind": "fault", "name": "kill", "action": "end", "detail": kill},
         {"t": 50.0, "kind": "fault", "name": "slow", "action": "start", "detail": {}},
     ]
     phases, notes = build_phases(manifest, events[:2], None, None)
@@ -88,17 +79,25 @@ def test_phases_from_action_events_and_warmup_from_the_manifest():
         "recovery": (30.0, 100.0),
         "all": (0.0, 100.0),
     }
-    # kind "fault" events take precedence; an unended fault runs to the end, with a note
+    assert phases[1].fault == {"name": "kill", "activity": "kill_replica", "experiment": "e"}
+    # an unended fault runs to the end, with a note
     phases, notes = build_phases(manifest, events, None, None)
-    assert [p.name for p in phases] == ["baseline", "fault:slow", "recovery", "all"]
-    assert phases[1].end == 100.0 and "never ended" in notes[0]
-    # a warm-up phase pair overrides warmup_s
-    warm = [
-        {"t": 0.0, "kind": "phase", "name": "warmup", "action": "start"},
-        {"t": 12.0, "kind": "phase", "name": "warmup", "action": "end"},
-    ]
-    phases, _ = build_phases(manifest, warm, None, None)
-    assert phases[0].start == 12.0 and phases[0].end == 100.0 and len(phases) == 2
+    assert [p.name for p in phases] == ["baseline", "fault:kill", "fault:slow", "recovery", "all"]
+    assert phases[2].end == 100.0 and "never ended" in notes[0]
+    # without run.json's times, the run's own start and end events bound it
+    run = [{"t": 2.0, "kind": "run", "name": "r", "action": "start"},
+           {"t": 90.0, "kind": "run", "name": "r", "action": "end"}]  # fmt: skip
+    phases, _ = build_phases({"warmup_s": 5}, run, None, None)
+    assert (phases[0].start, phases[0].end) == (7.0, 90.0)
+
+
+def test_every_event_kind_is_one_the_readers_know():
+    from aichaos.rundir import EventLog
+
+    log = EventLog(Path(tempfile.mkdtemp()) / "events.jsonl", "test")
+    assert log.emit("fault", "x", "start")["kind"] == "fault"
+    with pytest.raises(ValueError):
+        log.emit("phase", "warmup", "start")  # a kind nothing reads
 
 
 def test_default_spec_verdict_score_and_budget(outage_run, outage_result):

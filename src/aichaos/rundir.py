@@ -22,6 +22,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +149,39 @@ SERVER_SERIES = (
 
 # events.jsonl: {t, source, kind, name, action, detail}
 EVENT_ACTIONS = ("start", "end", "instant")
-# written by the owner watch when the process owning a run or stack dies: detail says who died,
-# which faults were rolled back and which processes were stopped
-OWNER_GONE = "owner_gone"
-# written by the harness when Ctrl-C or SIGTERM stops a run: ``t`` is when the signal came,
-# ``name`` the signal, ``detail.during`` the stage it came in (load, evaluation, rendering...)
-INTERRUPT = "interrupt"
+
+
+class EventKind(StrEnum):
+    """Every kind of event written to ``events.jsonl``, shared by its writers and readers."""
+
+    RUN = "run"  # harness: the game day, start (t0) and end
+    LOAD = "load"  # the load: start and end (``aichaos load``), warnings, refused workers
+    EVALUATION = "evaluation"  # harness: the SLO evaluation, start and end
+    # harness, when Ctrl-C or SIGTERM stops a run: ``t`` is when the signal came, ``name`` the
+    # signal, ``detail.during`` the stage it came in (load, evaluation, rendering...)
+    INTERRUPT = "interrupt"
+    # the owner watch, when the process owning a run or stack dies: detail says who died,
+    # which faults were rolled back and which processes were stopped
+    OWNER_GONE = "owner_gone"
+    EXPERIMENT = "experiment"  # experiments: the Chaos Toolkit run, start and end
+    FAULT = "fault"  # experiments: a fault window, start and end (the phases come from them)
+    ROLLBACK = "rollback"  # experiments and the owner watch: a rollback ran
+    STACK = "stack"  # supervisor: the stack, start, ready and end
+    PROMETHEUS = "prometheus"  # supervisor: Prometheus skipped
+    EXTERNAL = "external"  # supervisor: a service given by url, never started
+    START = "start"  # supervisor: a process started
+    READY = "ready"  # supervisor: a service answers its readiness check
+    NOT_READY = "not_ready"  # supervisor: a service that did not get ready
+    PROXIES = "proxies"  # supervisor: the fault proxies configured
+    EXIT = "exit"  # supervisor: a process exited
+    RESTART = "restart"  # supervisor: a process restarted
+    KILL = "kill"  # supervisor: a process killed on purpose (a replica-kill fault)
+    STOP = "stop"  # supervisor and the owner watch: a process stopped
+
+
+# the names the readers of how a run stopped know them by
+OWNER_GONE = EventKind.OWNER_GONE
+INTERRUPT = EventKind.INTERRUPT
 
 
 class EventLog:
@@ -167,7 +195,7 @@ class EventLog:
 
     def emit(
         self,
-        kind: str,
+        kind: EventKind,
         name: str,
         action: str = "instant",
         detail: dict[str, Any] | None = None,
@@ -175,10 +203,11 @@ class EventLog:
     ) -> dict[str, Any]:
         if action not in EVENT_ACTIONS:
             raise ValueError(f"event action must be one of {EVENT_ACTIONS}, got {action!r}")
+        kind = EventKind(kind)  # a kind no reader knows is a writer's bug
         event = {
             "t": time.time() if t is None else t,
             "source": self.source,
-            "kind": kind,
+            "kind": kind.value,
             "name": name,
             "action": action,
             "detail": detail or {},
