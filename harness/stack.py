@@ -19,6 +19,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from aichaos.rundir import EventLog
+from aichaos.signalling import kill_service
 from aichaos.waiting import wait_until
 
 from .orphans import clean_up, live_services
@@ -29,7 +31,6 @@ from .stack_state import (
     find_run_dir,
     process_alive,
     read_state,
-    signal_group,
     stop_groups,
     supervisor_alive,
 )
@@ -167,10 +168,13 @@ class StackClient:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Signal one service's process group; its supervisor restarts it."""
-        svc = (self.status().get("services") or {}).get(name)
+        state = self.status()
+        svc = (state.get("services") or {}).get(name)
         if not svc or not svc.get("alive"):
             raise StackError(f"service {name!r} is not running")
-        signal_group(int(svc["pid"]), sig)
+        events = EventLog(Path(state["events"]), source="harness") if state.get("events") else None
+        if not kill_service(events, name, int(svc["pid"]), svc.get("start_time"), sig):
+            raise StackError(f"service {name!r} exited before it could be killed")
         return int(svc["pid"])
 
     def pids(self) -> list[int]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
 from aichaos.errors import NotCompleted
 from aichaos.files import write_json
-from aichaos.processes import process_alive
+from aichaos.processes import process_alive, signal_group
 from aichaos.waiting import wait_until
 
 STATE_FILE = "stack.json"
@@ -35,25 +34,6 @@ class StackNotFound(NotCompleted):
 
 
 # --- processes -------------------------------------------------------------------------------
-
-
-def signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to a process group; False when the group is empty."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def stop_groups(groups: list[tuple[int, float | None]], timeout: float = 5.0) -> None:

@@ -28,8 +28,9 @@ from typing import Any, Protocol
 from aichaos.errors import NotCompleted
 from aichaos.experiments.proxies import ProxyDecl, ToxiproxyClient, ToxiproxyError
 from aichaos.loopback import free_port as loopback_port
-from aichaos.processes import ProcessRef, process_start_time
+from aichaos.processes import ProcessRef, process_start_time, signal_group
 from aichaos.rundir import EventKind, EventLog
+from aichaos.signalling import kill_service
 
 from . import owner_watch
 from . import prometheus as prom
@@ -37,7 +38,6 @@ from .stack_state import (
     STACK_MARKER,
     STATE_FILE,
     clear_pointer,
-    signal_group,
     write_json,
     write_pointer,
 )
@@ -578,11 +578,9 @@ class Supervisor:
             p = self._get(name)
             if not p.running() or p.pid is None:
                 raise StackError(f"service {name!r} is not running (state {p.state})")
-            pid = p.pid
-            signal_group(pid, sig)
-        self.events.emit(
-            EventKind.KILL, name, "instant", {"pid": pid, "signal": signal.Signals(sig).name}
-        )
+            pid, started = p.pid, p.start_time
+        if not kill_service(self.events, name, pid, started, sig):
+            raise StackError(f"service {name!r} exited before it could be killed")
         return pid
 
     def url(self, name: str) -> str:

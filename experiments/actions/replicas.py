@@ -8,7 +8,6 @@ to another process since is never signalled.
 
 from __future__ import annotations
 
-import os
 import signal as signals
 from typing import Any
 
@@ -17,6 +16,8 @@ import psutil
 from chaoslib.exceptions import ActivityFailed
 
 from aichaos.processes import process_alive
+from aichaos.rundir import EVENTS_JSONL, EventLog
+from aichaos.signalling import kill_service
 from aichaos.waiting import wait_until
 
 from .. import context
@@ -66,15 +67,22 @@ def kill_replica(
         raise ActivityFailed(
             f"kill {count} of {service!r}: only {len(candidates)} instance(s) running and ready"
         )
+    events = _timeline(configuration)
     killed = []
     for name, svc in candidates[:count]:
         pid = int(svc["pid"])
-        try:
-            os.killpg(pid, sig)  # the supervisor starts each service in its own group
-        except ProcessLookupError:
-            raise ActivityFailed(f"kill {name}: process {pid} is gone") from None
+        # the supervisor starts each service in its own group: the group goes
+        if not kill_service(events, name, pid, svc.get("start_time"), sig):
+            raise ActivityFailed(f"kill {name}: process {pid} is gone")
         killed.append({"name": name, "pid": pid, "signal": sig.name})
     return killed
+
+
+def _timeline(configuration: dict | None) -> EventLog | None:
+    """The run's events.jsonl, where a kill is written like any other; None outside a run."""
+    if not (configuration or {}).get(context.RUN_DIR):
+        return None
+    return EventLog(context.run_dir(configuration) / EVENTS_JSONL, source="experiments")
 
 
 def terminate_replica(

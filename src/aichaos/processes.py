@@ -44,6 +44,27 @@ def process_alive(pid: int | None, start_time: float | None = None) -> bool:
     return start_time is None or started == start_time
 
 
+def signal_group(pgid: int, sig: int, start_time: float | None = None) -> bool:
+    """Send ``sig`` to the process group ``pgid`` leads — when ``start_time`` is given, only
+    while its leader is still the process that started then. False when nothing was signalled
+    (the group is empty, or its PID now belongs to another process)."""
+    if start_time is not None and not process_alive(pgid, start_time):
+        return False
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 class ProcessRef(BaseModel):
     """One process, recorded so that another process can tell later whether it still runs."""
 
@@ -126,7 +147,9 @@ class OwnerWatch:
 __all__ = [
     "OwnerWatch",
     "ProcessRef",
+    "group_alive",
     "process_alive",
     "process_start_time",
+    "signal_group",
     "wait_until_gone",
 ]
