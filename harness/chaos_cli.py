@@ -5,7 +5,6 @@ restore everything after it, Ctrl-C and SIGTERM included."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,9 +17,11 @@ from aichaos.experiments import catalog
 from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
 from aichaos.processes import ProcessRef
 from aichaos.rundir import InputError
+from aichaos.waiting import wait_until
 
 from . import owner_watch
 from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
+from .signals import Signals
 from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state, supervisor_alive
 
 experiments_app = typer.Typer(help="The shipped chaos experiments.", no_args_is_help=True)
@@ -68,14 +69,6 @@ def validate_cmd(
             typer.echo(f"ok: {ref}")
     if bad:
         raise typer.Exit(exits.BAD_INPUT)
-
-
-class _Terminated(Exception):
-    """SIGTERM, turned into an exception so the same path as Ctrl-C restores everything."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
 
 
 def _start_load(scenario: str, duration: float | None, target: str, out: Path) -> Any:
@@ -138,8 +131,9 @@ def chaos(
         gateway = target or _gateway_url(state)
         load = _start_load(scenario, duration, gateway, out)
     run = ChaosRun(data, out, configuration=configuration, t0=t0, permissions=allowed)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    status, interrupted = "failed", False
+    signals = Signals()
+    signals.install()
+    status = "failed"
     # a kill -9 of this process runs no finally: the watch then restores what it faulted
     watch = owner_watch.spawn(out, ProcessRef.current(), restore=configuration)
     try:
@@ -147,18 +141,17 @@ def chaos(
             t0 = load.start()
             run.t0 = t0
         typer.echo(f"chaos: {data.get('title')} (journal and events in {out})")
-        run.start()
-        status = _follow(run, load)
-        while load is not None and load.alive:  # the scenario runs its course (Ctrl-C ends it)
-            time.sleep(0.5)
-    except (KeyboardInterrupt, _Terminated):
-        typer.echo("chaos: interrupted; rolling back", err=True)
-        interrupted = True
-        run.stop()
-        try:
-            status = run.wait(ROLLBACK_WAIT_S)
-        except (KeyboardInterrupt, _Terminated):
-            status = "interrupted"  # a second Ctrl-C: go straight to the restore below
+        if not signals.flag.is_set():
+            run.start()
+            status = _follow(run, load, signals.flag)
+        # the scenario runs its course (Ctrl-C ends it)
+        wait_until(lambda: load is None or not load.alive or signals.flag.is_set(), 1e9, 0.5)
+        if signals.flag.is_set():
+            typer.echo("chaos: interrupted; rolling back", err=True)
+            run.stop()
+            # a second Ctrl-C: go straight to the restore below
+            wait_until(lambda: run.wait(0.2) != "running" or signals.count > 1, ROLLBACK_WAIT_S)
+            status = "interrupted"
     finally:
         try:
             if load is not None:
@@ -168,9 +161,9 @@ def chaos(
                 typer.echo(f"restore: {note}")
             watch.terminate()  # restored already: nothing left for it to guard
             watch.wait(timeout=10)
-            signal.signal(signal.SIGTERM, previous)
+            signals.restore()
     _summary(run, status, out)
-    raise typer.Exit(exits.INTERRUPTED if interrupted else _exit_code(status, run.deviated))
+    raise typer.Exit(_exit_code(status, run.deviated))
 
 
 def _running_stack(run_dir: Path | None, without_stack: bool) -> tuple[Path | None, dict[str, Any]]:
@@ -198,10 +191,11 @@ def _gateway_url(state: dict[str, Any]) -> str:
     raise InputError("stack.json", "services", "a gateway service (or pass --target)")
 
 
-def _follow(run: Any, load: Any) -> str:
-    """Print each fault window as it opens and closes; stop the experiment if the load dies."""
+def _follow(run: Any, load: Any, interrupted: Any) -> str:
+    """Print each fault window as it opens and closes; stop the experiment if the load dies;
+    return at a signal (``interrupted`` set) too."""
     seen: dict[str, tuple[bool, bool]] = {}
-    while True:
+    while not interrupted.is_set():
         status = run.wait(0.5)
         for window in run.windows():
             key = f"{window['name']}@{window['start']}"
@@ -216,6 +210,7 @@ def _follow(run: Any, load: Any) -> str:
         if load is not None and not load.alive and not run.stopping():
             typer.echo("chaos: the load generator stopped; ending the experiment", err=True)
             run.stop()
+    return "interrupted"
 
 
 def _summary(run: Any, status: str, out: Path) -> None:
@@ -225,7 +220,7 @@ def _summary(run: Any, status: str, out: Path) -> None:
 
 def _exit_code(status: str, deviated: bool) -> int:
     if status == "interrupted":
-        return exits.INTERRUPTED
+        return exits.NOT_COMPLETED
     if status == "completed":
         return exits.SLO_FAILED if deviated else exits.OK
     if status == "failed":

@@ -25,6 +25,7 @@ import typer
 
 from aichaos import exits
 from aichaos.errors import BadInput, NotCompleted
+from aichaos.harness.signals import Signals
 from aichaos.harness.urls import check_url, unreachable
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventKind, EventLog, InputError, write_json
@@ -111,13 +112,8 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
         token=token,
         owner=owner,
     )
-    interrupted = {"flag": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        interrupted["flag"] = True
-        runner.request_stop()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = Signals(on_signal=runner.request_stop)
+    signals.install()
     t0 = runner.start()
     manifest["t0"] = t0
     write_json(run_dir / RUN_JSON, manifest)
@@ -140,8 +136,7 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     finally:
         if runner.alive:
             runner.stop()
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        signals.restore()
     final = runner.progress()
     if tty:
         typer.echo("", err=True)
@@ -151,12 +146,14 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
                    "the run's token; none of their rows were recorded", err=True)  # fmt: skip
     events.emit(EventKind.LOAD, scenario.name, "end", {"exit_code": code, "sent": final["sent"]})
     manifest["ended_at"] = time.time()
-    manifest["status"] = (
-        "aborted" if interrupted["flag"] else ("completed" if code == 0 else "failed")
-    )
+    interrupted = signals.flag.is_set()
+    manifest["status"] = "aborted" if interrupted else ("completed" if code == 0 else "failed")
     write_json(run_dir / RUN_JSON, manifest)
     _summary(run_dir)
-    if code != 0 and not interrupted["flag"]:
+    if interrupted:
+        typer.echo(f"interrupted: the load stopped; run.json says aborted ({run_dir})", err=True)
+        return exits.NOT_COMPLETED
+    if code != 0:
         typer.echo(f"error: the load generator exited with {code}:\n{runner.log_tail()}", err=True)
         return exits.NOT_COMPLETED
     return 0

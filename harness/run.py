@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import sys
 import time
 import traceback
 from contextlib import suppress
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,9 +48,10 @@ from .orphans import remove_orphans
 from .progress import Progress
 from .run_plan import RunOptions, RunPlan, plan_run
 from .server_metrics import PrometheusSource, Scraper, metrics_summary, write_metrics
+from .signals import Signals
 from .stack import Stack
 from .stack_state import DEFAULT_POINTER, stack_places
-from .supervisor import SignalFlag, StackError
+from .supervisor import StackError
 from .targets import TARGET, fault_proxy_topology
 from .topology import TopologyError
 
@@ -100,64 +99,6 @@ def _prepare(options: RunOptions) -> RunPlan | None:
 
 def _say(line: str) -> None:
     print(f"aichaos run: {line}", file=sys.stderr)
-
-
-class Interrupted(BaseException):
-    """Ctrl-C / SIGTERM inside an interruptible step (evaluation, rendering). A BaseException,
-    so that no ``except Exception`` on the way (a Prometheus query's) swallows it."""
-
-
-@dataclass
-class Signals:
-    """SIGINT / SIGTERM set a flag and are counted. They never raise inside the clean-up; they
-    stop an ``interruptible`` step (evaluation, rendering), as the user asked. The handler does
-    no I/O (it may run while the main thread holds the event log's lock): the first signal's
-    time, name and stage are kept for the ``interrupt`` event the harness writes later."""
-
-    flag: SignalFlag = field(default_factory=SignalFlag)
-    count: int = 0
-    stage: str = "starting"  # the lifecycle step running now, set by GameDay
-    first: tuple[float, str, str] | None = None  # (time, signal, stage) of the first signal
-    _raising: bool = False
-    _previous: dict[int, Any] = field(default_factory=dict)
-
-    def install(self) -> None:
-        if self._previous:  # installed already (run_game_day does it before planning)
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.count += 1
-        name = signal.Signals(signum).name
-        if self.first is None:
-            self.first = (time.time(), name, self.stage)
-        self.flag.set()
-        if self._raising:
-            self._raising = False  # once: what the step does on its way out is not interrupted
-            raise Interrupted(name)
-
-    def interruptible(self, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
-        """``fn(*args, **kwargs)``, stopped by a signal that comes while it runs: (whether a
-        signal came, fn's value or None when it was stopped)."""
-        before = self.count
-        value = None
-        # the outer try also catches a signal that lands after fn returned, before the
-        # inner finally has turned raising off
-        try:
-            try:
-                self._raising = True
-                value = fn(*args, **kwargs)
-            finally:
-                self._raising = False
-        except Interrupted:
-            return True, value
-        return self.count > before, value
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 class GameDay:

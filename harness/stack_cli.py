@@ -23,6 +23,7 @@ from aichaos.errors import BadInput, NotCompleted
 
 from .error_handler import HandledGroup
 from .orphans import find_orphans, remove_orphans
+from .signals import SignalFlag
 from .stack import StackClient
 from .stack_state import (
     DEFAULT_POINTER,
@@ -34,7 +35,6 @@ from .stack_state import (
     supervisor_alive,
 )
 from .supervisor import (
-    SignalFlag,
     StackInterrupted,
     StackStartError,
     Supervisor,

@@ -76,25 +76,6 @@ class StopFlag(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-class SignalFlag:
-    """A stop flag a signal handler may set: unlike ``threading.Event.set()`` it takes no
-    lock, so it cannot deadlock against the main thread it interrupts."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if not self._set:
-            time.sleep(TICK if timeout is None else min(timeout, TICK))
-        return self._set
-
-
 class StackError(NotCompleted):
     """A stack operation failed; ``str()`` is one line for the user."""
 

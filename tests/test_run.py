@@ -27,8 +27,8 @@ from conftest import REPO, free_port
 
 from aichaos.experiments import catalog
 from aichaos.harness import run as run_module
-from aichaos.harness.run import Signals
 from aichaos.harness.run_plan import RunOptions
+from aichaos.harness.signals import Signals
 from aichaos.harness.stack_state import process_alive
 
 AICHAOS = [str(Path(sys.executable).parent / "aichaos")]

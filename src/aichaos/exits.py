@@ -13,10 +13,9 @@ SLO_FAILED = 1
 # a worker whose token the master refused
 BAD_INPUT = 2
 # the run could not complete: stack or target down, load generator died, owner died,
-# interrupted by Ctrl-C / SIGTERM (``aichaos run`` and ``slo check``)
+# interrupted by Ctrl-C / SIGTERM (``aichaos run``, ``chaos`` and ``load``; ``slo check`` of
+# such a run)
 NOT_COMPLETED = 3
 # the run completed but a key SLO objective was neither shown to hold nor to fail: its
 # confidence interval straddles the threshold (more traffic would decide it)
 INCONCLUSIVE = 4
-# ``aichaos chaos`` stopped by Ctrl-C (the shell's 128 + SIGINT)
-INTERRUPTED = 130
