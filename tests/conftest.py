@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,26 +16,32 @@ import psutil
 import pytest
 
 from aichaos.harness.targets import vllm_server_args
+from aichaos.loopback import free_port
+from aichaos.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     """The first true value of ``predicate()`` within ``timeout`` seconds, else a failure
     naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    value = wait_until(predicate, timeout, interval)
+    if not value:
+        raise AssertionError(f"{what}: not within {timeout}s")
+    return value
+
+
+def interrupt(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """Ctrl-C ``proc`` and wait for it to finish; what it wrote (stdout, then stderr, where
+    piped). Killed if it will not end."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return (out or "") + (err or "")
 
 
 class ServiceProcess:

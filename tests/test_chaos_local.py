@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from chaos_load import LightLoad
-from conftest import REPO
+from conftest import REPO, interrupt
 
 from aichaos.experiments import catalog
 from aichaos.experiments.actions import load as neighbour
@@ -28,6 +27,7 @@ from aichaos.experiments.runner import ChaosRun
 from aichaos.experiments.safety import restore_all
 from aichaos.harness.stack import Stack
 from aichaos.rundir import read_events
+from aichaos.waiting import wait_until
 
 TOPOLOGY = REPO / "fixtures" / "topology" / "default.yaml"
 SIMULATORS = ("llm-1", "llm-2", "fallback")
@@ -351,19 +351,15 @@ def test_ctrl_c_in_the_middle_of_faults_leaves_nothing_behind(stack, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        for _ in range(300):  # until all four faults are on (at most 30 s)
-            events, _ = read_events(out) if (out / "events.jsonl").exists() else ([], [])
-            if len([e for e in events if e["kind"] == "fault"]) >= 4 or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert not ToxiproxyClient(stack.url("toxiproxy")).proxy("llm-1").enabled  # mid-fault
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def faults_on() -> bool:  # all four faults on, or the command ended
+        events, _ = read_events(out) if (out / "events.jsonl").exists() else ([], [])
+        return len([e for e in events if e["kind"] == "fault"]) >= 4 or proc.poll() is not None
+
+    wait_until(faults_on, 30, 0.1)
+    mid_fault = not ToxiproxyClient(stack.url("toxiproxy")).proxy("llm-1").enabled
+    output = interrupt(proc)
+    assert mid_fault
     assert proc.returncode == 3, output  # interrupted: not completed, as for run and load
     assert "interrupted" in output and "Traceback" not in output
     journal = json.loads((out / "journal.json").read_text())

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import free_port
+from conftest import free_port, interrupt
 
 from aichaos.rundir import RUN_FIELDS, read_events, read_requests
+from aichaos.waiting import wait_until
 
 AICHAOS = str(Path(sys.executable).with_name("aichaos"))
 
@@ -80,24 +81,14 @@ def test_unreachable_target_exits_3(tmp_path):
 
 def test_ctrl_c_stops_the_load_keeps_its_records_and_exits_3(start_sim, tmp_path):
     """The one signal scheme: the load stops, what it recorded stays, run.json says aborted."""
-    import signal
-    import time
-
     sim = start_sim("--profile", "fixed-latency")
     out = tmp_path / "run"
     proc = subprocess.Popen([AICHAOS, "load", "steady", "--target", sim.url, "--duration", "60",
-                             "--out", str(out)], stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        for _ in range(300):  # until the first chunk of records is written (at most 30 s)
-            if list((out / "requests").glob("*.parquet")) or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    # until the first chunk of records is written (at most 30 s)
+    wait_until(lambda: list((out / "requests").glob("*.parquet")) or proc.poll() is not None, 30)
+    stderr = interrupt(proc)
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr and "aborted" in stderr
     manifest = json.loads((out / "run.json").read_text())

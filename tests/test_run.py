@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO, free_port, interrupt
 
 from aichaos.experiments import catalog
 from aichaos.harness import run as run_module
@@ -317,21 +317,19 @@ def test_ctrl_c_during_the_evaluation_exits_3_and_reports_aborted(sim, tmp_path)
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     try:
-        assert prometheus.evaluating.wait(QUICK_TIMEOUT_S), "the evaluation never queried"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=QUICK_TIMEOUT_S)
+        evaluating = prometheus.evaluating.wait(QUICK_TIMEOUT_S)
+        stderr = interrupt(proc, QUICK_TIMEOUT_S)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         prometheus.close()
+    assert evaluating, "the evaluation never queried"
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr, stderr
     run_dir = only_run_dir(tmp_path)
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "aborted"
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    (interrupt,) = [e for e in events if e["kind"] == "interrupt"]
-    assert interrupt["detail"]["during"] == "evaluation"
+    (stop,) = [e for e in events if e["kind"] == "interrupt"]
+    assert stop["detail"]["during"] == "evaluation"
     # what was recorded stays; the evaluation was stopped, so there is no verdict to show
     assert len(records(run_dir)) > 10 and not (run_dir / "slo.json").exists()
     for text in headlines(run_dir).values():
