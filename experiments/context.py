@@ -21,13 +21,14 @@ another shell would.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 from chaoslib.exceptions import ActivityFailed
+
+from aichaos.stackfile import StackNotFound, read_stack_state
 
 RUN_DIR = "aichaos_run_dir"
 STACK_FILE = "aichaos_stack_file"
@@ -69,13 +70,10 @@ def stack_state(configuration: Mapping[str, Any] | None, required: bool = True) 
         if required:
             raise ActivityFailed(f"configuration {STACK_FILE!r} is not set (the stack.json path)")
         return {}
-    path = Path(value)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ActivityFailed(f"{path}: no stack state (is the stack up?)") from None
-    except (OSError, ValueError) as exc:
-        raise ActivityFailed(f"{path}: unreadable stack state: {exc}") from None
+        return read_stack_state(Path(value))
+    except StackNotFound as exc:
+        raise ActivityFailed(str(exc)) from None
 
 
 def services(configuration: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -16,9 +16,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from aichaos.errors import NotCompleted
 from aichaos.files import write_json
 from aichaos.processes import process_alive, signal_group
+from aichaos.stackfile import StackNotFound, read_stack_state
 from aichaos.waiting import wait_until
 
 STATE_FILE = "stack.json"
@@ -27,10 +27,6 @@ STATE_FILE = "stack.json"
 STACK_MARKER = "AICHAOS_STACK"
 DEFAULT_POINTER = Path(".aichaos") / "stack.json"
 DEFAULT_RUNS = Path("runs")  # where `aichaos run` and `aichaos stack up` put run directories
-
-
-class StackNotFound(NotCompleted):
-    """No stack state where one was looked for; ``str()`` is one line for the user."""
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -51,13 +47,7 @@ def stop_groups(groups: list[tuple[int, float | None]], timeout: float = 5.0) ->
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / STATE_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StackNotFound(f"{path}: no stack state (was the stack started there?)") from None
-    except (OSError, ValueError) as exc:
-        raise StackNotFound(f"{path}: unreadable stack state: {exc}") from None
+    return read_stack_state(run_dir / STATE_FILE)
 
 
 def write_pointer(pointer: Path, run_dir: Path, supervisor_pid: int) -> None:
