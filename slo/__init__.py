@@ -3,8 +3,8 @@ burn-rate alerts, verdicts and regression against baselines.
 
 The API ``aichaos run`` and the CLI use:
 
-- ``spec.load_spec(ref) -> SloSpec`` (built-in ``default`` / ``tiered``, a YAML file, or
-  OpenSLO v1 documents); ``SloSpec.from_dict(d)``, ``.to_dict()``, ``.name``;
+- ``spec.load_spec(ref) -> SloSpec`` (built-in ``default`` / ``tiered`` / ``quick``, a YAML
+  file, or OpenSLO v1 documents); ``SloSpec.from_dict(d)``, ``.to_dict()``, ``.name``;
 - ``evaluate.evaluate_run(run_dir, spec, *, prometheus_url=None) -> dict``
   (the slo.json dict, ``SLO_SCHEMA_VERSION``), ``evaluate.write_result(run_dir, result)``,
   ``evaluate.exit_code(result)``;
