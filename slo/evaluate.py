@@ -104,6 +104,7 @@ class Run:
         self.phases, notes = build_phases(self.manifest, events, first, last)
         self.notes += notes
         self.views = Views(self.records, end=max(p.end for p in self.phases))
+        self.records = self.views.sent  # the ITL gaps live in views.ended only
         for p in self.phases:
             p.requests = self.rows(p).stop - self.rows(p).start
             p.carried_in = self.views.carried_in(p.start, p.end, p.kind == "all")

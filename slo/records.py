@@ -81,10 +81,11 @@ class Records:
         i1 = int(np.searchsorted(self.t_at, end, side="right" if inclusive_end else "left"))
         return slice(i0, max(i0, i1))
 
-    def by(self, times: np.ndarray) -> Records:
-        """These records placed by ``times`` (one per row): sorted by them, ``t_at`` = them."""
+    def by(self, times: np.ndarray, itl: bool = True) -> Records:
+        """These records placed by ``times`` (one per row): sorted by them, ``t_at`` = them;
+        without their ITL gaps (the bulk of a run's bytes) when ``itl`` is False."""
         if self.n < 2 or not np.any(np.diff(times) < 0):
-            return replace(self, t_at=times)
+            return replace(self, t_at=times) if itl else replace(self.without_itl(), t_at=times)
         order = np.argsort(times, kind="stable")
         out = {}
         for f in fields(self):
@@ -93,8 +94,13 @@ class Records:
                 out[f.name] = Coded(value.codes[order], value.names)
             elif f.name not in ("itl_values", "itl_offsets", "t_at"):
                 out[f.name] = value[order]
+        if not itl:
+            return Records(**out, **_no_itl(self.n), t_at=times[order])
         values, offsets = _reorder_itl(self.itl_values, self.itl_offsets, order)
         return Records(**out, itl_values=values, itl_offsets=offsets, t_at=times[order])
+
+    def without_itl(self) -> Records:
+        return replace(self, **_no_itl(self.n))
 
     def itl(self, rows: slice, mask: np.ndarray | None = None) -> np.ndarray:
         """Pooled ITL gaps of the requests in ``rows`` (and ``mask`` within them)."""
@@ -151,6 +157,10 @@ COLUMNS = (
     "length_source",
     "length_capped",
 )
+
+
+def _no_itl(n: int) -> dict[str, np.ndarray]:
+    return {"itl_values": np.zeros(0), "itl_offsets": np.zeros(n + 1, dtype=np.int64)}
 
 
 def _reorder_itl(values: np.ndarray, offsets: np.ndarray, order: np.ndarray):
@@ -235,10 +245,11 @@ class Views:
     ``end`` is placed at the end, so it counts in the run and in the phase that closes it."""
 
     def __init__(self, records: Records, end: float | None = None):
-        self.sent = records
         self.end = end if end is not None else math.inf
         self.ended = records.by(np.minimum(records.t_done, self.end))
-        self.first = records.by(np.minimum(records.t_first, self.end))
+        # the ITL gaps are read in one order only: one copy of them, not three
+        self.first = records.by(np.minimum(records.t_first, self.end), itl=False)
+        self.sent = records.without_itl()
 
     def of(self, sli: str) -> Records:
         """The order a sample of ``sli`` is placed in (``requests`` for requests)."""
