@@ -10,8 +10,8 @@ Steps:
    then ``write_result``, timed with a monotonic clock; peak RSS from
    ``getrusage(RUSAGE_SELF).ru_maxrss``.
 
-Every percentile objective gets a bootstrap interval (2000 replicates); the spec scopes
-objectives to the four phases and the three tiers, so the run has 30-odd objective rows.
+Every percentile objective gets a distribution-free interval (two order statistics); the spec
+scopes objectives to the four phases and the three tiers, so the run has 30-odd objective rows.
 Run (about a minute, most of it building the records):
 
     .venv/bin/python bench/bench_slo.py                  # --records 1000000 --json out.json
