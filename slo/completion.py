@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from aichaos.rundir import INTERRUPT, OWNER_GONE, settled_status
+from aichaos.rundir import INTERRUPT, OWNER_GONE, EventKind, settled_status
 from aichaos.schedule import action_timing
 
 from .phases import build_phases
@@ -104,7 +104,7 @@ def _load_started(manifest: dict[str, Any], events: list[dict], whole: dict | No
     if _number(manifest.get("t0")) is not None or (whole or {}).get("requests"):
         return True
     starts = [e for e in events if e.get("action") == "start"]
-    return any(e.get("kind") in ("run", "load") or e.get("name") == "load" for e in starts)
+    return any(e.get("kind") in (EventKind.RUN, EventKind.LOAD) for e in starts)
 
 
 def planned_faults(manifest: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
