@@ -86,9 +86,13 @@ def value(value: Any, unit: str | None) -> str:
 
 
 def interval(ci: Any, unit: str | None) -> str:
-    if not isinstance(ci, list | tuple) or len(ci) != 2 or not all(is_number(v) for v in ci):
+    """``low – high``; a side the samples could not bound (null) reads "unbounded"."""
+    if not isinstance(ci, list | tuple) or len(ci) != 2:
         return DASH
-    return f"{value(ci[0], unit)} – {value(ci[1], unit)}"
+    if not all(v is None or is_number(v) for v in ci) or ci == [None, None]:
+        return DASH
+    low, high = (value(v, unit) if v is not None else "unbounded" for v in ci)
+    return f"{low} – {high}"
 
 
 def number(value: Any, digits: int = 3) -> str:

@@ -386,3 +386,11 @@ def test_report_cli_renders_and_rejects_bad_run_dirs(tmp_path: Path, runs: dict[
     assert result.exit_code == 2 and "slo.json" in result.output
     with pytest.raises(InputError):
         render_run(run)
+
+
+def test_an_interval_the_samples_could_not_bound_reads_unbounded() -> None:
+    from aichaos.reports import fmt
+
+    assert fmt.interval([0.23, None], "s") == "230 ms – unbounded"
+    assert fmt.interval([0.001, 0.0124], "ratio") == "0.1 % – 1.24 %"
+    assert fmt.interval(None, "s") == fmt.interval([None, None], "s") == fmt.DASH
