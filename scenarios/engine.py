@@ -19,6 +19,8 @@ import gevent
 import gevent.event
 import gevent.pool
 
+from aichaos.rundir import RequestRecord
+
 from .payload import build_request
 from .schedule import Schedule
 from .spec import Scenario
@@ -49,7 +51,7 @@ class Counters:
 
 class Dispatcher:
     def __init__(self, scenario: Scenario, schedule: Schedule, client: Any, worker: str,
-                 t0: float, on_record: Callable[[dict[str, Any]], None],
+                 t0: float, on_record: Callable[[RequestRecord], None],
                  on_locust_event: Callable[[dict[str, Any]], None] | None = None,
                  model: str | None = None, id_prefix: str = "") -> None:  # fmt: skip
         self.scenario = scenario
@@ -154,7 +156,7 @@ class Dispatcher:
             raise
         self._finish(record)
 
-    def _finish(self, record: dict[str, Any]) -> None:
+    def _finish(self, record: RequestRecord) -> None:
         c = self.counters
         c.done += 1
         if record["error_kind"]:

@@ -52,7 +52,7 @@ from aichaos import exits  # noqa: E402
 from aichaos.load_health import REFUSALS_KEPT, LoadHealth, Refusal  # noqa: E402
 from aichaos.loopback import is_loopback_name  # noqa: E402
 from aichaos.processes import OwnerWatch, ProcessRef  # noqa: E402
-from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog  # noqa: E402
+from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, RequestRecord  # noqa: E402
 
 from .engine import MAX_IN_FLIGHT, Dispatcher  # noqa: E402
 from .records import RecordWriter, warm_up  # noqa: E402
@@ -192,7 +192,7 @@ class Progress:
 def locust_stats_event(env: Environment) -> Any:
     """Feed Locust's own statistics (console, web UI) from our records."""
 
-    def fire(record: dict[str, Any]) -> None:
+    def fire(record: RequestRecord) -> None:
         failed = record["error_kind"] is not None
         e2e = record["e2e_s"] if record["e2e_s"] is not None else 0.0
         env.events.request.fire(
@@ -228,7 +228,7 @@ class Share:
         self.env = env
         self.sink_rows = sink_rows
         self.sink_progress = sink_progress
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[RequestRecord] = []
         self.health = Health(worker)
         self.dispatcher: Dispatcher | None = None
         self.done = gevent.event.Event()
@@ -259,7 +259,7 @@ class Share:
             self._report()
             self.done.set()
 
-    def _add_row(self, row: dict[str, Any]) -> None:
+    def _add_row(self, row: RequestRecord) -> None:
         self.rows.append(row)  # not a bound list.append: _flush swaps the list
 
     def stop(self) -> None:
@@ -320,7 +320,7 @@ class Collector:
         self.last_warning_at: dict[str, float] = {}
         self.threadpool = gevent.get_hub().threadpool
 
-    def rows(self, worker: str, rows: list[dict[str, Any]]) -> None:
+    def rows(self, worker: str, rows: list[RequestRecord]) -> None:
         writer = self.writers.get(worker)
         if writer is None:
             writer = self.writers[worker] = RecordWriter(self.run_dir, worker)
@@ -668,7 +668,7 @@ def run_worker(master_host: str, master_port: int, token: str,
     runner = env.create_worker_runner(master_host, master_port)
     state: dict[str, Any] = {}
 
-    def send_rows(worker: str, rows: list[dict[str, Any]]) -> None:
+    def send_rows(worker: str, rows: list[RequestRecord]) -> None:
         runner.send_message("aichaos_rows", {"worker": worker, "rows": rows})
 
     def send_progress(worker: str, report: dict[str, Any]) -> None:

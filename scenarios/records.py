@@ -11,15 +11,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aichaos.rundir import REQUEST_SCHEMA, REQUESTS_DIR
+from aichaos.rundir import REQUEST_SCHEMA, REQUESTS_DIR, RequestRecord
 
 
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+def rows_to_table(rows: list[RequestRecord]) -> pa.Table:
     columns = {name: [row.get(name) for row in rows] for name in REQUEST_SCHEMA.names}
     return pa.Table.from_pydict(columns, schema=REQUEST_SCHEMA)
 
@@ -38,14 +37,14 @@ class RecordWriter:
         self.folder = Path(run_dir) / REQUESTS_DIR
         self.folder.mkdir(parents=True, exist_ok=True)
         self.prefix = f"{prefix}-{os.getpid()}"
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[RequestRecord] = []
         self.chunks = 0
         self.rows = 0
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: RequestRecord) -> None:
         self.pending.append(row)
 
-    def extend(self, rows: list[dict[str, Any]]) -> None:
+    def extend(self, rows: list[RequestRecord]) -> None:
         self.pending.extend(rows)
 
     def flush(self) -> Path | None:

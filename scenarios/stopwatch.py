@@ -24,6 +24,8 @@ from typing import Any
 import gevent
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 
+from aichaos.rundir import RequestRecord
+
 _MAX_ERROR_BODY = 2048
 
 
@@ -70,7 +72,7 @@ def status_kind(status: int) -> str:
     return "http_5xx"
 
 
-def new_record(planned: Planned, worker: str, scenario: str) -> dict[str, Any]:
+def new_record(planned: Planned, worker: str, scenario: str) -> RequestRecord:
     return {
         "request_id": planned.request_id,
         "worker": worker,
@@ -100,7 +102,7 @@ def new_record(planned: Planned, worker: str, scenario: str) -> dict[str, Any]:
     }
 
 
-def _headers_into(record: dict[str, Any], response: Any) -> None:
+def _headers_into(record: RequestRecord, response: Any) -> None:
     served = response.get("x-served-by")
     if served:
         record["served_by"] = served
@@ -111,7 +113,7 @@ def _headers_into(record: dict[str, Any], response: Any) -> None:
 
 
 def timed_request(client: Any, path: str, body: bytes, headers: dict[str, str], chat: bool,
-                  stream: bool, timeout_s: float, record: dict[str, Any],
+                  stream: bool, timeout_s: float, record: RequestRecord,
                   sent_at: tuple[float, float]) -> None:  # fmt: skip
     """Send one request on ``client`` (a geventhttpclient ``HTTPClient``) and fill ``record``.
     ``sent_at`` is (perf_counter at t0, epoch t0): t_sent = t0 + (now − perf at t0)."""
@@ -156,7 +158,7 @@ def _discard(response: Any) -> None:
         sock.close()
 
 
-def _read_stream(response: Any, chat: bool, start: float, record: dict[str, Any]) -> None:
+def _read_stream(response: Any, chat: bool, start: float, record: RequestRecord) -> None:
     first = last = None
     itl: list[float] = []
     chunks = 0
@@ -220,7 +222,7 @@ def _read_stream(response: Any, chat: bool, start: float, record: dict[str, Any]
     record["status"] = "ok"
 
 
-def _finish_timing(record: dict[str, Any], start: float, first: float | None, last: float | None,
+def _finish_timing(record: RequestRecord, start: float, first: float | None, last: float | None,
                    itl: list[float], chunks: int, usage_out: int | None,
                    usage_prompt: int | None) -> None:  # fmt: skip
     if first is not None:
@@ -238,7 +240,7 @@ def _finish_timing(record: dict[str, Any], start: float, first: float | None, la
         record["tpot_s"] = (last - first) / (out - 1)
 
 
-def _read_whole(response: Any, chat: bool, start: float, record: dict[str, Any]) -> None:
+def _read_whole(response: Any, chat: bool, start: float, record: RequestRecord) -> None:
     body = response.read()
     end = time.perf_counter()
     data = json.loads(body)

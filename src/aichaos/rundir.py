@@ -8,7 +8,8 @@ the package root because every folder depends on it and it depends on none of th
 Files (all timestamps Unix epoch seconds, float):
 
 - ``run.json``         manifest, written by harness (see ``RUN_FIELDS``).
-- ``requests/*.parquet`` request records in chunks (``REQUEST_SCHEMA``), written by scenarios.
+- ``requests/*.parquet`` request records in chunks (``RequestRecord``, which defines
+  ``REQUEST_SCHEMA``), written by scenarios.
 - ``events.jsonl``     timeline, one JSON object a line (``EventLog``).
 - ``metrics.parquet``  server-side samples in long form (``METRICS_SCHEMA``), written by harness.
 - ``journal.json``     the Chaos Toolkit journal, unchanged.
@@ -24,7 +25,8 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, TypedDict, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
 
@@ -70,42 +72,65 @@ RUN_STATUSES = ("running", "completed", "aborted", "failed", "crashed")
 # runs it; slo reads it from run.json's ``experiment`` for the planned phases.
 SCHEDULE_EXTENSION = "x-aichaos"
 
-# One row per request (DESIGN "Request record"). Latencies in seconds; null when not reached.
+
+class RequestRecord(TypedDict):
+    """One row per request (DESIGN "Request record"): the stopwatch fills it, the record
+    writer turns it into a Parquet row, ``REQUEST_SCHEMA`` is derived from it. Latencies in
+    seconds; None (null) when not reached. A TypedDict, not a class: the stopwatch fills one
+    per request on the load's hot path, where a plain dict costs least."""
+
+    request_id: str
+    worker: str
+    scenario: str
+    tier: str
+    t_scheduled: float
+    t_sent: float | None
+    ttft_s: float | None
+    e2e_s: float | None
+    # seconds from t_sent to when the request ended for the client: the answer's last
+    # byte, the error, the cut or the timeout (a bad event happens then)
+    done_s: float | None
+    tpot_s: float | None
+    itl_s: list[float]
+    # the server's usage.prompt_tokens when it reports it, else the intended count
+    prompt_tokens: int | None
+    output_tokens: int | None
+    token_source: str | None  # usage | counted
+    status: str  # ok | error
+    http_status: int | None  # None when no response (connect error, timeout)
+    # one of ERROR_KINDS; None when ok
+    error_kind: str | None
+    error_detail: str | None
+    served_by: str | None  # X-Served-By, None when the target does not say
+    cached: bool | None
+    degraded: bool | None
+    # prompt lengths (DESIGN "Metric definitions"): what the load meant to send, in the
+    # target's tokens, and what the server said it got (None when it did not say)
+    intended_prompt_tokens: int | None
+    served_prompt_tokens: int | None
+    length_source: str  # one of LENGTH_SOURCES
+    length_capped: bool  # cut so prompt + max output fit max_model_len
+
+
+_ARROW_TYPES = {
+    str: pa.string(),
+    float: pa.float64(),
+    int: pa.int64(),
+    bool: pa.bool_(),
+    list[float]: pa.list_(pa.float64()),
+}
+
+
+def _arrow_type(hint: Any) -> pa.DataType:
+    args = (
+        [a for a in get_args(hint) if a is not type(None)] if get_origin(hint) is UnionType else []
+    )
+    return _ARROW_TYPES[args[0] if args else hint]
+
+
+# every column nullable: a chunk written by an older aichaos may lack a column (read as nulls)
 REQUEST_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("worker", pa.string()),
-        ("scenario", pa.string()),
-        ("tier", pa.string()),
-        ("t_scheduled", pa.float64()),
-        ("t_sent", pa.float64()),
-        ("ttft_s", pa.float64()),
-        ("e2e_s", pa.float64()),
-        # seconds from t_sent to when the request ended for the client: the answer's last
-        # byte, the error, the cut or the timeout (a bad event happens then)
-        ("done_s", pa.float64()),
-        ("tpot_s", pa.float64()),
-        ("itl_s", pa.list_(pa.float64())),
-        # the server's usage.prompt_tokens when it reports it, else the intended count
-        ("prompt_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("token_source", pa.string()),  # usage | counted
-        ("status", pa.string()),  # ok | error
-        ("http_status", pa.int64()),  # null when no response (connect error, timeout)
-        # connect | timeout | reset | http_4xx | http_429 | http_5xx | stream_error |
-        # incomplete_stream; null when ok
-        ("error_kind", pa.string()),
-        ("error_detail", pa.string()),
-        ("served_by", pa.string()),  # X-Served-By, null when the target does not say
-        ("cached", pa.bool_()),
-        ("degraded", pa.bool_()),
-        # prompt lengths (DESIGN "Metric definitions"): what the load meant to send, in the
-        # target's tokens, and what the server said it got (null when it did not say)
-        ("intended_prompt_tokens", pa.int64()),
-        ("served_prompt_tokens", pa.int64()),
-        ("length_source", pa.string()),  # one of LENGTH_SOURCES
-        ("length_capped", pa.bool_()),  # cut so prompt + max output fit max_model_len
-    ]
+    [(name, _arrow_type(hint)) for name, hint in get_type_hints(RequestRecord).items()]
 )
 # where a record's intended lengths were counted: the server's /tokenize, the scenario's
 # tokenizer file, or one token per word (approximate)
