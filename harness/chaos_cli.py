@@ -198,13 +198,13 @@ def _follow(run: Any, load: Any, interrupted: Any) -> str:
     while not interrupted.is_set():
         status = run.wait(0.5)
         for window in run.windows():
-            key = f"{window['name']}@{window['start']}"
+            key = f"{window.name}@{window.start}"
             opened, closed = seen.get(key, (False, False))
             if not opened:
-                typer.echo(f"  +{window['start'] - run.t0:6.1f}s fault on:  {window['name']}")
-            if window["end"] is not None and not closed:
-                typer.echo(f"  +{window['end'] - run.t0:6.1f}s fault off: {window['name']}")
-            seen[key] = (True, window["end"] is not None)
+                typer.echo(f"  +{window.start - run.t0:6.1f}s fault on:  {window.name}")
+            if window.end is not None and not closed:
+                typer.echo(f"  +{window.end - run.t0:6.1f}s fault off: {window.name}")
+            seen[key] = (True, window.end is not None)
         if status != "running":
             return status
         if load is not None and not load.alive and not run.stopping():

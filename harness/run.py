@@ -326,8 +326,8 @@ class GameDay:
         now = time.time()
         fault = None
         if self.chaos is not None:
-            active = [w for w in self.chaos.windows() if w.get("end") is None]
-            fault = active[-1]["name"] if active else None
+            active = [w for w in self.chaos.windows() if w.end is None]
+            fault = active[-1].name if active else None
         if now < self.t0 + self.plan.scenario.warmup_s:
             phase = "warm-up"
         elif fault:

@@ -89,14 +89,14 @@ class Outcome:
         self.window = run.windows()[0]
 
     def inside(self, margin_end: float = 0.0) -> list[dict[str, Any]]:
-        start, end = self.window["start"], self.window["end"] - margin_end
+        start, end = self.window.start, self.window.end - margin_end
         return [r for r in self.rows if start <= r["t_sent"] <= end]
 
     def before(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["t_sent"] < self.window["start"]]
+        return [r for r in self.rows if r["t_sent"] < self.window.start]
 
     def after(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["t_sent"] > self.window["end"]]
+        return [r for r in self.rows if r["t_sent"] > self.window.end]
 
 
 def run_experiment(
@@ -118,10 +118,11 @@ def run_experiment(
             if status != "running":
                 break
             windows = run.windows()
-            if watch is not None and windows and windows[0]["end"] is None:
+            if watch is not None and windows and windows[0].end is None:
                 during.append(watch())
         # requests sent after the window, to show the fault is gone (at most 15 s)
-        end = (run.windows() or [{"end": time.time()}])[-1]["end"] or time.time()
+        windows = run.windows()
+        end = (windows[-1].end if windows else None) or time.time()
         for _ in range(150):
             if len([r for r in load.rows if r["t_sent"] > end]) >= after:
                 break
@@ -170,7 +171,7 @@ def test_kv_exhaustion(stack, tmp_path):
     assert blocks() == normal
     # fewer sequences fit: requests running during the window (a closed loop sends few new
     # ones while they wait) are served slower than those that ended before it
-    start, end = outcome.window["start"], outcome.window["end"]
+    start, end = outcome.window.start, outcome.window.end
     done = ok(outcome.rows)
     during = [r["e2e_s"] for r in done if r["t_sent"] <= end and r["t_sent"] + r["e2e_s"] > start]
     before = [r["e2e_s"] for r in done if r["t_sent"] + r["e2e_s"] <= start]
@@ -206,16 +207,16 @@ def test_provider_outage(stack, tmp_path):
 
 def test_replica_kill(stack, tmp_path):
     fresh_gateway(stack)  # the outage before opened the pool's breakers
-    restarts = stack.status()["services"]["llm-1"]["restarts"]
+    restarts = stack.status().services["llm-1"].restarts
     outcome = run_experiment(stack, tmp_path, short("replica-kill"))
     killed = outcome.run.journal["run"][0]["output"][0]
     assert killed["signal"] == "SIGKILL" and killed["name"] in ("llm-1", "llm-2")
     survivor = {"llm-1": "llm-2", "llm-2": "llm-1"}[killed["name"]]
     served = {r["served_by"] for r in ok(outcome.inside())}
     assert served and served <= {survivor, "fallback"}  # the pool absorbed it
-    after = stack.status()["services"][killed["name"]]
-    assert after["pid"] != killed["pid"] and after["state"] == "ready"
-    assert after["restarts"] >= 1 and (killed["name"] != "llm-1" or after["restarts"] > restarts)
+    after = stack.status().services[killed["name"]]
+    assert after.pid != killed["pid"] and after.state == "ready"
+    assert after.restarts >= 1 and (killed["name"] != "llm-1" or after.restarts > restarts)
     assert_clean(stack)
 
 
@@ -285,8 +286,8 @@ def test_engine_death_then_slow_start(stack, tmp_path):
         assert run.wait(60) == "completed"
         time.sleep(1.0)
     first, second = run.windows()
-    assert first["end"] <= second["start"]  # the method's windows come one after the other
-    served = {name: {r["served_by"] for r in ok(load.rows) if w["start"] <= r["t_sent"] <= w["end"]}
+    assert first.end <= second.start  # the method's windows come one after the other
+    served = {name: {r["served_by"] for r in ok(load.rows) if w.start <= r["t_sent"] <= w.end}
               for name, w in (("death", first), ("slow", second))}  # fmt: skip
     assert served["death"] and "llm-1" not in served["death"]
     assert served["slow"] and "llm-2" not in served["slow"]

@@ -207,10 +207,27 @@ def test_every_fault_was_rolled_back_before_the_services_stopped(killed_run):
     assert f"proxies reset at {proxy_url}" in notes, notes
     fallback = next(n for n, s in state["services"].items() if s["kind"] == "fallback")
     cleared = [n for n in notes if n.startswith(f"{fallback}:")]
-    assert cleared and "not cleared" not in cleared[0] and "1 fault(s) cleared" in cleared[0]
+    assert cleared and "not cleared" not in cleared[0]
+    # the experiment's process saw its owner go (its standard input ended) and ran its own
+    # rollbacks; the watch clears whatever they had not undone yet
+    undone = [e for e in timeline if e["source"] == "experiments" and e["kind"] == "rollback"
+              and e["name"] == "fallback-clear" and e["action"] == "end"]  # fmt: skip
+    by_experiment = [e for e in undone if e["detail"].get("status") == "succeeded"]
+    assert by_experiment or "1 fault(s) cleared" in cleared[0], (undone, cleared)
     stops = [e for e in watch if e["kind"] == "stop"]
     assert {e["name"] for e in stops} == set(state["services"])
-    assert all(rollback["t"] < e["t"] for e in stops), "a service stopped before the rollback"
+    rollbacks = [rollback, *by_experiment]
+    assert all(r["t"] < e["t"] for e in stops for r in rollbacks), "a service stopped first"
+
+
+def test_the_experiment_rolled_itself_back_when_its_owner_died(killed_run):
+    timeline = events(killed_run["run_dir"])
+    ended = [e for e in timeline if e["kind"] == "experiment" and e["action"] == "end"]
+    assert ended and ended[-1]["detail"]["status"] == "interrupted", ended
+    faults = [e for e in timeline if e["kind"] == "fault"]
+    assert {e["name"] for e in faults if e["action"] == "start"} == {
+        e["name"] for e in faults if e["action"] == "end"
+    }, "a fault window never closed"
 
 
 def test_the_run_and_its_stack_say_crashed(killed_run):

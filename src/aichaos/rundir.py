@@ -23,6 +23,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import UnionType
@@ -266,6 +267,68 @@ def read_events(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return events, notes
 
 
+@dataclass
+class FaultWindow:
+    """One fault window from ``events.jsonl``: a ``fault`` start event and the next ``fault``
+    end event of the same name (epoch seconds). ``end`` is None while the fault is on;
+    ``open`` marks a fault still on when a finished run stopped (its end is the run's end)."""
+
+    name: str
+    start: float
+    end: float | None = None
+    open: bool = False
+    activity: str | None = None
+    experiment: str | None = None
+    at: float | None = None  # the schedule's offset from the run's time 0
+    duration: float | None = None
+    rollback: str | None = None  # the rollback the schedule names to end it
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+def fault_windows(
+    events: Sequence[dict[str, Any]], run_end: float | None = None, since: float | None = None
+) -> tuple[list[FaultWindow], list[str]]:
+    """The fault windows in start order, and notes; the one derivation of them (the verdict's
+    phases, the charts' shading, a running experiment's progress). Events before ``since``
+    are left out. With ``run_end``, a window never ended runs to it and is ``open``; without,
+    its ``end`` stays None (still on)."""
+    notes: list[str] = []
+    started: dict[str, list[FaultWindow]] = {}
+    windows: list[FaultWindow] = []
+    for e in events:
+        if e.get("kind") != EventKind.FAULT or (since is not None and float(e["t"]) < since):
+            continue
+        detail = e.get("detail") or {}
+        name = str(e.get("name"))
+        if e.get("action") == "start":
+            window = FaultWindow(
+                name,
+                float(e["t"]),
+                activity=detail.get("activity"),
+                experiment=detail.get("experiment"),
+                at=detail.get("at"),
+                duration=detail.get("duration"),
+                rollback=detail.get("rollback"),
+                arguments=dict(detail.get("arguments") or {}),
+            )
+            started.setdefault(name, []).append(window)
+            windows.append(window)
+        elif e.get("action") == "end":
+            if started.get(name):
+                started[name].pop(0).end = float(e["t"])
+            else:
+                notes.append(f"events.jsonl: fault {name!r} ended without a start; ignored")
+    if run_end is not None:
+        for window in windows:
+            if window.end is None:
+                window.end, window.open = max(run_end, window.start), True
+                notes.append(
+                    f"events.jsonl: fault {window.name!r} never ended; window runs to the run's end"
+                )
+    windows.sort(key=lambda w: w.start)
+    return windows, notes
+
+
 def read_requests(
     run_dir: Path, columns: Sequence[str] | None = None
 ) -> tuple[pa.Table, list[str]]:
@@ -296,11 +359,11 @@ def read_requests(
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = []
-    for field in schema:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
+    for column in schema:
+        if column.name in table.column_names:
+            columns.append(table.column(column.name).cast(column.type))
         else:
-            columns.append(pa.nulls(table.num_rows, field.type))
+            columns.append(pa.nulls(table.num_rows, column.type))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
