@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import httpx
 from chaoslib.exceptions import ActivityFailed
 
-from aichaos.stackfile import StackNotFound, read_stack_state
+from aichaos.stackfile import ServiceState, StackNotFound, StackState, read_stack_state
 
 RUN_DIR = "aichaos_run_dir"
 STACK_FILE = "aichaos_stack_file"
@@ -63,28 +63,33 @@ def allowed_names(configuration: Mapping[str, Any] | None) -> set[str]:
     return {str(v) for v in value}
 
 
-def stack_state(configuration: Mapping[str, Any] | None, required: bool = True) -> dict[str, Any]:
-    """The stack's state file as it is now; ``{}`` when none is configured and not required."""
+@overload
+def stack_state(
+    configuration: Mapping[str, Any] | None, required: Literal[True] = True
+) -> StackState: ...
+
+
+@overload
+def stack_state(configuration: Mapping[str, Any] | None, required: bool) -> StackState | None: ...
+
+
+def stack_state(
+    configuration: Mapping[str, Any] | None, required: bool = True
+) -> StackState | None:
+    """The stack's state file as it is now; None when none is configured and not required."""
     value = _get(configuration, STACK_FILE)
     if value is None:
         if required:
             raise ActivityFailed(f"configuration {STACK_FILE!r} is not set (the stack.json path)")
-        return {}
+        return None
     try:
         return read_stack_state(Path(value))
     except StackNotFound as exc:
         raise ActivityFailed(str(exc)) from None
 
 
-def services(configuration: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    return dict(stack_state(configuration).get("services") or {})
-
-
-def _service_of_kind(state: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
-    for svc in (state.get("services") or {}).values():
-        if svc.get("kind") == kind:
-            return svc
-    return None
+def services(configuration: Mapping[str, Any] | None) -> dict[str, ServiceState]:
+    return dict(stack_state(configuration).services)
 
 
 def target_url(configuration: Mapping[str, Any] | None) -> str:
@@ -100,17 +105,18 @@ def _url(configuration: Mapping[str, Any] | None, key: str, kind: str, what: str
     value = _get(configuration, key)
     if value is not None:
         return str(value).rstrip("/")
-    svc = _service_of_kind(stack_state(configuration, required=False), kind)
-    if svc is None or not svc.get("url"):
+    state = stack_state(configuration, required=False)
+    svc = state.service_of_kind(kind) if state is not None else None
+    if svc is None or not svc.url:
         raise ActivityFailed(f"configuration {key!r} is not set and the stack has no {what}")
-    return str(svc["url"]).rstrip("/")
+    return svc.url.rstrip("/")
 
 
-def faults_url(svc: Mapping[str, Any]) -> str | None:
+def faults_url(svc: ServiceState) -> str | None:
     """The fault API of a stack instance: on its own loopback admin port (``admin_url`` in
     stack.json), never its serving URL, which proxies forward. None: it has none (real vLLM)."""
-    admin = svc.get("admin_url")
-    return f"{str(admin).rstrip('/')}{FAULTS_PATH}" if admin else None
+    admin = svc.admin_url
+    return f"{admin.rstrip('/')}{FAULTS_PATH}" if admin else None
 
 
 def admin_request(
@@ -123,14 +129,14 @@ def admin_request(
 
 def match_services(
     configuration: Mapping[str, Any] | None, service: str, kinds: tuple[str, ...] = REPLICA_KINDS
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, ServiceState]]:
     """Instances named ``service``, or of that service, or of that kind (``llm`` is every LLM
     replica), in name order; only replica kinds: the gateway or the proxy server is no target."""
     found = []
     for name, svc in sorted(services(configuration).items()):
-        if svc.get("kind") not in kinds:
+        if svc.kind not in kinds:
             continue
-        if service in (name, svc.get("service"), svc.get("kind")):
+        if service in (name, svc.service, svc.kind):
             found.append((name, svc))
     if not found:
         raise ActivityFailed(
@@ -142,18 +148,16 @@ def match_services(
 
 def replica_names(configuration: Mapping[str, Any] | None) -> list[str]:
     return sorted(
-        name for name, svc in services(configuration).items() if svc.get("kind") in REPLICA_KINDS
+        name for name, svc in services(configuration).items() if svc.kind in REPLICA_KINDS
     )
 
 
 def proxies_in_front_of(
-    name: str, svc: Mapping[str, Any], configuration: Mapping[str, Any] | None
+    name: str, svc: ServiceState, configuration: Mapping[str, Any] | None
 ) -> list[str]:
     """The stack's proxies whose upstream is the instance ``name`` (or its service)."""
-    proxies = stack_state(configuration).get("proxies") or {}
-    return sorted(
-        p for p, decl in proxies.items() if decl.get("upstream") in (name, svc.get("service"))
-    )
+    proxies = stack_state(configuration).proxies
+    return sorted(p for p, decl in proxies.items() if decl.upstream in (name, svc.service))
 
 
 def check_proxy(configuration: Mapping[str, Any] | None, proxy: str) -> None:
@@ -161,7 +165,7 @@ def check_proxy(configuration: Mapping[str, Any] | None, proxy: str) -> None:
     if proxy in allowed_names(configuration):
         return
     state = stack_state(configuration, required=False)
-    declared = set((state.get("proxies") or {}).keys())
+    declared = set(state.proxies) if state is not None else set()
     if proxy not in declared:
         raise ActivityFailed(
             f"proxy {proxy!r}: not a proxy of this run's stack "

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from aichaos.loopback import is_loopback_name
 from aichaos.rundir import InputError
+from aichaos.stackfile import StackState
 
 from . import registry
 from .context import REPLICA_KINDS, TARGET, TOXIPROXY_URL, allowed_names, stack_state
@@ -223,10 +224,10 @@ class _Scope:
         if self.configuration is None:
             return None
         urls = [self.configuration.get(key) for key in STACK_URL_KEYS]
-        for svc in ((self.stack or {}).get("services") or {}).values():
-            urls += [svc.get("url"), svc.get("admin_url")]
-        for proxy in ((self.stack or {}).get("proxies") or {}).values():
-            urls.append(proxy.get("url"))
+        if self.stack is not None:
+            for svc in self.stack.services.values():
+                urls += [svc.url, svc.admin_url]
+            urls += [proxy.url for proxy in self.stack.proxies.values()]
         return {a for a in (_address(u) for u in urls if isinstance(u, str) and u) if a}
 
     # --- targets ----------------------------------------------------------------------------
@@ -298,32 +299,32 @@ def _mapping(experiment: dict[str, Any], configuration: dict[str, Any] | None) -
     return {**plain, **run}
 
 
-def _stack(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
+def _stack(configuration: dict[str, Any] | None) -> StackState | None:
     """The stack's state, or None when the run has none (or it cannot be read)."""
     try:
-        return stack_state(configuration, required=False) or None
+        return stack_state(configuration, required=False)
     except ActivityFailed:
         return None
 
 
-def _stack_names(stack: dict[str, Any] | None) -> tuple[set[str], set[str]]:
+def _stack_names(stack: StackState | None) -> tuple[set[str], set[str]]:
     services: set[str] = set()
     if stack is None:
         return services, set()
-    for name, svc in (stack.get("services") or {}).items():
-        if svc.get("kind") in REPLICA_KINDS:
-            services |= {name, str(svc.get("service")), str(svc.get("kind"))}
-    return services, set((stack.get("proxies") or {}).keys())
+    for name, svc in stack.services.items():
+        if svc.kind in REPLICA_KINDS:
+            services |= {name, str(svc.service), svc.kind}
+    return services, set(stack.proxies)
 
 
-def _endpoint_names(stack: dict[str, Any] | None) -> set[str]:
+def _endpoint_names(stack: StackState | None) -> set[str]:
     """Names that reach only endpoints given by url (no instance aichaos runs)."""
     found: dict[str, bool] = {}  # name -> every instance it reaches is an endpoint
-    for name, svc in ((stack or {}).get("services") or {}).items():
-        if svc.get("kind") not in REPLICA_KINDS:
+    for name, svc in (stack.services if stack is not None else {}).items():
+        if svc.kind not in REPLICA_KINDS:
             continue
-        for key in {name, str(svc.get("service")), str(svc.get("kind"))}:
-            found[key] = found.get(key, True) and bool(svc.get("external"))
+        for key in {name, str(svc.service), svc.kind}:
+            found[key] = found.get(key, True) and svc.external
     return {name for name, only in found.items() if only}
 
 

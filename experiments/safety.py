@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from aichaos.stackfile import ServiceState
+
 from . import context
 from .actions import load, network
 
@@ -28,13 +30,15 @@ def restore_all(configuration: dict[str, Any]) -> list[str]:
         notes.append(f"proxies reset at {url}")
     except Exception as exc:  # the next step must run whatever this did
         notes.append(f"proxies not reset: {exc}")
+    services: dict[str, ServiceState] = {}
     try:
-        services = context.stack_state(configuration, required=False).get("services") or {}
+        state = context.stack_state(configuration, required=False)
     except Exception as exc:
         notes.append(f"simulators not cleared: {exc}")
-        services = {}
+    else:
+        services = state.services if state is not None else {}
     for name, svc in sorted(services.items()):
-        if svc.get("kind") not in context.REPLICA_KINDS:
+        if svc.kind not in context.REPLICA_KINDS:
             continue
         url = context.faults_url(svc)
         if url is None:

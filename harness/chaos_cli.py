@@ -17,12 +17,13 @@ from aichaos.experiments import catalog
 from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
 from aichaos.processes import ProcessRef
 from aichaos.rundir import InputError
+from aichaos.stackfile import StackState
 from aichaos.waiting import wait_until
 
 from . import owner_watch
 from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
 from .signals import Signals
-from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state, supervisor_alive
+from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state
 
 experiments_app = typer.Typer(help="The shipped chaos experiments.", no_args_is_help=True)
 
@@ -166,29 +167,31 @@ def chaos(
     raise typer.Exit(_exit_code(status, run.deviated))
 
 
-def _running_stack(run_dir: Path | None, without_stack: bool) -> tuple[Path | None, dict[str, Any]]:
+def _running_stack(
+    run_dir: Path | None, without_stack: bool
+) -> tuple[Path | None, StackState | None]:
     """The running local stack's directory and state. With only ``--allow`` targets (a
-    Kubernetes cluster, a real Toxiproxy) and no local stack, ``(None, {})``."""
+    Kubernetes cluster, a real Toxiproxy) and no local stack, ``(None, None)``."""
     try:
         stack_dir = find_run_dir(run_dir)
         state = read_state(stack_dir)
     except StackNotFound:
         if without_stack:
-            return None, {}
+            return None, None
         raise
-    if not supervisor_alive(state) or state.get("status") not in ("ready", "running"):
+    if not state.supervisor_running() or state.status not in ("ready", "running"):
         if without_stack:
-            return None, {}
-        message = f"the stack in {stack_dir} is not running (status {state.get('status')})"
+            return None, None
+        message = f"the stack in {stack_dir} is not running (status {state.status})"
         raise NotCompleted(message)
     return stack_dir, state
 
 
-def _gateway_url(state: dict[str, Any]) -> str:
-    for svc in (state.get("services") or {}).values():
-        if svc.get("kind") == "gateway":
-            return str(svc["url"])
-    raise InputError("stack.json", "services", "a gateway service (or pass --target)")
+def _gateway_url(state: StackState | None) -> str:
+    gateway = state.service_of_kind("gateway") if state is not None else None
+    if gateway is None or gateway.url is None:
+        raise InputError("stack.json", "services", "a gateway service (or pass --target)")
+    return gateway.url
 
 
 def _follow(run: Any, load: Any, interrupted: Any) -> str:

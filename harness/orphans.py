@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from aichaos.processes import ProcessRef, wait_until_gone
 from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, RUN_JSON, EventKind, EventLog, read_manifest
+from aichaos.stackfile import StackState
 
 from .stack_state import (
     STACK_MARKER,
@@ -88,16 +88,15 @@ def is_stack_process(ref: ProcessRef, run_dir: Path) -> bool:
     return marker == str(Path(run_dir).resolve()) and ref.alive()
 
 
-def live_services(state: dict[str, Any]) -> dict[str, ProcessRef]:
-    services = {}
-    for name, svc in (state.get("services") or {}).items():
-        ref = ProcessRef.parse(svc)
-        if ref is not None and ref.alive():
-            services[name] = ref
-    return services
+def live_services(state: StackState | None) -> dict[str, ProcessRef]:
+    """The services of ``state`` whose recorded process still runs."""
+    if state is None:
+        return {}
+    refs = {name: svc.ref for name, svc in state.services.items()}
+    return {name: ref for name, ref in refs.items() if ref is not None and ref.alive()}
 
 
-def stack_services(run_dir: Path, state: dict[str, Any]) -> dict[str, ProcessRef]:
+def stack_services(run_dir: Path, state: StackState | None) -> dict[str, ProcessRef]:
     """The services of ``state`` that still run and really are the stack's."""
     return {n: r for n, r in live_services(state).items() if is_stack_process(r, run_dir)}
 
@@ -110,7 +109,7 @@ def orphan_in(run_dir: Path) -> Orphan | None:
         state = read_state(run_dir)
     except StackNotFound:
         return None
-    owner = ProcessRef.parse(state.get("supervisor"))
+    owner = state.supervisor
     if owner is not None and owner.alive():
         return None
     live = live_services(state)
@@ -158,7 +157,7 @@ def remove_orphans(places: Iterable[Path], say: Callable[[str], None], source: s
 def _let_the_watch_finish(run_dir: Path) -> None:
     """A watch that is alive is cleaning up right now: two at once would interleave events."""
     try:
-        watch = ProcessRef.parse(read_state(run_dir).get("watchdog"))
+        watch = read_state(run_dir).watchdog
     except StackNotFound:
         return
     if watch is not None:
@@ -183,25 +182,28 @@ def clean_up(run_dir: Path, reason: str, source: str = "owner-watch") -> CleanUp
     crashed, with events. Safe to run more than once."""
     run_dir = Path(run_dir)
     events = EventLog(run_dir / EVENTS_JSONL, source)
-    try:
-        # a state file someone else could have written names nothing we act on
-        state = read_state(run_dir) if trusted_state(run_dir) else {}
-    except StackNotFound:
-        state = {}
-    owner = (state.get("supervisor") or {}).get("pid")
+    state: StackState | None = None
+    # a state file someone else could have written names nothing we act on
+    if trusted_state(run_dir):
+        try:
+            state = read_state(run_dir)
+        except StackNotFound:
+            state = None
+    owner = state.supervisor.pid if state is not None and state.supervisor else None
     events.emit(OWNER_GONE, str(run_dir.name), "start", {"owner_pid": owner, "reason": reason})
     rollback = _roll_back(run_dir, state, events)
     stopped = _stop_services(run_dir, state, events)
-    if state:
-        state.update(status="crashed", stopped_at=time.time(), error=f"owner gone: {reason}")
-        write_json(run_dir / STATE_FILE, state)
+    if state is not None:
+        state.status, state.stopped_at = "crashed", time.time()
+        state.error = f"owner gone: {reason}"
+        write_json(run_dir / STATE_FILE, state.model_dump(mode="json"))
     marked = mark_run_crashed(run_dir, f"the run's owner (pid {owner}) died: {reason}")
     detail = {"rollback": rollback, "stopped": stopped, "run_marked_crashed": marked}
     events.emit(OWNER_GONE, str(run_dir.name), "end", detail)
     return CleanUp(rollback, stopped, marked)
 
 
-def _roll_back(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[str]:
+def _roll_back(run_dir: Path, state: StackState | None, events: EventLog) -> list[str]:
     """The run's last line of defence (``restore_all``), told about the stack by its state."""
     if not stack_services(run_dir, state):
         return []
@@ -216,7 +218,7 @@ def _roll_back(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[s
     return notes
 
 
-def _stop_services(run_dir: Path, state: dict[str, Any], events: EventLog) -> list[int]:
+def _stop_services(run_dir: Path, state: StackState | None, events: EventLog) -> list[int]:
     live = stack_services(run_dir, state)
     stop_groups([(ref.pid, ref.start_time) for ref in live.values()])
     for name, ref in live.items():

@@ -66,7 +66,7 @@ def _stack_over(run_dir: Path) -> bool:
         state = read_state(run_dir)
     except StackNotFound:
         return False  # not written yet, or being replaced
-    return state.get("status") in FINISHED
+    return state.status in FINISHED
 
 
 def main(argv: list[str] | None = None) -> int:

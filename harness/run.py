@@ -43,6 +43,7 @@ from aichaos.rundir import (
     read_manifest,
     write_json,
 )
+from aichaos.stackfile import StackState
 
 from .orphans import remove_orphans
 from .progress import Progress
@@ -250,7 +251,8 @@ class GameDay:
 
     def _start_metrics(self) -> None:
         if self.stack is not None and not self.prometheus_url:
-            self.prometheus_url = (self.stack.status().get("prometheus") or {}).get("url")
+            prometheus = self.stack.status().prometheus
+            self.prometheus_url = prometheus.url if prometheus else None
         if self.prometheus_url:
             if not PrometheusSource(self.prometheus_url).wait_scraping():
                 self.progress.say(f"Prometheus at {self.prometheus_url} has not scraped yet")
@@ -264,11 +266,10 @@ class GameDay:
             "aichaos_target": self.target,
         }
         if self.stack is not None:
-            state = self.stack.status()
             config["aichaos_stack_file"] = str(self.run_dir / "stack.json")
-            toxiproxy = [s for s in state["services"].values() if s["kind"] == "proxy"]
-            if toxiproxy:
-                config["aichaos_toxiproxy_url"] = toxiproxy[0]["url"]
+            toxiproxy = self.stack.status().service_of_kind("proxy")
+            if toxiproxy is not None:
+                config["aichaos_toxiproxy_url"] = toxiproxy.url
         return config
 
     def _drive(self) -> None:
@@ -535,16 +536,16 @@ def _has_display() -> bool:
     )
 
 
-def _gateway(state: dict[str, Any]) -> str:
-    gateways = [name for name, s in state["services"].items() if s["kind"] == "gateway"]
+def _gateway(state: StackState) -> str:
+    gateways = [name for name, s in state.services.items() if s.kind == "gateway"]
     if not gateways:
         raise CouldNotRun("the topology has no service of kind 'gateway' to send load to")
     return gateways[0]
 
 
 def _scrape_sources(stack: Stack) -> dict[str, str]:
-    services = stack.status()["services"]
-    return {n: s["url"] for n, s in services.items() if s["kind"] not in UNSCRAPED_KINDS}
+    services = stack.status().services
+    return {n: s.url for n, s in services.items() if s.kind not in UNSCRAPED_KINDS and s.url}
 
 
 def _stack_summary(stack: Stack | None, source: str | None) -> dict[str, Any] | None:
@@ -553,11 +554,9 @@ def _stack_summary(stack: Stack | None, source: str | None) -> dict[str, Any] | 
     state = stack.status()
     return {
         "topology": source,
-        "services": {n: {"kind": s["kind"], "url": s["url"]} for n, s in state["services"].items()},
-        "proxies": {
-            n: {"url": p["url"], "upstream": p["upstream"]} for n, p in state["proxies"].items()
-        },
-        "prometheus": state.get("prometheus"),
+        "services": {n: {"kind": s.kind, "url": s.url} for n, s in state.services.items()},
+        "proxies": {n: {"url": p.url, "upstream": p.upstream} for n, p in state.proxies.items()},
+        "prometheus": state.prometheus.model_dump(mode="json") if state.prometheus else None,
     }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from aichaos.rundir import EventLog
 from aichaos.signalling import kill_service
+from aichaos.stackfile import StackState
 from aichaos.waiting import wait_until
 
 from .orphans import clean_up, live_services
@@ -29,10 +30,8 @@ from .stack_state import (
     STATE_FILE,
     clear_pointer,
     find_run_dir,
-    process_alive,
     read_state,
     stop_groups,
-    supervisor_alive,
 )
 from .supervisor import READY, StackError, StopFlag, Supervisor
 from .topology import Topology, load_topology
@@ -105,7 +104,7 @@ class Stack:
             return pid
         raise StackError(f"service {name!r} not ready again within {timeout:g}s ({p.state})")
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StackState:
         return self.supervisor.state()
 
     def down(self) -> None:
@@ -133,75 +132,73 @@ class StackClient:
         read_state(found)  # fails early, with one line, when there is no state
         return cls(found, pointer)
 
-    def status(self) -> dict[str, Any]:
-        """The state file, with what is really alive now: ``supervisor.alive`` and, per
+    def status(self) -> StackState:
+        """The state file, with what is really alive now: ``supervisor_alive`` and, per
         service, ``alive``. A dead supervisor makes the status ``orphaned`` while a service of
         it still runs, else ``gone``."""
         state = read_state(self.run_dir)
-        alive = supervisor_alive(state)
-        state["supervisor"] = {**(state.get("supervisor") or {}), "alive": alive}
-        for svc in (state.get("services") or {}).values():
-            svc["alive"] = process_alive(svc.get("pid"), svc.get("start_time"))
+        alive = state.supervisor_alive = state.supervisor_running()
+        for svc in state.services.values():
+            svc.alive = svc.running()
         if not alive and live_services(state):
-            state["status"] = "orphaned"
-        elif not alive and state.get("status") not in ("stopped", "failed", "crashed"):
-            state["status"] = "gone"
+            state.status = "orphaned"
+        elif not alive and state.status not in ("stopped", "failed", "crashed"):
+            state.status = "gone"
         return state
 
     def url(self, name: str) -> str:
-        svc = (self.status().get("services") or {}).get(name)
-        if svc is None:
+        svc = self.status().services.get(name)
+        if svc is None or svc.url is None:
             raise StackError(f"no service {name!r} in {self.run_dir / STATE_FILE}")
-        return str(svc["url"])
+        return svc.url
 
     def admin_url(self, name: str) -> str:
-        svc = (self.status().get("services") or {}).get(name)
-        if not svc or not svc.get("admin_url"):
+        svc = self.status().services.get(name)
+        if not svc or not svc.admin_url:
             raise StackError(f"no admin port for service {name!r} in {self.run_dir / STATE_FILE}")
-        return str(svc["admin_url"])
+        return svc.admin_url
 
     def proxy_url(self, name: str) -> str:
-        proxy = (self.status().get("proxies") or {}).get(name)
-        if not proxy or not proxy.get("url"):
+        proxy = self.status().proxies.get(name)
+        if not proxy or not proxy.url:
             raise StackError(f"no proxy {name!r} in {self.run_dir / STATE_FILE}")
-        return str(proxy["url"])
+        return proxy.url
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Signal one service's process group; its supervisor restarts it."""
         state = self.status()
-        svc = (state.get("services") or {}).get(name)
-        if not svc or not svc.get("alive"):
+        svc = state.services.get(name)
+        if not svc or not svc.alive or svc.pid is None:
             raise StackError(f"service {name!r} is not running")
-        events = EventLog(Path(state["events"]), source="harness") if state.get("events") else None
-        if not kill_service(events, name, int(svc["pid"]), svc.get("start_time"), sig):
+        events = EventLog(state.events, source="harness") if state.events else None
+        if not kill_service(events, name, svc.pid, svc.start_time, sig):
             raise StackError(f"service {name!r} exited before it could be killed")
-        return int(svc["pid"])
+        return svc.pid
 
     def pids(self) -> list[int]:
         """The supervisor's, its owner watch's and every service's PID, as recorded."""
         state = read_state(self.run_dir)
-        pids = [(state.get(k) or {}).get("pid") for k in ("supervisor", "watchdog")]
-        pids += [s.get("pid") for s in (state.get("services") or {}).values()]
-        return [int(p) for p in pids if p]
+        pids = [ref.pid for ref in (state.supervisor, state.watchdog) if ref is not None]
+        pids += [svc.pid for svc in state.services.values() if svc.pid is not None]
+        return [p for p in pids if p]
 
     def down(self, timeout: float = 30.0) -> dict[str, Any]:
         """Ask the supervisor to stop (SIGTERM) and wait for it; then stop, by process group,
         any service it did not. A stack whose supervisor was already gone (killed with SIGKILL,
         its owner watch too) has its faults rolled back first and is recorded as crashed."""
-        state = read_state(self.run_dir)
-        sup = state.get("supervisor") or {}
+        sup = read_state(self.run_dir).supervisor
         signalled = False
-        if process_alive(sup.get("pid"), sup.get("start_time")):
-            os.kill(int(sup["pid"]), signal.SIGTERM)
+        if sup is not None and sup.alive():
+            os.kill(sup.pid, signal.SIGTERM)
             signalled = True
-            wait_until(lambda: not process_alive(sup["pid"], sup["start_time"]), timeout)
-            if process_alive(sup["pid"], sup["start_time"]):
-                os.kill(int(sup["pid"]), signal.SIGKILL)
+            wait_until(lambda: not sup.alive(), timeout)
+            if sup.alive():
+                os.kill(sup.pid, signal.SIGKILL)
         state = read_state(self.run_dir)
         leftovers = [
-            (int(s["pid"]), s.get("start_time"))
-            for s in (state.get("services") or {}).values()
-            if process_alive(s.get("pid"), s.get("start_time"))
+            (svc.pid, svc.start_time)
+            for svc in state.services.values()
+            if svc.pid is not None and svc.running()
         ]
         if leftovers and not signalled:
             why = "its supervisor was gone; stopped by aichaos stack down"

@@ -20,6 +20,7 @@ import yaml
 
 from aichaos import exits
 from aichaos.errors import BadInput, NotCompleted
+from aichaos.stackfile import StackState
 
 from .error_handler import HandledGroup
 from .orphans import find_orphans, remove_orphans
@@ -32,7 +33,6 @@ from .stack_state import (
     process_alive,
     read_state,
     stack_places,
-    supervisor_alive,
 )
 from .supervisor import (
     StackInterrupted,
@@ -62,8 +62,9 @@ def _refuse_running(pointer: Path, run_dir: Path) -> None:
             state = read_state(candidate)
         except StackNotFound:
             continue
-        if supervisor_alive(state) and state.get("status") in ("starting", "ready"):
-            pid = state["supervisor"]["pid"]
+        owner = state.supervisor
+        if owner is not None and owner.alive() and state.status in ("starting", "ready"):
+            pid = owner.pid
             raise BadInput(
                 f"a stack is already running from {candidate} (supervisor pid {pid}); "
                 "run `aichaos stack down` first"
@@ -214,13 +215,13 @@ def _up_detached(topology: Path, run_dir: Path, pointer: Path, no_prometheus: bo
         while time.monotonic() < deadline:
             code = child.poll()
             state = _try_state(run_dir)
-            if state and state.get("status") == "ready":
+            if state and state.status == "ready":
                 typer.echo(_render(StackClient(run_dir).status()))
                 typer.echo("supervising in the background; `aichaos stack down` stops the stack")
                 return 0
             if code is not None:
                 state = _try_state(run_dir)
-                error = (state or {}).get("error") or log_tail(log_path)
+                error = (state.error if state else None) or log_tail(log_path)
                 typer.echo(f"aichaos stack up: {error}", err=True)
                 return exits.NOT_COMPLETED
             time.sleep(0.1)
@@ -240,7 +241,7 @@ def _start_budget(topology: Path) -> float:
     return sum(s.ready_timeout * s.replicas for s in spec.services) + 90.0
 
 
-def _try_state(run_dir: Path) -> dict[str, Any] | None:
+def _try_state(run_dir: Path) -> StackState | None:
     try:
         return read_state(run_dir)
     except StackNotFound:
@@ -266,8 +267,8 @@ def status(
             raise typer.Exit(exits.NOT_COMPLETED) from None
         raise
     state = client.status()
-    typer.echo(json.dumps(state, indent=2) if as_json else _render(state))
-    if state["supervisor"].get("alive"):
+    typer.echo(json.dumps(state.model_dump(mode="json"), indent=2) if as_json else _render(state))
+    if state.supervisor_alive:
         raise typer.Exit(0)
     for orphan in [] if as_json else find_orphans(stack_places(pointer)):
         # another stack nobody owns, e.g. one an `aichaos run` left
@@ -300,43 +301,34 @@ def down(
     typer.echo(f"stack stopped: {client.run_dir}{note}")
 
 
-def _render(state: dict[str, Any]) -> str:
-    sup = state.get("supervisor") or {}
-    lines = [
-        f"stack {state.get('name')}: {state.get('status')}  "
-        f"(supervisor pid {sup.get('pid')}, run dir {state.get('run_dir')})"
-    ]
+def _render(state: StackState) -> str:
+    pid = state.supervisor.pid if state.supervisor else None
+    lines = [f"stack {state.name}: {state.status}  (supervisor pid {pid}, run dir {state.run_dir})"]
     rows = [("SERVICE", "KIND", "STATE", "PID", "URL", "RESTARTS")]
-    for name, svc in (state.get("services") or {}).items():
-        pid = svc.get("pid") if svc.get("alive", True) else "-"
-        rows.append(
-            (name, svc["kind"], svc["state"], str(pid), svc["url"], str(svc.get("restarts", 0)))
-        )
+    for name, svc in state.services.items():
+        shown = svc.pid if svc.alive is not False else "-"
+        rows.append((name, svc.kind, str(svc.state), str(shown), str(svc.url), str(svc.restarts)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    proxies = state.get("proxies") or {}
-    if proxies:
+    if state.proxies:
         lines.append("proxies:")
-        for name, proxy in proxies.items():
-            lines.append(f"  {name}: {proxy.get('url')} -> {proxy['upstream']}")
-    services = state.get("services") or {}
-    admins = {name: svc["admin_url"] for name, svc in services.items() if svc.get("admin_url")}
+        for name, proxy in state.proxies.items():
+            lines.append(f"  {name}: {proxy.url} -> {proxy.upstream}")
+    admins = {name: svc.admin_url for name, svc in state.services.items() if svc.admin_url}
     if admins:
         lines.append("fault APIs (own loopback ports, never behind a proxy):")
         lines += [f"  {name}: {url}/admin/faults" for name, url in admins.items()]
-    prom = state.get("prometheus")
+    prom = state.prometheus
     if prom:
-        lines.append(
-            f"prometheus: {prom['url']}" if prom.get("url") else f"prometheus: {prom['skipped']}"
-        )
-    lines.append(f"events: {state.get('events')}")
-    if state.get("status") == "orphaned":
+        lines.append(f"prometheus: {prom.url}" if prom.url else f"prometheus: {prom.skipped}")
+    lines.append(f"events: {state.events}")
+    if state.status == "orphaned":
         lines.append(
             "its owner is gone but services still run; "
-            f"`aichaos stack down --run-dir {state.get('run_dir')}` removes it"
+            f"`aichaos stack down --run-dir {state.run_dir}` removes it"
         )
-    if state.get("error"):
-        lines.append(f"error: {state['error']}")
+    if state.error:
+        lines.append(f"error: {state.error}")
     return "\n".join(line.rstrip() for line in lines)
 
 

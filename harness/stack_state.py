@@ -14,11 +14,10 @@ import contextlib
 import json
 import signal
 from pathlib import Path
-from typing import Any
 
 from aichaos.files import write_json
 from aichaos.processes import process_alive, signal_group
-from aichaos.stackfile import StackNotFound, read_stack_state
+from aichaos.stackfile import StackNotFound, StackState, read_stack_state
 from aichaos.waiting import wait_until
 
 STATE_FILE = "stack.json"
@@ -46,7 +45,7 @@ def stop_groups(groups: list[tuple[int, float | None]], timeout: float = 5.0) ->
 # --- files -----------------------------------------------------------------------------------
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
+def read_state(run_dir: Path) -> StackState:
     return read_stack_state(run_dir / STATE_FILE)
 
 
@@ -92,8 +91,3 @@ def stack_places(pointer: Path = DEFAULT_POINTER, *more: Path) -> list[Path]:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         places.insert(0, Path(json.loads(pointer.read_text(encoding="utf-8"))["run_dir"]))
     return [p for p in places if p.exists()]
-
-
-def supervisor_alive(state: dict[str, Any]) -> bool:
-    sup = state.get("supervisor") or {}
-    return process_alive(sup.get("pid"), sup.get("start_time"))

@@ -31,6 +31,7 @@ from aichaos.loopback import free_port as loopback_port
 from aichaos.processes import ProcessRef, process_start_time, signal_group
 from aichaos.rundir import EventKind, EventLog
 from aichaos.signalling import kill_service
+from aichaos.stackfile import ExitRecord, PrometheusState, ProxyState, ServiceState, StackState
 
 from . import owner_watch
 from . import prometheus as prom
@@ -152,7 +153,7 @@ class Managed:
     restarts: int = 0
     crashes: int = 0  # exits in a row before getting ready: they back the restart off
     probe_note: str = ""
-    last_exit: dict[str, Any] | None = None
+    last_exit: ExitRecord | None = None
     groups: list[int] = field(default_factory=list)  # every process group it has led
 
     @property
@@ -219,7 +220,7 @@ class Supervisor:
         self._monitor: threading.Thread | None = None
         self._shut = False
         self.proxy_listen: dict[str, str] = {}  # proxy name -> the address it really listens on
-        self.prometheus_info: dict[str, Any] | None = None
+        self.prometheus_info: PrometheusState | None = None
         self.watch: subprocess.Popen[bytes] | None = None  # the owner watch (owner_watch.py)
 
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,7 @@ class Supervisor:
                 if binary
                 else "prometheus not on PATH"
             )
-            self.prometheus_info = {"url": None, "skipped": reason}
+            self.prometheus_info = PrometheusState(skipped=reason)
             return
         targets: dict[str, list[tuple[str, int]]] = {}
         for target in spec.targets:
@@ -278,7 +279,7 @@ class Supervisor:
         log_path = self.run_dir / "logs" / f"{prom.SERVICE_NAME}.log"
         instance = Instance(prom.SERVICE_NAME, service, 1)
         self.procs[prom.SERVICE_NAME] = Managed(instance, port, log_path)
-        self.prometheus_info = {"url": f"http://127.0.0.1:{port}", "config": str(config)}
+        self.prometheus_info = PrometheusState(url=f"http://127.0.0.1:{port}", config=config)
 
     # --- start-up --------------------------------------------------------------------------
 
@@ -293,8 +294,8 @@ class Supervisor:
             write_pointer(self.pointer, self.run_dir, os.getpid())
         # before any service: whatever this process dies of, someone stops what it started
         self.watch = owner_watch.spawn(self.run_dir, ProcessRef.current())
-        if self.prometheus_info and self.prometheus_info.get("skipped"):
-            reason = self.prometheus_info["skipped"]
+        if self.prometheus_info and self.prometheus_info.skipped:
+            reason = self.prometheus_info.skipped
             self.events.emit(
                 EventKind.PROMETHEUS, prom.SERVICE_NAME, "instant", {"skipped": reason}
             )
@@ -501,7 +502,7 @@ class Supervisor:
             delay = p.spec.restart_delay
             if p.crashes:
                 delay = min(MAX_BACKOFF, max(delay, 0.5) * 2**p.crashes)
-            p.last_exit = {**detail, "t": time.time()}
+            p.last_exit = ExitRecord.model_validate({**detail, "t": time.time()})
             p.state = RESTARTING
             p.restart_at = time.monotonic() + delay
             self._save()
@@ -583,61 +584,61 @@ class Supervisor:
     def urls(self) -> dict[str, str]:
         return {name: p.url for name, p in self.procs.items()}
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> StackState:
         with self._lock:
-            services = {}
-            for name, p in self.procs.items():
-                services[name] = {
-                    "service": p.spec.name,
-                    "kind": p.spec.kind,
-                    "external": p.spec.external,  # an endpoint aichaos does not run
-                    "replica": p.instance.replica,
-                    "state": p.state,
-                    "pid": p.pid,
-                    "start_time": p.start_time,
-                    "port": p.port,
-                    "url": p.url,
-                    "admin_port": p.admin_port,
-                    "admin_url": p.admin_url,
-                    "ready_url": f"{p.url}{p.spec.ready}",
-                    "log": str(p.log_path),
-                    "restarts": p.restarts,
-                    "started_at": p.started_at,
-                    "ready_at": p.ready_at,
-                    "last_exit": p.last_exit,
-                }
+            services = {
+                name: ServiceState(
+                    service=p.spec.name,
+                    kind=p.spec.kind,
+                    external=p.spec.external,
+                    replica=p.instance.replica,
+                    state=p.state,
+                    pid=p.pid,
+                    start_time=p.start_time,
+                    port=p.port,
+                    url=p.url,
+                    admin_port=p.admin_port,
+                    admin_url=p.admin_url,
+                    ready_url=f"{p.url}{p.spec.ready}",
+                    log=p.log_path,
+                    restarts=p.restarts,
+                    started_at=p.started_at,
+                    ready_at=p.ready_at,
+                    last_exit=p.last_exit,
+                )
+                for name, p in self.procs.items()
+            }
             proxies = {}
             for proxy in self.topology.proxies:
                 listen = self.proxy_listen.get(proxy.name)
-                proxies[proxy.name] = {
-                    "listen": listen,
-                    "url": f"http://{listen}" if listen else None,
-                    "upstream": proxy.upstream,
-                    "upstream_url": self.procs[proxy.upstream].url,
-                    "enabled": proxy.enabled,
-                }
-            return {
-                "name": self.topology.name,
-                "topology": self.source,
-                "run_dir": str(self.run_dir),
-                "events": str(self.events.path),
-                "status": self.status,
-                "error": self.error,
-                "started_at": self.started_at,
-                "ready_at": self.ready_at,
-                "stopped_at": self.stopped_at,
-                "supervisor": {"pid": os.getpid(), "start_time": process_start_time(os.getpid())},
-                "watchdog": self._watch_ref(),
-                "services": services,
-                "proxies": proxies,
-                "prometheus": self.prometheus_info,
-            }
+                proxies[proxy.name] = ProxyState(
+                    listen=listen,
+                    url=f"http://{listen}" if listen else None,
+                    upstream=proxy.upstream,
+                    upstream_url=self.procs[proxy.upstream].url,
+                    enabled=proxy.enabled,
+                )
+            return StackState(
+                name=self.topology.name,
+                topology=self.source,
+                run_dir=self.run_dir,
+                events=self.events.path,
+                status=self.status,
+                error=self.error,
+                started_at=self.started_at,
+                ready_at=self.ready_at,
+                stopped_at=self.stopped_at,
+                supervisor=ProcessRef.current(),
+                watchdog=self._watch_ref(),
+                services=services,
+                proxies=proxies,
+                prometheus=self.prometheus_info,
+            )
 
-    def _watch_ref(self) -> dict[str, Any] | None:
+    def _watch_ref(self) -> ProcessRef | None:
         if self.watch is None or self.watch.poll() is not None:
             return None
-        ref = ProcessRef.of(self.watch.pid)
-        return ref.model_dump() if ref else None
+        return ProcessRef.of(self.watch.pid)
 
     def _end_watch(self) -> None:
         """The stack is over: the owner watch has nothing left to guard (it also ends by itself
@@ -654,7 +655,7 @@ class Supervisor:
             watch.wait(STOP_TIMEOUT)
 
     def _save(self) -> None:
-        write_json(self.run_dir / STATE_FILE, self.state())
+        write_json(self.run_dir / STATE_FILE, self.state().model_dump(mode="json"))
 
     # --- shut-down -------------------------------------------------------------------------
 

@@ -115,8 +115,8 @@ def test_pool_down_means_fallback(stack):
 
 
 def test_no_llm_proxy_leads_to_a_fault_api(stack):
-    state = stack.status()["services"]
-    assert [n for n, svc in state.items() if svc["admin_url"]] == ["llm-1", "llm-2", "fallback"]
+    state = stack.status().services
+    assert [n for n, svc in state.items() if svc.admin_url] == ["llm-1", "llm-2", "fallback"]
     fault = {"kind": "error", "status": 503}
     for name in ("llm-1", "llm-2", "fallback"):
         through_proxy = f"{stack.proxy_url(name)}/admin/faults"

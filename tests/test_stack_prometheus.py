@@ -23,7 +23,7 @@ TOPOLOGY = REPO / "tests" / "data" / "topology" / "small.yaml"
 )
 def test_prometheus_scrapes_the_stack(tmp_path):
     with Stack.up(TOPOLOGY, tmp_path / "run") as stack:
-        prom = stack.status()["prometheus"]["url"]
+        prom = stack.status().prometheus.url
         httpx.post(f"{stack.url('llm')}/v1/completions", timeout=10,
                    json={"prompt": "hi", "max_tokens": 3, "ignore_eos": True})  # fmt: skip
         query = {"query": "vllm:generation_tokens_total"}
@@ -45,7 +45,7 @@ def test_prometheus_and_direct_scrapes_give_the_same_series(tmp_path):
     """metrics.parquet is filled from Prometheus range queries when Prometheus runs and from
     direct scrapes otherwise: both must name the same series with the same sources."""
     with Stack.up(TOPOLOGY, tmp_path / "run") as stack:
-        source = PrometheusSource(stack.status()["prometheus"]["url"])
+        source = PrometheusSource(stack.status().prometheus.url)
         assert source.wait_scraping()
         start = time.time()
         scraper = Scraper({"llm": stack.url("llm")}, interval=0.5).start()

@@ -130,8 +130,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 def test_stack_comes_up_and_a_request_through_a_proxy_reaches_a_replica(stack):
     state = stack.status()
-    assert state["status"] == "ready"
-    assert {s["state"] for s in state["services"].values()} == {"ready"}
+    assert state.status == "ready"
+    assert {s.state for s in state.services.values()} == {"ready"}
     for name in ("llm-1", "llm-2"):
         proxy = stack.proxy_url(name)
         assert proxy != stack.url(name)
@@ -175,7 +175,7 @@ def test_a_killed_replica_restarts_after_its_delay_and_is_ready_again(stack):
     assert restart["t"] - exit_["t"] >= 0.9  # restart_delay: 1
     ready = next(e for e in mine if e["kind"] == "ready" and e["detail"]["pid"] == new)
     assert ready["t"] > restart["t"]
-    assert stack.status()["services"]["llm-2"]["restarts"] >= 1
+    assert stack.status().services["llm-2"].restarts >= 1
     # the same port as before, so the proxy in front of it works again
     body = chat("sim-llm-2")
     response = httpx.post(f"{stack.proxy_url('llm-2')}/v1/chat/completions", json=body, timeout=10)

@@ -15,9 +15,9 @@ import httpx
 import psutil
 from chaoslib.exceptions import ActivityFailed
 
-from aichaos.processes import process_alive
 from aichaos.rundir import EVENTS_JSONL, EventLog
 from aichaos.signalling import kill_service
+from aichaos.stackfile import ServiceState
 from aichaos.waiting import wait_until
 
 from .. import context
@@ -27,16 +27,15 @@ POLL_S = 0.2
 ENGINE_TITLE = "EngineCore"  # vLLM titles its engine process VLLM::EngineCore
 
 
-def _alive(svc: dict[str, Any]) -> bool:
+def _alive(svc: ServiceState) -> bool:
     """A live process; for an endpoint aichaos does not run, any HTTP answer."""
-    if svc.get("external"):
+    if svc.external:
         try:
-            httpx.get(f"{svc['url']}/v1/models", timeout=context.HTTP_TIMEOUT)
+            httpx.get(f"{svc.url}/v1/models", timeout=context.HTTP_TIMEOUT)
         except httpx.HTTPError:
             return False
         return True
-    pid = svc.get("pid")
-    return bool(pid) and process_alive(int(pid), svc.get("start_time"))
+    return svc.running()
 
 
 def _signal(value: str | int) -> signals.Signals:
@@ -61,7 +60,7 @@ def kill_replica(
     candidates = [
         (name, svc)
         for name, svc in context.match_services(configuration, service)
-        if svc.get("state") == "ready" and _alive(svc)
+        if svc.state == "ready" and _alive(svc)
     ]
     if len(candidates) < count:
         raise ActivityFailed(
@@ -70,9 +69,11 @@ def kill_replica(
     events = _timeline(configuration)
     killed = []
     for name, svc in candidates[:count]:
-        pid = int(svc["pid"])
+        pid = svc.pid
+        if pid is None:
+            raise ActivityFailed(f"kill {name}: no process (an endpoint aichaos did not start)")
         # the supervisor starts each service in its own group: the group goes
-        if not kill_service(events, name, pid, svc.get("start_time"), sig):
+        if not kill_service(events, name, pid, svc.start_time, sig):
             raise ActivityFailed(f"kill {name}: process {pid} is gone")
         killed.append({"name": name, "pid": pid, "signal": sig.name})
     return killed
@@ -122,7 +123,7 @@ def kill_engine_core(
     candidates = [
         (name, svc)
         for name, svc in context.match_services(configuration, service)
-        if svc.get("state") == "ready" and _alive(svc)
+        if svc.state == "ready" and _alive(svc)
     ]
     if len(candidates) < max(count, 1):
         raise ActivityFailed(
@@ -131,23 +132,21 @@ def kill_engine_core(
         )
     killed = []
     for name, svc in candidates[:count]:
-        engine = engine_process(int(svc["pid"]))
+        engine = engine_process(svc.pid) if svc.pid is not None else None
         if engine is None:
             raise ActivityFailed(f"{name}: no {ENGINE_TITLE} process (not a vLLM replica?)")
         try:
             engine.send_signal(sig)
         except psutil.NoSuchProcess:
             raise ActivityFailed(f"{name}: its {ENGINE_TITLE} process is gone") from None
-        killed.append(
-            {"name": name, "pid": svc["pid"], "engine_pid": engine.pid, "signal": sig.name}
-        )
+        killed.append({"name": name, "pid": svc.pid, "engine_pid": engine.pid, "signal": sig.name})
     return killed
 
 
 def replicas_state(service: str, configuration: dict | None) -> dict[str, bool]:
     """Per matching instance: ready in a live process?"""
     return {
-        name: svc.get("state") == "ready" and _alive(svc)
+        name: svc.state == "ready" and _alive(svc)
         for name, svc in context.match_services(configuration, service)
     }
 
