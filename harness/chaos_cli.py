@@ -5,6 +5,7 @@ restore everything after it, Ctrl-C and SIGTERM included."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,22 +13,24 @@ from typing import Annotated, Any
 import typer
 
 from aichaos import exits
-from aichaos.errors import NotCompleted
+from aichaos.errors import BadInput, NotCompleted
 from aichaos.experiments import catalog
 from aichaos.experiments.context import RUN_DIR, STACK_FILE, TARGET, TOXIPROXY_URL
 from aichaos.processes import ProcessRef
-from aichaos.rundir import InputError
+from aichaos.rundir import RUN_JSON, InputError, RunManifest
 from aichaos.stackfile import StackState
+from aichaos.units import parse_duration
 from aichaos.waiting import wait_until
 
 from . import owner_watch
 from .allow_options import Allow, AllowExtension, AllowHttp, AllowProcess, permissions
-from .signals import Signals
+from .lifecycle import RunLifecycle, versions
 from .stack_state import STATE_FILE, StackNotFound, find_run_dir, read_state
 
 experiments_app = typer.Typer(help="The shipped chaos experiments.", no_args_is_help=True)
 
 ROLLBACK_WAIT_S = 120.0
+DRAIN_S = 30.0  # the load's requests in flight at the end of its schedule get this long
 
 
 @experiments_app.command("list")
@@ -94,7 +97,7 @@ def chaos(
         str | None, typer.Option(help="Also drive this load scenario (name or file).")
     ] = None,
     duration: Annotated[
-        float | None, typer.Option(help="Scenario duration in seconds (with --scenario).")
+        str | None, typer.Option(help="Scenario duration, with --scenario (90, 90s, 5m).")
     ] = None,
     allow: Allow = None,
     allow_extension: AllowExtension = None,
@@ -118,6 +121,8 @@ def chaos(
     name = catalog.resolve(experiment).stem
     stamp = f"chaos-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = out or (stack_dir / stamp if stack_dir else Path("runs") / stamp)
+    if (out / RUN_JSON).exists():
+        raise BadInput(f"--out: {out}: holds a run already; expected an empty or new directory")
     out.mkdir(parents=True, exist_ok=True)
     configuration: dict[str, Any] = {RUN_DIR: str(out.resolve())}
     if stack_dir is not None:
@@ -126,45 +131,64 @@ def chaos(
         configuration[TOXIPROXY_URL] = toxiproxy_url
     if target:
         configuration[TARGET] = target
+    seconds = parse_duration(duration) if duration is not None else None
     load = None
-    t0 = time.time()
     if scenario is not None:
-        gateway = target or _gateway_url(state)
-        load = _start_load(scenario, duration, gateway, out)
-    run = ChaosRun(data, out, configuration=configuration, t0=t0, permissions=allowed)
-    signals = Signals()
-    signals.install()
-    status = "failed"
+        load = _start_load(scenario, seconds, target or _gateway_url(state), out)
+    run = ChaosRun(data, out, configuration=configuration, t0=time.time(), permissions=allowed)
+    manifest = RunManifest(
+        id=out.name,
+        kind="chaos",
+        owner=ProcessRef.current(),
+        command=sys.argv,
+        versions=versions(),
+        started_at=time.time(),
+        experiment=data,
+        scenario=load.scenario.to_dict() if load is not None else None,
+        target=load.target_url if load is not None else target,
+    )
     # a kill -9 of this process runs no finally: the watch then restores what it faulted
     watch = owner_watch.spawn(out, ProcessRef.current(), restore=configuration)
-    try:
-        if load is not None:
-            t0 = load.start()
-            run.t0 = t0
-        typer.echo(f"chaos: {data.get('title')} (journal and events in {out})")
-        if not signals.flag.is_set():
-            run.start()
-            status = _follow(run, load, signals.flag)
-        # the scenario runs its course (Ctrl-C ends it)
-        wait_until(lambda: load is None or not load.alive or signals.flag.is_set(), 1e9, 0.5)
-        if signals.flag.is_set():
-            typer.echo("chaos: interrupted; rolling back", err=True)
-            run.stop()
-            # a second Ctrl-C: go straight to the restore below
-            wait_until(lambda: run.wait(0.2) != "running" or signals.count > 1, ROLLBACK_WAIT_S)
-            status = "interrupted"
-    finally:
+    with RunLifecycle(out, manifest) as life:
         try:
-            if load is not None:
-                load.stop()
+            status = _drive(run, load, life)
         finally:
-            for note in restore_all(configuration):
-                typer.echo(f"restore: {note}")
-            watch.terminate()  # restored already: nothing left for it to guard
-            watch.wait(timeout=10)
-            signals.restore()
+            try:
+                if load is not None:
+                    load.stop()
+            finally:
+                for note in restore_all(configuration):
+                    typer.echo(f"restore: {note}")
+                watch.terminate()  # restored already: nothing left for it to guard
+                watch.wait(timeout=10)
+        if status != "completed" and not life.interrupted:
+            life.failed(f"the experiment ended {status} ({out / 'journal.json'})")
     _summary(run, status, out)
-    raise typer.Exit(_exit_code(status, run.deviated))
+    raise typer.Exit(life.exit_code(_exit_code(status, run.deviated)))
+
+
+def _drive(run: Any, load: Any, life: RunLifecycle) -> str:
+    """The experiment (and the load, with --scenario) to its end or to a signal; its status."""
+    status = "failed"
+    if load is not None:
+        run.t0 = load.start()
+        life.manifest.t0 = run.t0
+        life.save()
+    typer.echo(f"chaos: {run.title} (journal and events in {life.run_dir})")
+    flag = life.signals.flag
+    if not flag.is_set():
+        run.start()
+        status = _follow(run, load, flag)
+    if load is not None:  # the scenario runs its course (Ctrl-C ends it)
+        left = run.t0 + load.scenario.duration_s + DRAIN_S - time.time()
+        wait_until(lambda: not load.alive or flag.is_set(), max(left, 0.0), 0.5)
+    if flag.is_set():
+        typer.echo("chaos: interrupted; rolling back", err=True)
+        run.stop()
+        # a second Ctrl-C: go straight to the restore
+        wait_until(lambda: run.wait(0.2) != "running" or life.signals.count > 1, ROLLBACK_WAIT_S)
+        status = "interrupted"
+    return status
 
 
 def _running_stack(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -25,28 +24,16 @@ import typer
 
 from aichaos import exits
 from aichaos.errors import BadInput, NotCompleted
-from aichaos.harness.signals import Signals
+from aichaos.harness.lifecycle import RunLifecycle, versions
 from aichaos.harness.urls import check_url, unreachable
 from aichaos.processes import ProcessRef
-from aichaos.rundir import EVENTS_JSONL, RUN_JSON, EventKind, EventLog, InputError, write_json
+from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, InputError, RunManifest
 from aichaos.units import parse_duration
 from aichaos.waiting import wait_until
 
 scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_args_is_help=True)
 
 CALIBRATE_RATES = "5,10,20,40,80"
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("aichaos", "locust", "gevent", "geventhttpclient"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "unknown"
-    return out
 
 
 def _progress_line(p: dict[str, Any]) -> str:
@@ -62,7 +49,6 @@ def _progress_line(p: dict[str, Any]) -> str:
 def run_load(scenario_ref: str, target: str, duration: float | None, workers: int,
              out: Path | None, seed: int | None, web_ui: bool, remote_workers: int = 0,
              master_bind: str = "127.0.0.1", master_port: int | None = None) -> int:  # fmt: skip
-    from aichaos.loopback import is_loopback_name
     from aichaos.scenarios.runner import LoadRunner
     from aichaos.scenarios.spec import load_scenario
     from aichaos.scenarios.worker_gate import resolve_token
@@ -82,24 +68,20 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     run_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(run_dir / EVENTS_JSONL, source="load")
     owner = ProcessRef.current()  # the Locust processes stop when this process dies
-    manifest: dict[str, Any] = {
-        "id": run_dir.name,
-        "status": "running",
-        "owner": owner.model_dump(),  # a reader sees "crashed" once it is gone
-        "command": sys.argv,
-        "versions": _versions(),
-        "seed": scenario.seed,
-        "started_at": time.time(),
-        "ended_at": None,
-        "scenario": scenario.to_dict(),
-        "experiment": None,
-        "slo": None,
-        "target": url,
-        "stack": None,
-        "warmup_s": scenario.warmup_s,
-        "workers": workers,
-    }
-    write_json(run_dir / RUN_JSON, manifest)
+    manifest = RunManifest(
+        id=run_dir.name,
+        kind="load",
+        owner=owner,
+        command=sys.argv,
+        versions=versions(),
+        seed=scenario.seed,
+        started_at=time.time(),
+        scenario=scenario.to_dict(),
+        target=url,
+        warmup_s=scenario.warmup_s,
+        duration_s=scenario.duration_s,
+        workers=workers,
+    )
     runner = LoadRunner(
         scenario,
         url,
@@ -112,14 +94,28 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
         token=token,
         owner=owner,
     )
-    signals = Signals(on_signal=runner.request_stop)
-    signals.install()
+    with RunLifecycle(run_dir, manifest, on_signal=runner.request_stop) as life:
+        code = _drive(runner, life, events, scenario.name, master_bind)
+    _summary(run_dir)
+    if life.interrupted:
+        typer.echo(f"interrupted: the load stopped; run.json says aborted ({run_dir})", err=True)
+        return exits.NOT_COMPLETED
+    if code != 0:
+        typer.echo(f"error: the load generator exited with {code}:\n{runner.log_tail()}", err=True)
+        return exits.NOT_COMPLETED
+    return 0
+
+
+def _drive(runner: Any, life: RunLifecycle, events: EventLog, name: str, master_bind: str) -> int:
+    """Start the load, show its progress until it ends; the load generator's exit code."""
+    from aichaos.loopback import is_loopback_name
+
     t0 = runner.start()
-    manifest["t0"] = t0
-    write_json(run_dir / RUN_JSON, manifest)
-    events.emit(EventKind.LOAD, scenario.name, "start", {"t0": t0, "workers": workers}, t=t0)
+    life.manifest.t0 = t0
+    life.save()
+    events.emit(EventKind.LOAD, name, "start", {"t0": t0, "workers": runner.workers}, t=t0)
     tty = sys.stderr.isatty()
-    typer.echo(f"run directory: {run_dir}", err=True)
+    typer.echo(f"run directory: {life.run_dir}", err=True)
     if runner.distributed and not is_loopback_name(master_bind):
         # beyond loopback only workers holding this run's token may join (and get the scenario)
         typer.echo(f"workers join with: {runner.worker_command()}", err=True)
@@ -136,7 +132,6 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     finally:
         if runner.alive:
             runner.stop()
-        signals.restore()
     final = runner.progress()
     if tty:
         typer.echo("", err=True)
@@ -144,19 +139,10 @@ def run_load(scenario_ref: str, target: str, duration: float | None, workers: in
     if final.get("refused_workers"):
         typer.echo(f"warning: {final['refused_workers']} worker connection(s) refused for lacking "
                    "the run's token; none of their rows were recorded", err=True)  # fmt: skip
-    events.emit(EventKind.LOAD, scenario.name, "end", {"exit_code": code, "sent": final["sent"]})
-    manifest["ended_at"] = time.time()
-    interrupted = signals.flag.is_set()
-    manifest["status"] = "aborted" if interrupted else ("completed" if code == 0 else "failed")
-    write_json(run_dir / RUN_JSON, manifest)
-    _summary(run_dir)
-    if interrupted:
-        typer.echo(f"interrupted: the load stopped; run.json says aborted ({run_dir})", err=True)
-        return exits.NOT_COMPLETED
+    events.emit(EventKind.LOAD, name, "end", {"exit_code": code, "sent": final["sent"]})
     if code != 0:
-        typer.echo(f"error: the load generator exited with {code}:\n{runner.log_tail()}", err=True)
-        return exits.NOT_COMPLETED
-    return 0
+        life.failed(f"the load generator exited with {code}")
+    return code
 
 
 def _summary(run_dir: Path) -> None:

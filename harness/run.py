@@ -16,7 +16,6 @@ came and in which stage.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 import traceback
@@ -26,7 +25,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-import aichaos
 from aichaos import exits
 from aichaos.errors import NotCompleted
 from aichaos.processes import ProcessRef
@@ -34,17 +32,18 @@ from aichaos.reports import fmt
 from aichaos.rundir import (
     EVENTS_JSONL,
     INTERRUPT,
-    RUN_JSON,
     SUMMARY_MD,
     EventKind,
     EventLog,
+    FaultProxy,
     InputError,
+    RunManifest,
     read_events,
     read_manifest,
-    write_json,
 )
 from aichaos.stackfile import StackState
 
+from .lifecycle import versions
 from .orphans import remove_orphans
 from .progress import Progress
 from .run_plan import RunOptions, RunPlan, plan_run
@@ -498,34 +497,24 @@ class GameDay:
         ended = None if self.status == "running" else time.time()
         if self.stack is not None:  # kept once the stack is down: the reports name it
             self.stack_info = _stack_summary(self.stack, self.plan.topology_source)
-        manifest = {
-            "id": self.plan.run_id,
-            "status": self.status,
-            "problem": self.problem,
-            "command": self.plan.options.command or sys.argv,
-            "versions": versions(),
-            "owner": ProcessRef.current().model_dump(),  # read as crashed once it is gone
-            "started_at": self.started_at,
-            "t0": self.t0,
-            "ended_at": ended,
-            **self.plan.manifest_inputs(),
-            "target": self.target,
-            "fault_proxy": {"url": self.via, "upstream": self.target} if self.via else None,
-            "stack": self.stack_info,
-            "prometheus_url": self.prometheus_url,
-            "metrics_rows": getattr(self, "metrics_rows", None),
-        }
-        write_json(self.run_dir / RUN_JSON, manifest)
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"aichaos": aichaos.__version__, "python": platform.python_version()}
-    for name in ("locust", "chaostoolkit-lib", "prometheus-api-client", "vllm"):
-        with suppress(PackageNotFoundError):
-            found[name] = version(name)
-    return found
+        inputs = {**self.plan.manifest_inputs(), "target": self.target}
+        manifest = RunManifest(
+            id=self.plan.run_id,
+            status=self.status,
+            problem=self.problem,
+            command=self.plan.options.command or sys.argv,
+            versions=versions(),
+            owner=ProcessRef.current(),  # read as crashed once it is gone
+            started_at=self.started_at,
+            t0=self.t0,
+            ended_at=ended,
+            **inputs,
+            fault_proxy=FaultProxy(url=self.via, upstream=self.target) if self.via else None,
+            stack=self.stack_info,
+            prometheus_url=self.prometheus_url,
+            metrics_rows=getattr(self, "metrics_rows", None),
+        )
+        manifest.write(self.run_dir)
 
 
 def _has_display() -> bool:

@@ -18,7 +18,6 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -202,7 +201,7 @@ def write_metrics(run_dir: Path, rows: list[Row]) -> Path | None:
     return path
 
 
-def metrics_summary(rows: list[Row]) -> dict[str, Any]:
+def metrics_summary(rows: list[Row]) -> dict[str, int]:
     """Row counts by metric, for the manifest."""
     counts: dict[str, int] = defaultdict(int)
     for row in rows:

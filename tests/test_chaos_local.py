@@ -365,6 +365,10 @@ def test_ctrl_c_in_the_middle_of_faults_leaves_nothing_behind(stack, tmp_path):
     assert "interrupted" in output and "Traceback" not in output
     journal = json.loads((out / "journal.json").read_text())
     assert journal["status"] == "interrupted"
+    manifest = json.loads((out / "run.json").read_text())  # the one run lifecycle's manifest
+    assert manifest["kind"] == "chaos" and manifest["status"] == "aborted", manifest
+    assert manifest["ended_at"] >= manifest["started_at"]
+    assert manifest["experiment"]["title"] == "everything at once"
     events, _ = read_events(out)
     ends = {e["name"] for e in events if e["kind"] == "fault" and e["action"] == "end"}
     assert ends == {"slow-retrieval", "fallback-529", "llm-2-killed", "llm-1-down"}

@@ -32,6 +32,7 @@ def test_load_writes_a_run_directory(start_sim, tmp_path):
     manifest = json.loads((out / "run.json").read_text())
     assert set(RUN_FIELDS) <= set(manifest)
     assert manifest["status"] == "completed" and manifest["seed"] == 7
+    assert manifest["kind"] == "load"
     assert manifest["target"] == sim.url and manifest["scenario"]["name"] == "steady"
     assert manifest["ended_at"] > manifest["started_at"]
     assert manifest["versions"]["locust"]

@@ -7,7 +7,7 @@ the package root because every folder depends on it and it depends on none of th
 
 Files (all timestamps Unix epoch seconds, float):
 
-- ``run.json``         manifest, written by harness (see ``RUN_FIELDS``).
+- ``run.json``         manifest (``RunManifest``), written by harness.
 - ``requests/*.parquet`` request records in chunks (``RequestRecord``, which defines
   ``REQUEST_SCHEMA``), written by scenarios.
 - ``events.jsonl``     timeline, one JSON object a line (``EventLog``).
@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import UnionType
-from typing import Any, TypedDict, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypedDict, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 from .errors import InputError as InputError  # every reader's error, re-exported
 from .files import write_json as write_json  # the contract's writer, re-exported
@@ -46,27 +47,57 @@ SUMMARY_MD = "summary.md"
 JUNIT_XML = "junit.xml"
 SUMMARY_JSON = "summary.json"
 
-# run.json keys every reader may rely on (more may be present).
-RUN_FIELDS = (
-    "id",  # run id, also the directory name
-    "status",  # one of RUN_STATUSES
-    "owner",  # {"pid", "start_time"} of the process running the game day (``ProcessRef``)
-    "command",  # argv as a list
-    "versions",  # {"aichaos": ..., "python": ..., "locust": ..., "chaostoolkit-lib": ...}
-    "seed",
-    "started_at",  # epoch seconds
-    "ended_at",  # epoch seconds or null while running
-    "scenario",  # resolved scenario (dict) and its source path under "source"
-    "experiment",  # resolved experiment (dict) or null
-    "slo",  # resolved SLO spec (dict)
-    "target",  # URL the load was sent to
-    "stack",  # {"topology": path, "services": {...}, "proxies": {...}} or null for --target
-    "warmup_s",  # seconds at the start excluded from every phase but "all"
-)
-
 # ``crashed``: the run's owner died without finishing (``kill -9``, OOM); a run.json still
 # saying ``running`` whose owner is gone is read as crashed (``settled_status``).
-RUN_STATUSES = ("running", "completed", "aborted", "failed", "crashed")
+RunStatus = Literal["running", "completed", "aborted", "failed", "crashed"]
+
+
+class FaultProxy(BaseModel):
+    """The local fault proxy ``aichaos run --target`` put in front of the user's endpoint."""
+
+    url: str
+    upstream: str
+
+
+class RunManifest(BaseModel):
+    """``run.json``: the one shape of every run directory's manifest, whichever command wrote
+    it (``aichaos run``, ``load``, ``chaos``). The resolved inputs are kept as the documents
+    they are (enough for ``--replay``); a field an older or newer aichaos wrote is kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str  # run id, also the directory name
+    kind: Literal["run", "load", "chaos"] = "run"  # the command that wrote it
+    status: RunStatus = "running"
+    problem: str | None = None  # why it did not complete, in one line
+    owner: ProcessRef  # the process running it: read as crashed once it is gone
+    command: list[str]  # argv
+    versions: dict[str, str]  # aichaos, python, locust, chaostoolkit-lib...
+    seed: int | None = None
+    started_at: float  # epoch seconds
+    t0: float | None = None  # the load's time 0, once it started
+    ended_at: float | None = None  # None while running
+    scenario: dict[str, JsonValue] | None = None  # resolved, its file under "source"
+    experiment: dict[str, JsonValue] | None = None  # resolved
+    slo: dict[str, JsonValue] | None = None  # the resolved SLO spec
+    warmup_s: float = 0.0  # seconds at the start excluded from every phase but "all"
+    duration_s: float | None = None
+    target: str | None = None  # URL the load was sent to
+    fault_proxy: FaultProxy | None = None
+    # {"topology": path, "services": {...}, "proxies": {...}}; None for --target
+    stack: dict[str, JsonValue] | None = None
+    options: dict[str, JsonValue] | None = None  # aichaos run's options
+    workers: int | None = None
+    prometheus_url: str | None = None
+    metrics_rows: dict[str, int] | None = None  # metrics.parquet rows by metric
+
+    def write(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / RUN_JSON, self.model_dump(mode="json"))
+
+
+# run.json keys every reader may rely on (more may be present).
+RUN_FIELDS = tuple(RunManifest.model_fields)
+RUN_STATUSES = get_args(RunStatus)
 
 # The key, on an experiment and on each of its method activities, of aichaos's schedule
 # (``at``, ``duration``, ``rollback``; ``settle`` on the experiment). experiments writes and
