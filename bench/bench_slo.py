@@ -91,10 +91,10 @@ def evaluate_child(run_dir: Path, spec_path: Path) -> None:
                 "seconds": seconds,
                 "cpu_seconds": cpu,
                 "peak_rss_mb": peak_kb / 1024,
-                "verdict": result["verdict"],
-                "rows": len(result["objectives"]),
-                "requests": result["requests"],
-                "itl_gaps": result["latency"]["all"]["itl"]["count"],
+                "verdict": result.verdict,
+                "rows": len(result.objectives),
+                "requests": result.requests,
+                "itl_gaps": result.latency["all"].itl.count if result.latency["all"].itl else 0,
             }
         )
     )

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -54,6 +54,9 @@ from .stack_state import DEFAULT_POINTER, stack_places
 from .supervisor import StackError
 from .targets import TARGET, fault_proxy_topology
 from .topology import TopologyError
+
+if TYPE_CHECKING:
+    from aichaos.slo.result import SloResult
 
 DRAIN_S = 30.0  # requests in flight at the end of the schedule get this long to finish
 TICK_S = 0.5
@@ -117,7 +120,7 @@ class GameDay:
         self.chaos: Any = None
         self.configuration: dict[str, Any] = {}
         self.t0: float | None = None
-        self.result: dict[str, Any] | None = None
+        self.result: SloResult | None = None
         self.stack_info: dict[str, Any] | None = None
         self._interrupt_noted = False
         self.bad_input = False  # an InputError refused the run once it was under way: exit 2
@@ -458,7 +461,7 @@ class GameDay:
 
             webbrowser.open(report.resolve().as_uri())
 
-    def _exit_code(self, result: dict[str, Any] | None) -> int:
+    def _exit_code(self, result: SloResult | None) -> int:
         from aichaos.slo.evaluate import exit_code
 
         if self.bad_input and not self.signals.flag.is_set():
@@ -468,9 +471,9 @@ class GameDay:
             self.progress.say(f"run {self.status}: exit {exits.NOT_COMPLETED}")
             return exits.NOT_COMPLETED
         code = exit_code(result)
-        verdict = result.get("verdict")
-        self.progress.say(f"verdict: {verdict}, score {fmt.number(result.get('score'))}")
-        undecided = result.get("key_undecided") or []
+        verdict = result.verdict
+        self.progress.say(f"verdict: {verdict}, score {fmt.number(result.score)}")
+        undecided = result.key_undecided
         if verdict == "inconclusive" and undecided:
             self.progress.say(
                 "inconclusive key objectives (their intervals straddle the "

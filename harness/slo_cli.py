@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 
 from aichaos import exits
 from aichaos.rundir import InputError, read_manifest
+
+if TYPE_CHECKING:
+    from aichaos.slo.result import Change, SloResult
 
 app = typer.Typer(help="Evaluate runs against SLO specs; manage baselines.", no_args_is_help=True)
 
@@ -30,47 +33,47 @@ def _spec_for(run_dir: Path, ref: str | None):
     return load_spec("default")
 
 
-def _value(row: dict[str, Any]) -> str:
+def _value(value: float | None, unit: str) -> str:
     from aichaos.slo.evaluate import _fmt
 
-    return _fmt(row["value"], row["unit"])
+    return _fmt(value, unit)
 
 
-def print_table(result: dict[str, Any]) -> None:
-    rows = result["objectives"]
-    width = max([len(r["id"]) for r in rows] + [9])
+def print_table(result: SloResult) -> None:
+    rows = result.objectives
+    width = max([len(r.id) for r in rows] + [9])
     typer.echo(f"  {'objective':<{width}}  {'status':<17}  {'value':>10}  {'threshold':>10}")
     for r in rows:
-        mark = "*" if r["key"] else " "
-        threshold = _value({"value": r["threshold"], "unit": r["unit"]})
-        line = f"{mark} {r['id']:<{width}}  {r['status']:<17}  {_value(r):>10}  {threshold:>10}"
+        mark = "*" if r.key else " "
+        value, threshold = _value(r.value, r.unit), _value(r.threshold, r.unit)
+        line = f"{mark} {r.id:<{width}}  {r.status:<17}  {value:>10}  {threshold:>10}"
         typer.echo(line)
-    spent = result["budget"]["spent_total"]
+    spent = result.budget.spent_total if result.budget is not None else None
     budget = f"{100 * spent:.3g}%" if spent is not None else "-"
-    score = f"{result['score']:.1f}" if result["score"] is not None else "-"
+    score = f"{result.score:.1f}" if result.score is not None else "-"
     typer.echo(
-        f"verdict: {result['verdict']}  score: {score}  budget spent: {budget}"
-        f"  requests: {result['requests']}"
+        f"verdict: {result.verdict}  score: {score}  budget spent: {budget}"
+        f"  requests: {result.requests}"
     )
-    for a in result["alerts"]:
-        if a["fault"] and a["time_to_detect_s"] is not None:
-            typer.echo(f"alert {a['name']} fired {a['time_to_detect_s']:.0f} s into {a['fault']}")
-    comparison = result.get("comparison")
+    for a in result.alerts:
+        if a.fault and a.time_to_detect_s is not None:
+            typer.echo(f"alert {a.name} fired {a.time_to_detect_s:.0f} s into {a.fault}")
+    comparison = result.comparison
     if comparison:
-        worse = [c for c in comparison["changes"] if c["regression"]]
+        worse = [c for c in comparison.changes if c.regression]
         typer.echo(
-            f"regression vs {comparison['baseline']}: {comparison['verdict']}"
-            + "".join(f"\n  {c['sli']}@{c['phase']}: {_change(c)}" for c in worse)
+            f"regression vs {comparison.baseline}: {comparison.verdict}"
+            + "".join(f"\n  {c.sli}@{c.phase}: {_change(c)}" for c in worse)
         )
     typer.echo("* key objective")
-    for note in result["data_notes"]:
+    for note in result.data_notes:
         typer.echo(f"note: {note}")
 
 
-def _change(c: dict[str, Any]) -> str:
-    if c["threshold_kind"] == "relative" and c["rel_change"] is not None:
-        return f"{100 * c['rel_change']:+.1f}% (p={c['p_value']:.2g})"
-    return f"{100 * c['abs_change']:+.2f} pp (p={c['p_value']:.2g})"
+def _change(c: Change) -> str:
+    if c.threshold_kind == "relative" and c.rel_change is not None:
+        return f"{100 * c.rel_change:+.1f}% (p={c.p_value:.2g})"
+    return f"{100 * (c.abs_change or 0.0):+.2f} pp (p={c.p_value:.2g})"
 
 
 @app.callback()
@@ -102,7 +105,7 @@ def check(
         result = with_baseline(result, baseline, spec)
     path = write_result(run_dir, result)
     if quiet:
-        typer.echo(result["verdict"])
+        typer.echo(result.verdict)
     else:
         print_table(result)
         typer.echo(f"wrote {path}")
@@ -171,16 +174,16 @@ def compare(
     spec = load_spec(slo) if slo else _spec_for(new_run, None)
     result = compare_runs(base_run, new_run, spec)
     if json_out:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
-        for c in result["changes"]:
-            flag = "REGRESSION" if c["regression"] else ("significant" if c["significant"] else "")
+        for c in result.changes:
+            flag = "REGRESSION" if c.regression else ("significant" if c.significant else "")
             typer.echo(
-                f"{c['sli'] + '@' + c['phase']:<40} {c['base']:>10.4g} -> {c['new']:<10.4g}"
+                f"{c.sli + '@' + c.phase:<40} {c.base:>10.4g} -> {c.new:<10.4g}"
                 f" {_change(c):<24} {flag}"
             )
-        typer.echo(f"verdict: {result['verdict']}")
-    raise typer.Exit(exits.SLO_FAILED if result["verdict"] == "fail" else exits.OK)
+        typer.echo(f"verdict: {result.verdict}")
+    raise typer.Exit(exits.SLO_FAILED if result.verdict == "fail" else exits.OK)
 
 
 def register(root: typer.Typer) -> None:

@@ -89,7 +89,7 @@ def interval(ci: Any, unit: str | None) -> str:
     """``low – high``; a side the samples could not bound (null) reads "unbounded"."""
     if not isinstance(ci, list | tuple) or len(ci) != 2:
         return DASH
-    if not all(v is None or is_number(v) for v in ci) or ci == [None, None]:
+    if not all(v is None or is_number(v) for v in ci) or tuple(ci) == (None, None):
         return DASH
     low, high = (value(v, unit) if v is not None else "unbounded" for v in ci)
     return f"{low} – {high}"

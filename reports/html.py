@@ -23,6 +23,7 @@ import aichaos
 from aichaos.reports import charts, fmt, tables
 from aichaos.reports.journal import journal_view
 from aichaos.reports.rundata import RunData
+from aichaos.slo.result import SloResult
 
 PLOTLY_JS = "plotly-basic.min.js"
 
@@ -37,7 +38,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("aichaos.reports", "templates"),
         autoescape=True,
-        # slo.json may lack optional figures (no alerts, no budget): they render as a dash
+        # a run may lack optional figures (no slo.json, no budget): they render as a dash
         undefined=jinja2.ChainableUndefined,
         # a null from slo.json reads as a dash, never as "None"
         finalize=lambda value: fmt.DASH if value is None else value,
@@ -91,7 +92,7 @@ def _csp_hash(script: str) -> str:
 
 def render_html(run: RunData) -> str:
     series = run.series
-    slo = run.slo or {}
+    slo = run.slo
     timeline = charts.timeline_figures(series)
     server = charts.server_figures(series)
     cdfs = charts.cdf_figures(series)
@@ -117,20 +118,18 @@ def render_html(run: RunData) -> str:
         "m": manifest,
         "slo": slo,
         "facts": _facts(run),
-        "kpis": _kpis(slo) if run.slo else [],
-        "counts": tables.status_counts(run.slo),
-        "phases": tables.phase_rows(slo, series["t0"]) if run.slo else [],
-        "objective_groups": tables.objectives_by_phase(slo) if run.slo else [],
-        "latency": tables.latency_rows(slo) if run.slo else [],
-        "tiers": tables.tier_rows(slo) if run.slo else [],
-        "tier_objectives": [o for o in run.objectives if o.get("tier")],
-        "budget": slo.get("budget") or {},
-        "alerts": [a for a in slo.get("alerts") or [] if isinstance(a, dict)],
-        "server_checks": [s for s in slo.get("server") or [] if isinstance(s, dict)],
-        "comparison": slo.get("comparison") if isinstance(slo.get("comparison"), dict) else None,
-        "comparison_rows": tables.comparison_rows(slo.get("comparison"))
-        if isinstance(slo.get("comparison"), dict)
-        else [],
+        "kpis": _kpis(slo) if slo else [],
+        "counts": tables.status_counts(slo),
+        "phases": tables.phase_rows(slo, series["t0"]) if slo else [],
+        "objective_groups": tables.objectives_by_phase(slo) if slo else [],
+        "latency": tables.latency_rows(slo) if slo else [],
+        "tiers": tables.tier_rows(slo) if slo else [],
+        "tier_objectives": [o for o in run.objectives if o.tier],
+        "budget": slo.budget if slo else None,
+        "alerts": slo.alerts if slo else [],
+        "server_checks": slo.server if slo else [],
+        "comparison": slo.comparison if slo else None,
+        "comparison_rows": tables.comparison_rows(slo.comparison) if slo and slo.comparison else [],
         "timeline": timeline,
         "server_panels": server,
         "cdf_panels": cdfs,
@@ -139,7 +138,7 @@ def render_html(run: RunData) -> str:
         "faults": series.get("faults", []),
         "error_samples": series.get("error_samples", []),
         "notes": run.notes,
-        "prompt_lengths": tables.prompt_length_lines(slo),
+        "prompt_lengths": tables.prompt_length_lines(slo.prompt_lengths if slo else None),
         "chart_json": json_for_script({"figures": figures}),
         "plotly_js": plotly_js,
         "app_js": app_js,
@@ -158,7 +157,7 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
     experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
     stack = m.get("stack") if isinstance(m.get("stack"), dict) else {}
     versions = m.get("versions") if isinstance(m.get("versions"), dict) else {}
-    spec = (run.slo or {}).get("spec") or {}
+    spec = run.slo.spec if run.slo else None
     started, ended = m.get("started_at"), m.get("ended_at")
     length = ended - started if fmt.is_number(started) and fmt.is_number(ended) else None
     if length is None:
@@ -170,7 +169,7 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
         ("Topology", str(topology) if topology else "none (external target)"),
         ("Target", str(m.get("target") or fmt.DASH)),
         *_fault_proxy(m),
-        ("SLO spec", str(spec.get("name") or fmt.DASH) if run.slo else "not evaluated"),
+        ("SLO spec", (spec.name if spec else fmt.DASH) if run.slo else "not evaluated"),
         ("Seed", str(m.get("seed")) if m.get("seed") is not None else fmt.DASH),
         ("Start", fmt.utc(started)),
         ("Duration", fmt.duration(length) + ("" if fmt.is_number(ended) else " (recorded)")),
@@ -186,27 +185,23 @@ def _fault_proxy(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     return [("Fault proxy", f"{proxy['url']} in front of the target; the load went through it")]
 
 
-def _kpis(slo: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _kpis(slo: SloResult) -> list[tuple[str, str, str]]:
     """Headline figures of the whole run, as slo.json gives them: (label, text, raw value)."""
-    by_phase = {
-        b.get("phase"): b
-        for b in (slo.get("budget") or {}).get("by_phase") or []
-        if isinstance(b, dict)
-    }
-    whole = by_phase.get("all") or {}
-    ttft = ((slo.get("latency") or {}).get("all") or {}).get("ttft") or {}
-    burns = [b.get("burn_rate") for b in by_phase.values() if fmt.is_number(b.get("burn_rate"))]
+    by_phase = {b.phase: b for b in slo.budget.by_phase} if slo.budget else {}
+    whole = by_phase.get("all")
+    requests = whole.requests if whole else None
+    error_ratio = whole.error_ratio if whole else None
+    latency = slo.latency.get("all")
+    ttft = latency.ttft if latency else None
+    p95, p99 = (ttft.p95, ttft.p99) if ttft else (None, None)
+    burns = [b.burn_rate for b in by_phase.values() if fmt.is_number(b.burn_rate)]
     worst = max(burns, default=None)
-    spent = (slo.get("budget") or {}).get("spent_total")
+    spent = slo.budget.spent_total if slo.budget else None
     return [
-        ("Requests", fmt.number(whole.get("requests")), _raw_number(whole.get("requests"))),
-        (
-            "Error ratio",
-            fmt.percent(whole.get("error_ratio")),
-            _raw_number(whole.get("error_ratio")),
-        ),
-        ("TTFT p95", fmt.seconds(ttft.get("p95")), _raw_number(ttft.get("p95"))),
-        ("TTFT p99", fmt.seconds(ttft.get("p99")), _raw_number(ttft.get("p99"))),
+        ("Requests", fmt.number(requests), _raw_number(requests)),
+        ("Error ratio", fmt.percent(error_ratio), _raw_number(error_ratio)),
+        ("TTFT p95", fmt.seconds(p95), _raw_number(p95)),
+        ("TTFT p99", fmt.seconds(p99), _raw_number(p99)),
         ("Worst burn rate", fmt.rate(worst), _raw_number(worst)),
         ("Budget spent", fmt.percent(spent), _raw_number(spent)),
     ]

@@ -14,6 +14,7 @@ from typing import Any
 
 from aichaos.reports import fmt
 from aichaos.reports.rundata import RunData
+from aichaos.slo.result import ObjectiveRow
 
 # XML 1.0 forbids most control characters; error details from a server may hold any.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -23,15 +24,15 @@ def _text(value: Any) -> str:
     return _XML_INVALID.sub("\ufffd", str(value))
 
 
-def failure_message(o: dict[str, Any]) -> str:
-    unit = o.get("unit")
-    where = f"{o.get('phase')}" + (f"/{o.get('tier')}" if o.get("tier") else "")
+def failure_message(o: ObjectiveRow) -> str:
+    unit = o.unit
+    where = o.phase + (f"/{o.tier}" if o.tier else "")
     return (
-        f"{o.get('objective')} @ {where}: measured {fmt.value(o.get('value'), unit)}"
-        f" (value={o.get('value')}), threshold {fmt.op(o.get('op'))}"
-        f" {fmt.value(o.get('threshold'), unit)}"
-        f" (threshold={o.get('threshold')}), 95% CI {fmt.interval(o.get('ci'), unit)},"
-        f" n={o.get('samples')}"
+        f"{o.objective} @ {where}: measured {fmt.value(o.value, unit)}"
+        f" (value={o.value}), threshold {fmt.op(o.op)}"
+        f" {fmt.value(o.threshold, unit)}"
+        f" (threshold={o.threshold}), 95% CI {fmt.interval(o.ci, unit)},"
+        f" n={o.samples}"
     )
 
 
@@ -52,11 +53,11 @@ def render_junit(run: RunData) -> str:
     )
     suites: dict[str, ET.Element] = {}
     for o in run.objectives:
-        phase = str(o.get("phase"))
+        phase = o.phase
         if phase not in suites:
             suites[phase] = ET.SubElement(root, "testsuite", name=_text(phase))
-        name = str(o.get("objective")) + (f" [{o.get('tier')}]" if o.get("tier") else "")
-        status = o.get("status")
+        name = o.objective + (f" [{o.tier}]" if o.tier else "")
+        status = o.status
         case = _case(
             suites[phase],
             name,
@@ -68,7 +69,7 @@ def render_junit(run: RunData) -> str:
         )
         out = ET.SubElement(case, "system-out")
         prefix = "warn: " if status == "warn" else ""
-        out.text = _text(prefix + str(o.get("detail") or failure_message(o)))
+        out.text = _text(prefix + (o.detail or failure_message(o)))
     for suite in root.iter("testsuite"):
         cases = suite.findall("testcase")
         suite.set("tests", str(len(cases)))

@@ -9,6 +9,7 @@ from typing import Any
 from aichaos.reports import fmt, tables
 from aichaos.reports.rundata import RunData
 from aichaos.slo.completion import INCOMPLETE_VERDICTS
+from aichaos.slo.result import ObjectiveRow, SloResult
 
 ORDER = {"fail": 0, "warn": 1, "inconclusive": 2, "insufficient_data": 3}  # objectives at risk
 MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "inconclusive": "❔", "insufficient_data": "❔"}
@@ -34,7 +35,7 @@ def code(value: Any) -> str:
 
 
 def render_markdown(run: RunData) -> str:
-    slo = run.slo or {}
+    slo = run.slo
     m = run.manifest
     mark = MARKS.get(run.verdict, "❔")
     lines = [f"## {mark} Game day: {cell(run.headline)}", ""]
@@ -58,21 +59,20 @@ def render_markdown(run: RunData) -> str:
         ]
     elif run.incomplete:
         lines += ["> **Incomplete**: the evaluation saw missing data (see notes).", ""]
-    if not run.evaluated:
+    if slo is None:
         lines += ["> **Not evaluated**: no slo.json in the run directory, so no verdict.", ""]
         return "\n".join([*lines, *_notes(run)]) + "\n"
     counts = tables.status_counts(slo)
     lines.append(
         "**Objectives:** " + " · ".join(f"{n} {fmt.status_label(s)}" for s, n in counts.items())
     )
-    if slo.get("key_failed"):
-        keys = ", ".join(code(k) for k in slo["key_failed"])
+    if slo.key_failed:
+        keys = ", ".join(code(k) for k in slo.key_failed)
         lines.append(f"  \n**Key objectives failed:** {keys}")
     lines.append("")
     objectives = run.objectives
-    at_risk = [o for o in objectives if o.get("status") in ORDER]
-    order = ORDER
-    at_risk.sort(key=lambda o: order.get(str(o.get("status")), 3))
+    at_risk = [o for o in objectives if o.status in ORDER]
+    at_risk.sort(key=lambda o: ORDER.get(o.status, 3))
     if at_risk:
         lines += ["### Failed and at-risk objectives", "", *_objective_table(at_risk), ""]
     lines += _phase_table(slo, run.series["t0"])
@@ -87,32 +87,31 @@ def render_markdown(run: RunData) -> str:
         if len(objectives) > len(shown):
             lines += [f"… and {len(objectives) - len(shown)} more in report.html", ""]
         lines += ["</details>", ""]
-    lengths = tables.prompt_length_lines(slo)
+    lengths = tables.prompt_length_lines(slo.prompt_lengths)
     if lengths:
         lines += ["### Prompt lengths", "", *(f"- {cell(line)}" for line in lengths), ""]
     return "\n".join([*lines, *_notes(run)]) + "\n"
 
 
-def _objective_table(rows: list[dict[str, Any]]) -> list[str]:
+def _objective_table(rows: list[ObjectiveRow]) -> list[str]:
     out = [
         "| Status | Objective | Phase | Tier | Value | Threshold | 95% CI | Samples |",
         "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for o in rows:
-        status = str(o.get("status"))
-        unit = o.get("unit")
+        unit = o.unit
         out.append(
             "| "
             + " | ".join(
                 [
-                    f"{MARKS.get(status, '')} {fmt.status_label(status)}",
-                    code(o.get("objective")),
-                    cell(o.get("phase")),
-                    cell(o.get("tier") or "all"),
-                    fmt.value(o.get("value"), unit),
-                    f"{fmt.op(o.get('op'))} {fmt.value(o.get('threshold'), unit)}",
-                    fmt.interval(o.get("ci"), unit),
-                    fmt.number(o.get("samples")),
+                    f"{MARKS.get(o.status, '')} {fmt.status_label(o.status)}",
+                    code(o.objective),
+                    cell(o.phase),
+                    cell(o.tier or "all"),
+                    fmt.value(o.value, unit),
+                    f"{fmt.op(o.op)} {fmt.value(o.threshold, unit)}",
+                    fmt.interval(o.ci, unit),
+                    fmt.number(o.samples),
                 ]
             )
             + " |"
@@ -120,7 +119,7 @@ def _objective_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _phase_table(slo: dict[str, Any], t0: float) -> list[str]:
+def _phase_table(slo: SloResult, t0: float) -> list[str]:
     rows = tables.phase_rows(slo, t0)
     if not rows:
         return []
@@ -133,18 +132,19 @@ def _phase_table(slo: dict[str, Any], t0: float) -> list[str]:
     ]
     for r in rows:
         b = r["budget"]
-        detect = fmt.duration((r["alert"] or {}).get("time_to_detect_s"))
+        alert = r["alert"]
+        detect = fmt.duration(alert.time_to_detect_s if alert is not None else None)
         recover = ", ".join(
-            f"{fmt.duration(x.get('time_to_recover_s'))} ({cell(x.get('sli'))})"
-            for x in r["recovery"]
+            f"{fmt.duration(x.time_to_recover_s)} ({cell(x.sli)})" for x in r["recovery"]
         )
         out.append(
             f"| {cell(r['name'])} | {fmt.number(r['requests'])}"
-            f" | {fmt.percent(b.get('error_ratio'))}"
-            f" | {fmt.rate(b.get('burn_rate'))} | {fmt.percent(b.get('budget_spent'))}"
+            f" | {fmt.percent(b.error_ratio if b else None)}"
+            f" | {fmt.rate(b.burn_rate if b else None)}"
+            f" | {fmt.percent(b.budget_spent if b else None)}"
             f" | {detect} | {recover or fmt.DASH} |"
         )
-    spent = (slo.get("budget") or {}).get("spent_total")
+    spent = slo.budget.spent_total if slo.budget is not None else None
     out += ["", f"Error budget spent by the run: **{fmt.percent(spent)}**", ""]
     return out
 

@@ -4,7 +4,8 @@ A report must render whatever a run left behind: an aborted run has no end time 
 journal, a run that was never evaluated has no slo.json, a run against a bare target has no
 server metrics; a run that did not finish is headlined by how it ended (``slo.completion``),
 never as a pass. Missing pieces become notes in the report; only a directory that is not a run
-at all (or a file that is not JSON) is an ``InputError``.
+at all (or a file that is not JSON, or a slo.json that is not an evaluation) is an
+``InputError``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aichaos.rundir import (
     read_events,
 )
 from aichaos.slo.completion import Completion, run_completion
+from aichaos.slo.result import ObjectiveRow, SloResult, read_result
 from aichaos.slo.series import build_series
 
 
@@ -32,7 +34,7 @@ from aichaos.slo.series import build_series
 class RunData:
     run_dir: Path
     manifest: dict[str, Any]
-    slo: dict[str, Any] | None
+    slo: SloResult | None
     journal: dict[str, Any] | None
     events: list[dict[str, Any]]
     series: dict[str, Any]
@@ -41,7 +43,8 @@ class RunData:
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("id") or (self.slo or {}).get("run_id") or self.run_dir.name)
+        slo_id = self.slo.run_id if self.slo is not None else None
+        return str(self.manifest.get("id") or slo_id or self.run_dir.name)
 
     @property
     def status(self) -> str:
@@ -57,7 +60,7 @@ class RunData:
     @property
     def incomplete(self) -> bool:
         """Aborted, still running, or the evaluator saw missing data."""
-        return self.status != "completed" or bool((self.slo or {}).get("incomplete"))
+        return self.status != "completed" or (self.slo is not None and self.slo.incomplete)
 
     @property
     def verdict(self) -> str:
@@ -65,12 +68,14 @@ class RunData:
         was written), else the evaluation's verdict."""
         if self.completion is not None:
             return self.completion.verdict
-        return str(self.slo.get("verdict")) if self.slo else "not_evaluated"
+        return self.slo.verdict if self.slo is not None else "not_evaluated"
 
     @property
     def score(self) -> float | None:
         """The run's score; an unfinished run has none, whatever its recorded part scored."""
-        return None if self.completion is not None else (self.slo or {}).get("score")
+        if self.completion is not None or self.slo is None:
+            return None
+        return self.slo.score
 
     @property
     def phases_ran(self) -> str | None:
@@ -93,8 +98,8 @@ class RunData:
         return self.series.get("server") is not None
 
     @property
-    def objectives(self) -> list[dict[str, Any]]:
-        return [o for o in (self.slo or {}).get("objectives") or [] if isinstance(o, dict)]
+    def objectives(self) -> list[ObjectiveRow]:
+        return self.slo.objectives if self.slo is not None else []
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -108,51 +113,19 @@ def load_run(run_dir: Path) -> RunData:
     manifest = _json_object(run_dir / RUN_JSON, required=False) or {}
     if not manifest:
         notes.append(f"{RUN_JSON} missing: run facts unknown")
-    slo = _json_object(run_dir / SLO_JSON, required=False)
-    if slo is not None:
-        _check_slo_shape(run_dir / SLO_JSON, slo)
+    slo = read_result(run_dir)
     if slo is None:
         notes.append(f"{SLO_JSON} missing: this run was not evaluated")
     journal = _journal(run_dir / JOURNAL_JSON, notes)
     events, _ = read_events(run_dir)
     if not (run_dir / METRICS_PARQUET).exists():
         notes.append(f"{METRICS_PARQUET} missing: no server metrics")
-    phases = [p for p in (slo or {}).get("phases") or [] if isinstance(p, dict)]
+    phases = [p.model_dump(mode="json") for p in slo.phases] if slo is not None else []
     series = build_series(run_dir, phases or None)
     notes += series.get("notes", [])
-    notes += [str(n) for n in (slo or {}).get("data_notes") or []]
+    notes += slo.data_notes if slo is not None else []
     done = run_completion(manifest, slo, events)  # slo judges how it ended; we render it
     return RunData(run_dir, manifest, slo, journal, events, series, notes, done)
-
-
-# slo.json fields the renderers walk, and the JSON type each must have when present
-SLO_SHAPE: dict[str, tuple[type, ...]] = {
-    "phases": (list,),
-    "objectives": (list,),
-    "key_failed": (list,),
-    "data_notes": (list,),
-    "budget": (dict,),
-    "alerts": (list,),
-    "recovery": (list,),
-    "failover": (list,),
-    "latency": (dict,),
-    "goodput": (dict,),
-    "tiers": (dict,),
-    "server": (list,),
-    "comparison": (dict,),
-    "spec": (dict,),
-}
-
-
-def _check_slo_shape(path: Path, slo: dict[str, Any]) -> None:
-    for key, types in SLO_SHAPE.items():
-        value = slo.get(key)
-        if value is not None and not isinstance(value, types):
-            names = " or ".join("a list" if t is list else "an object" for t in types)
-            raise InputError(path, key, f"{names} or null", type(value).__name__)
-    by_phase = (slo.get("budget") or {}).get("by_phase")
-    if by_phase is not None and not isinstance(by_phase, list):
-        raise InputError(path, "budget.by_phase", "a list or null", type(by_phase).__name__)
 
 
 def _json_object(path: Path, required: bool) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from aichaos.reports import tables
 from aichaos.reports.rundata import RunData
+from aichaos.slo.result import ObjectiveRow
 
 SUMMARY_SCHEMA_VERSION = 1
 OBJECTIVE_FIELDS = (
@@ -28,11 +29,11 @@ OBJECTIVE_FIELDS = (
 
 
 def build_summary(run: RunData) -> dict[str, Any]:
-    slo = run.slo or {}
+    slo = run.slo
     m = run.manifest
     experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
     scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
-    not_passing = [o for o in run.objectives if o.get("status") in ("fail", "warn")]
+    not_passing = [o for o in run.objectives if o.status in ("fail", "warn")]
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": run.run_id,
@@ -44,10 +45,10 @@ def build_summary(run: RunData) -> dict[str, Any]:
         "score": run.score,
         # an unfinished run: how it ended and which phases ran (slo/completion.py)
         "completion": run.completion.model_dump() if run.completion else None,
-        "key_failed": list(slo.get("key_failed") or []),
-        "counts": tables.status_counts(run.slo),
-        "not_passing": [{k: o.get(k) for k in OBJECTIVE_FIELDS} for o in not_passing],
-        "budget_spent_total": (slo.get("budget") or {}).get("spent_total"),
+        "key_failed": list(slo.key_failed) if slo is not None else [],
+        "counts": tables.status_counts(slo),
+        "not_passing": [_objective(o) for o in not_passing],
+        "budget_spent_total": slo.budget.spent_total if slo and slo.budget else None,
         "started_at": m.get("started_at"),
         "ended_at": m.get("ended_at"),
         "duration_s": run.series.get("duration_s"),
@@ -58,6 +59,12 @@ def build_summary(run: RunData) -> dict[str, Any]:
             {"name": f["name"], "start_s": f["start"], "end_s": f["end"], "open": f["open"]}
             for f in run.series["faults"]
         ],
-        "comparison_verdict": (slo.get("comparison") or {}).get("verdict"),
+        "comparison_verdict": slo.comparison.verdict if slo and slo.comparison else None,
         "notes": run.notes,
     }
+
+
+def _objective(o: ObjectiveRow) -> dict[str, Any]:
+    """The row's fields a gate reads, as slo.json holds them."""
+    row = o.model_dump(mode="json")
+    return {k: row[k] for k in OBJECTIVE_FIELDS}

@@ -24,6 +24,8 @@ from aichaos.rundir import (
     write_json,
 )
 
+from .result import read_result
+
 INDEX = "baselines.json"
 COPIED = (RUN_JSON, EVENTS_JSONL, METRICS_PARQUET, JOURNAL_JSON, SLO_JSON)
 
@@ -47,11 +49,11 @@ def promote(run_dir: Path, baseline_dir: Path, keep: int = 10) -> Path:
         raise InputError(baseline_dir, "keep", "at least 1", keep)
     if not (run_dir / REQUESTS_DIR).is_dir():
         raise InputError(run_dir, REQUESTS_DIR, "a run directory with request records")
-    slo = run_dir / SLO_JSON
-    if slo.exists():
-        verdict = json.loads(slo.read_text(encoding="utf-8")).get("verdict")
-        if verdict == "fail":
-            raise InputError(slo, "verdict", "a run that passed its SLOs to promote", verdict)
+    evaluation = read_result(run_dir)
+    if evaluation is not None and evaluation.verdict == "fail":
+        raise InputError(
+            run_dir / SLO_JSON, "verdict", "a run that passed its SLOs to promote", "fail"
+        )
     run_id = read_manifest(run_dir).get("id") or run_dir.name
     baseline_dir.mkdir(parents=True, exist_ok=True)
     target = baseline_dir / run_id

@@ -17,13 +17,15 @@ ITL gaps are pooled over requests and not independent; they are subsampled to at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from aichaos.rundir import InputError
 
 from . import stats
 from .baseline import latest
 from .evaluate import Evaluator, Run
+from .result import Change, Comparison, SloResult
 from .spec import SloSpec, load_spec
 
 DEFAULT_LATENCY = (
@@ -52,12 +54,12 @@ def _subsample(values: np.ndarray, seed: int) -> np.ndarray:
     return values[rng.choice(values.size, MAX_SAMPLES, replace=False)]
 
 
-def compare_runs(base_dir: Path, new_dir: Path, spec: SloSpec | None = None) -> dict[str, Any]:
+def compare_runs(base_dir: Path, new_dir: Path, spec: SloSpec | None = None) -> Comparison:
     spec = spec or load_spec("default")
     base_run, new_run = Run(Path(base_dir)), Run(Path(new_dir))
     base, new = Evaluator(base_run, spec, None), Evaluator(new_run, spec, None)
     names = [p.name for p in new_run.phases if base_run.phase(p.name) is not None]
-    changes: list[dict[str, Any]] = []
+    changes: list[Change] = []
     alpha = spec.regression_alpha
     for name in names:
         b_phase, n_phase = base_run.phase(name), new_run.phase(name)
@@ -80,22 +82,22 @@ def compare_runs(base_dir: Path, new_dir: Path, spec: SloSpec | None = None) -> 
             significant = bool(p_value < alpha and ci[0] > 0)
             regression = bool(significant and rel is not None and rel > spec.regression_latency)
             changes.append(
-                {
-                    "sli": f"{sli}-p{pct:g}",
-                    "phase": name,
-                    "base": b_p,
-                    "new": n_p,
-                    "rel_change": rel,
-                    "abs_change": diff,
-                    "ci": list(ci),
-                    "p_value": p_value,
-                    "test": "mann-whitney-u",
-                    "threshold": spec.regression_latency,
-                    "threshold_kind": "relative",
-                    "significant": significant,
-                    "regression": regression,
-                    "samples": [int(b_vals.size), int(n_vals.size)],
-                }
+                Change(
+                    sli=f"{sli}-p{pct:g}",
+                    phase=name,
+                    base=b_p,
+                    new=n_p,
+                    rel_change=rel,
+                    abs_change=diff,
+                    ci=ci,
+                    p_value=p_value,
+                    test="mann-whitney-u",
+                    threshold=spec.regression_latency,
+                    threshold_kind="relative",
+                    significant=significant,
+                    regression=regression,
+                    samples=(int(b_vals.size), int(n_vals.size)),
+                )
             )
         b_n, n_n = b_rows.stop - b_rows.start, n_rows.stop - n_rows.start
         if b_n and n_n:
@@ -105,42 +107,42 @@ def compare_runs(base_dir: Path, new_dir: Path, spec: SloSpec | None = None) -> 
             significant = bool(p_value < alpha)
             abs_change = n_ratio - b_ratio
             changes.append(
-                {
-                    "sli": "error_ratio",
-                    "phase": name,
-                    "base": b_ratio,
-                    "new": n_ratio,
-                    "rel_change": abs_change / b_ratio if b_ratio > 0 else None,
-                    "abs_change": abs_change,
-                    "ci": None,
-                    "p_value": p_value,
-                    "test": "two-proportion-z",
-                    "threshold": spec.regression_error_ratio,
-                    "threshold_kind": "absolute",
-                    "significant": significant,
-                    "regression": bool(significant and abs_change > spec.regression_error_ratio),
-                    "samples": [b_n, n_n],
-                }
+                Change(
+                    sli="error_ratio",
+                    phase=name,
+                    base=b_ratio,
+                    new=n_ratio,
+                    rel_change=abs_change / b_ratio if b_ratio > 0 else None,
+                    abs_change=abs_change,
+                    ci=None,
+                    p_value=p_value,
+                    test="two-proportion-z",
+                    threshold=spec.regression_error_ratio,
+                    threshold_kind="absolute",
+                    significant=significant,
+                    regression=bool(significant and abs_change > spec.regression_error_ratio),
+                    samples=(b_n, n_n),
+                )
             )
-    regressed = any(c["regression"] for c in changes)
-    return {
-        "baseline": str(base_dir),
-        "new": str(new_dir),
-        "verdict": "fail" if regressed else "pass",
-        "alpha": alpha,
-        "changes": changes,
-    }
+    regressed = any(c.regression for c in changes)
+    return Comparison(
+        baseline=str(base_dir),
+        new=str(new_dir),
+        verdict="fail" if regressed else "pass",
+        alpha=alpha,
+        changes=changes,
+    )
 
 
-def with_baseline(result: dict[str, Any], baseline_dir: Path, spec: SloSpec) -> dict[str, Any]:
+def with_baseline(result: SloResult, baseline_dir: Path, spec: SloSpec) -> SloResult:
     """``result`` (``evaluate_run``'s) with its run compared against the newest accepted run
-    in ``baseline_dir``, as ``result["comparison"]``; a note when there is none yet."""
+    in ``baseline_dir``, as ``result.comparison``; a note when there is none yet."""
     base = latest(Path(baseline_dir))
     if base is None:
-        result.setdefault("data_notes", []).append(
-            f"{baseline_dir}: no accepted baseline run yet; nothing compared"
-        )
-        result["comparison"] = {"baseline": None, "verdict": "no_baseline", "changes": []}
+        result.data_notes.append(f"{baseline_dir}: no accepted baseline run yet; nothing compared")
+        result.comparison = Comparison(baseline=None, verdict="no_baseline", changes=[])
+    elif result.run_dir is None:
+        raise InputError("slo.json", "run_dir", "the run directory the result was evaluated from")
     else:
-        result["comparison"] = compare_runs(base, Path(result["run_dir"]), spec)
+        result.comparison = compare_runs(base, Path(result.run_dir), spec)
     return result

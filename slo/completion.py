@@ -20,7 +20,7 @@ load, the experiment's ``x-aichaos`` ``at`` / ``duration`` for each fault.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -29,10 +29,14 @@ from aichaos.schedule import action_timing
 
 from .phases import build_phases
 
+if TYPE_CHECKING:
+    from .result import SloResult
+
+IncompleteVerdict = Literal["aborted", "crashed", "incomplete"]
 COMPLETED = "completed"
-INCOMPLETE = "incomplete"
+INCOMPLETE: IncompleteVerdict = "incomplete"
 # run.json status -> verdict; every other unfinished status is ``incomplete``
-VERDICT_OF_STATUS = {"aborted": "aborted", "crashed": "crashed"}
+VERDICT_OF_STATUS: dict[str, IncompleteVerdict] = {"aborted": "aborted", "crashed": "crashed"}
 # the verdicts of a run that did not complete; the reports give all three one look
 INCOMPLETE_VERDICTS = ("aborted", "crashed", INCOMPLETE)
 STOP_KINDS = (INTERRUPT, OWNER_GONE)
@@ -48,14 +52,14 @@ class PhaseRan(BaseModel):
 
 class Completion(BaseModel):
     status: str  # run.json's
-    verdict: str  # one of INCOMPLETE_VERDICTS
+    verdict: IncompleteVerdict
     stopped_at: float | None = None  # epoch seconds
     during: str | None = None  # the stage the stop came in (load, evaluation, ...) when known
     load_started: bool = False
     phases: list[PhaseRan] = []
 
 
-def incomplete_verdict(status: Any) -> str | None:
+def incomplete_verdict(status: Any) -> IncompleteVerdict | None:
     """The verdict an unfinished run is headlined with; None for a completed run, or for a
     run directory without a status (no run.json), which its objectives judge."""
     if status is None or status == COMPLETED:
@@ -88,12 +92,12 @@ def completion(
 
 
 def run_completion(
-    manifest: dict[str, Any], slo: dict[str, Any] | None, events: list[dict[str, Any]]
+    manifest: dict[str, Any], slo: SloResult | None, events: list[dict[str, Any]]
 ) -> Completion | None:
     """How an unfinished run ended, judged now from run.json (which may have changed since
     slo.json was written: a crash while rendering) with slo.json's phases, or, for a run that
     was never evaluated, the phases slo cuts from its events. What the reports render."""
-    phases = [p for p in (slo or {}).get("phases") or [] if isinstance(p, dict)]
+    phases = [p.model_dump(mode="json") for p in slo.phases] if slo is not None else []
     if not phases:
         timed = [e for e in events if _number(e.get("t")) is not None]
         phases = [p.to_dict() for p in build_phases(manifest, timed, None, None)[0]]

@@ -1,4 +1,4 @@
-"""Evaluate a run directory against an SLO spec: the ``slo.json`` dict.
+"""Evaluate a run directory against an SLO spec: the ``slo.json`` result (``result.py``).
 
 The records are read once into sorted numpy columns (``records.py``), in each order that
 places them in phases (a request by when it ended, a TTFT sample by when its first token
@@ -36,20 +36,38 @@ from .completion import INCOMPLETE_VERDICTS, completion
 from .lengths import prompt_lengths
 from .phases import Phase, build_phases, select
 from .records import Records, Views, load
+from .result import (
+    SLO_SCHEMA_VERSION,
+    AlertResult,
+    Budget,
+    BudgetPhase,
+    FailoverResult,
+    GoodputPhase,
+    LatencyStats,
+    ObjectiveRow,
+    PhaseLatency,
+    PhaseResult,
+    RecoveryResult,
+    ServerCheck,
+    SloResult,
+    SpecRef,
+    Status,
+    TierResult,
+    Verdict,
+)
 from .slis import SLIS
 from .spec import LATENCY_SLIS, Objective, SloSpec
 
-SLO_SCHEMA_VERSION = 1
 CREDIT = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
 UNDECIDED = ("inconclusive", "insufficient_data")  # row statuses that score nothing
 UNIT_SCALE = {"s": (1000.0, "ms"), "ratio": (100.0, "%")}
 
 
-def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
+def write_result(run_dir: Path, result: SloResult) -> Path:
     """Write slo.json; a non-finite number (never expected) is written as null, since
     ``NaN`` is not JSON and would break every reader."""
     path = Path(run_dir) / SLO_JSON
-    write_json(path, _finite(result))
+    write_json(path, _finite(result.model_dump(mode="json")))
     return path
 
 
@@ -63,19 +81,18 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def exit_code(result: dict[str, Any]) -> int:
+def exit_code(result: SloResult) -> int:
     """0 when the SLOs held (pass or warn); 1 when one failed, when nothing could be judged
     (``insufficient_data``: the run does not show the SLOs were met) or on a regression; 3
     when the run did not complete, whatever its recorded objectives say; 4 when a key
     objective was neither shown to hold nor to fail (``inconclusive``: more traffic needed)."""
-    if result.get("verdict") in INCOMPLETE_VERDICTS:
+    if result.verdict in INCOMPLETE_VERDICTS:
         return exits.NOT_COMPLETED
-    comparison = result.get("comparison") or {}
-    if comparison.get("verdict") == "fail":
+    if result.comparison is not None and result.comparison.verdict == "fail":
         return exits.SLO_FAILED
-    if result.get("verdict") == "inconclusive":
+    if result.verdict == "inconclusive":
         return exits.INCONCLUSIVE
-    return exits.OK if result.get("verdict") in ("pass", "warn") else exits.SLO_FAILED
+    return exits.OK if result.verdict in ("pass", "warn") else exits.SLO_FAILED
 
 
 class Run:
@@ -169,7 +186,7 @@ class Evaluator:
         gaps = np.diff(r.itl_offsets)
         self.failed_have_itl = bool(gaps[~r.ok].sum() > 0) if r.n else False
         self.itl_has_nan = bool(np.isnan(r.itl_values).any())
-        self._alerts: list[dict[str, Any]] | None = None
+        self._alerts: list[AlertResult] | None = None
         self._recovery: dict[str, dict[str, float | None]] | None = None
 
     # --- masks ----------------------------------------------------------------------------
@@ -243,7 +260,7 @@ class Evaluator:
 
     # --- objectives -----------------------------------------------------------------------
 
-    def objective_rows(self, obj: Objective) -> list[dict[str, Any]]:
+    def objective_rows(self, obj: Objective) -> list[ObjectiveRow]:
         return SLIS[obj.sli].rows(self, obj)
 
     def fault_scope(self, obj: Objective) -> list[Phase]:
@@ -255,7 +272,7 @@ class Evaluator:
         """Note that ``summary(key)`` will be asked for ``percentile``'s interval."""
         self._wanted.setdefault(key, set()).add(percentile)
 
-    def metric_row(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
+    def metric_row(self, obj: Objective, phase: Phase, tier: str | None) -> ObjectiveRow:
         if self.metrics is None:
             self.metrics = server.MetricsFile(self.run.dir)
             if self.metrics.note:
@@ -296,7 +313,7 @@ class Evaluator:
             r.prompt_tokens[rows] * table_in[codes] + r.output_tokens[rows] * table_out[codes]
         ) / 1e6
 
-    def promql_row(self, obj: Objective, phase: Phase, tier: str | None) -> dict[str, Any]:
+    def promql_row(self, obj: Objective, phase: Phase, tier: str | None) -> ObjectiveRow:
         if not self.prometheus_url:
             return self.row(obj, phase.name, tier, None, None, 0, "no Prometheus URL given")
         query = server.render_query(obj.query or "", phase.start, phase.end, tier)
@@ -306,7 +323,7 @@ class Evaluator:
         row = self.row(
             obj, phase.name, tier, value, None, 1 if value is not None else 0, note or None
         )
-        row["promql"] = query
+        row.promql = query
         return row
 
     def failover_time(self, fault: Phase) -> float | None:
@@ -317,9 +334,9 @@ class Evaluator:
 
     def detect_time(self, fault: Phase) -> float | None:
         hits = [
-            a["time_to_detect_s"]
+            a.time_to_detect_s
             for a in self.alerts()
-            if a["fault"] == fault.name and a["time_to_detect_s"] is not None
+            if a.fault == fault.name and a.time_to_detect_s is not None
         ]
         return min(hits) if hits else None
 
@@ -332,31 +349,31 @@ class Evaluator:
         phase: str,
         tier: str | None,
         value: float | None,
-        ci: tuple[float, float] | None,
+        ci: tuple[float | None, float | None] | None,
         samples: int,
         why: str | None,
-    ) -> dict[str, Any]:
-        status = "insufficient_data" if why or value is None else _status(obj, value, ci)
+    ) -> ObjectiveRow:
+        status: Status = "insufficient_data" if why or value is None else _status(obj, value, ci)
         rid = f"{obj.id}@{phase}" + (f"/{tier}" if tier else "")
-        return {
-            "id": rid,
-            "objective": obj.id,
-            "sli": obj.sli,
-            "phase": phase,
-            "tier": tier,
-            "percentile": obj.percentile,
-            "op": obj.op,
-            "threshold": obj.threshold,
-            "warn": obj.warn,
-            "unit": obj.unit,
-            "value": value,
-            "ci": list(ci) if ci else None,
-            "samples": samples,
-            "status": status,
-            "weight": obj.weight,
-            "key": obj.key,
-            "detail": why or _detail(obj, value, ci, samples, status, self.spec.confidence),
-        }
+        return ObjectiveRow(
+            id=rid,
+            objective=obj.id,
+            sli=obj.sli,
+            phase=phase,
+            tier=tier,
+            percentile=obj.percentile,
+            op=obj.op,
+            threshold=obj.threshold,
+            warn=obj.warn,
+            unit=obj.unit,
+            value=value,
+            ci=ci or None,
+            samples=samples,
+            status=status,
+            weight=obj.weight,
+            key=obj.key,
+            detail=why or _detail(obj, value, ci, samples, status, self.spec.confidence),
+        )
 
     def plan(self) -> None:
         """Note every percentile with an interval the objectives will ask of each sample, so
@@ -392,7 +409,7 @@ class Evaluator:
             return self.spec.period_requests, "spec"
         return self.base_rate * self.spec.period_days * 86400.0, "extrapolated"
 
-    def budget(self) -> dict[str, Any]:
+    def budget(self) -> Budget:
         objective = self.spec.availability_objective
         period_requests, source = self.period_requests()
         rows = []
@@ -401,31 +418,31 @@ class Evaluator:
             n, k = s.stop - s.start, int(self.bad[s].sum())
             ratio = k / n if n else None
             rows.append(
-                {
-                    "phase": p.name,
-                    "requests": n,
-                    "carried_in": p.carried_in,  # sent before the phase, ended in it
-                    "bad": k,
-                    "error_ratio": ratio,
-                    "burn_rate": bm.burn_rate(ratio, objective) if ratio is not None else None,
-                    "budget_spent": bm.budget_spent(k, objective, period_requests)
+                BudgetPhase(
+                    phase=p.name,
+                    requests=n,
+                    carried_in=p.carried_in,  # sent before the phase, ended in it
+                    bad=k,
+                    error_ratio=ratio,
+                    burn_rate=bm.burn_rate(ratio, objective) if ratio is not None else None,
+                    budget_spent=bm.budget_spent(k, objective, period_requests)
                     if period_requests > 0
                     else None,
-                }
+                )
             )
-        total = next(r for r in rows if r["phase"] == "all")
-        return {
-            "objective": objective,
-            "period_days": self.spec.period_days,
-            "period_requests": period_requests,
-            "period_requests_source": source,
-            "baseline_rps": self.base_rate,
-            "baseline_error_ratio": self.base_ratio,
-            "by_phase": rows,
-            "spent_total": total["budget_spent"],
-        }
+        total = next(r for r in rows if r.phase == "all")
+        return Budget(
+            objective=objective,
+            period_days=self.spec.period_days,
+            period_requests=period_requests,
+            period_requests_source=source,
+            baseline_rps=self.base_rate,
+            baseline_error_ratio=self.base_ratio,
+            by_phase=rows,
+            spent_total=total.budget_spent,
+        )
 
-    def alerts(self) -> list[dict[str, Any]]:
+    def alerts(self) -> list[AlertResult]:
         if self._alerts is not None:
             return self._alerts
         seconds = max(1, math.ceil(self.run_end - self.run_start))
@@ -441,19 +458,19 @@ class Evaluator:
                 after = p.start if p else self.run_start
                 fired = bm.first_firing(holds, self.run_start, after)
                 out.append(
-                    {
-                        "name": rule.name,
-                        "severity": rule.severity,
-                        "burn_rate": rule.burn_rate,
-                        "long_window_s": rule.long_window_s,
-                        "short_window_s": rule.short_window_s,
-                        "fault": p.name if p else None,
-                        "fired_at": fired,
-                        "time_to_detect_s": (fired - p.start) if fired is not None and p else None,
-                        "seconds_firing": int(holds.sum()),
+                    AlertResult(
+                        name=rule.name,
+                        severity=rule.severity,
+                        burn_rate=rule.burn_rate,
+                        long_window_s=rule.long_window_s,
+                        short_window_s=rule.short_window_s,
+                        fault=p.name if p else None,
+                        fired_at=fired,
+                        time_to_detect_s=(fired - p.start) if fired is not None and p else None,
+                        seconds_firing=int(holds.sum()),
                         # burning on fewer bad events than alert_min_events: not a detection
-                        "low_traffic_seconds": int(low.sum()),
-                    }
+                        low_traffic_seconds=int(low.sum()),
+                    )
                 )
         self._alerts = out
         return out
@@ -508,16 +525,18 @@ class Evaluator:
 
     # --- summaries ------------------------------------------------------------------------
 
-    def latency(self) -> dict[str, Any]:
+    def latency(self) -> dict[str, PhaseLatency]:
         out = {}
         for p in self.run.phases:
-            out[p.name] = {}
+            samples = {}
             for s in ("ttft", "e2e", "tpot", "itl"):
                 rows = self.run.rows(p, s)
-                out[p.name][s] = self.summary((s, rows.start, rows.stop, None, "sent"))[0]
+                table = self.summary((s, rows.start, rows.stop, None, "sent"))[0]
+                samples[s] = LatencyStats.model_validate(table)
+            out[p.name] = PhaseLatency.model_validate(samples)
         return out
 
-    def goodput(self) -> dict[str, Any]:
+    def goodput(self) -> dict[str, GoodputPhase]:
         custom = [o.latency for o in self.spec.objectives if o.sli == "goodput" and o.latency]
         limits = custom[0] if custom else None
         criteria = limits or self.goodput_limits(None)
@@ -527,17 +546,17 @@ class Evaluator:
             rows = self.run.rows(p)
             n = rows.stop - rows.start
             good = int(self.good_mask(rows, limits).sum())
-            out[p.name] = {
-                "rps": good / p.duration if p.duration > 0 else None,
-                "share": good / n if n else None,
-                "requests": n,
-                "good": good,
-                "criteria": criteria,
-                "criteria_by_tier": by_tier,
-            }
+            out[p.name] = GoodputPhase(
+                rps=good / p.duration if p.duration > 0 else None,
+                share=good / n if n else None,
+                requests=n,
+                good=good,
+                criteria=criteria,
+                criteria_by_tier=by_tier,
+            )
         return out
 
-    def tiers(self) -> dict[str, Any]:
+    def tiers(self) -> dict[str, TierResult]:
         p = self.run.phase("all")
         rows = self.run.rows(p)
         out = {}
@@ -545,18 +564,19 @@ class Evaluator:
         for tier in self.r.tier.names:
             mask = self.tier_mask(rows, tier)
             n, k = int(mask.sum()), int((self.bad[rows] & mask).sum())
-            out[tier] = {
-                "requests": n,
-                "errors": k,
-                "error_ratio": k / n if n else None,
-                "ttft": self.summary(("ttft", first.start, first.stop, tier, "sent"))[0],
-            }
+            ttft = self.summary(("ttft", first.start, first.stop, tier, "sent"))[0]
+            out[tier] = TierResult(
+                requests=n,
+                errors=k,
+                error_ratio=k / n if n else None,
+                ttft=LatencyStats.model_validate(ttft),
+            )
         return out
 
-    def failover(self) -> list[dict[str, Any]]:
+    def failover(self) -> list[FailoverResult]:
         out = []
         for p in (p for p in self.run.phases if p.kind == "fault"):
-            out.append({"fault": p.name, "time_to_failover_s": self.failover_time(p)})
+            out.append(FailoverResult(fault=p.name, time_to_failover_s=self.failover_time(p)))
         return out
 
 
@@ -565,8 +585,8 @@ def evaluate_run(
     spec: SloSpec,
     *,
     prometheus_url: str | None = None,
-) -> dict[str, Any]:
-    """The slo.json dict for a run directory (nothing is written; ``compare.with_baseline``
+) -> SloResult:
+    """The slo.json result for a run directory (nothing is written; ``compare.with_baseline``
     adds the comparison); ``InputError`` when the spec names a tier the run does not have."""
     run = Run(Path(run_dir))
     if run.tiers():  # a run that knows no tier (no records, no scenario) cannot be checked
@@ -576,82 +596,79 @@ def evaluate_run(
     rows = [row for obj in spec.objectives for row in ev.objective_rows(obj)]
     verdict, score, key_failed = _verdict(rows, spec)
     recovery = [
-        {"fault": fault, "sli": sli, "time_to_recover_s": value}
+        RecoveryResult(fault=fault, sli=sli, time_to_recover_s=value)
         for fault, per in ev.recovery().items()
         for sli, value in per.items()
     ]
-    result: dict[str, Any] = {
-        "schema_version": SLO_SCHEMA_VERSION,
-        "run_id": run.manifest.get("id") or run.dir.name,
-        "run_dir": str(run.dir),
-        "evaluated_at": time.time(),
-        "spec": {
-            "name": spec.name,
-            "source": spec.source,
-            "period_days": spec.period_days,
-            "availability_objective": spec.availability_objective,
-        },
-        "verdict": verdict,
-        "score": score,
-        "key_failed": key_failed,
-        "key_undecided": key_undecided(rows),
-        "data_notes": run.notes,
-        "incomplete": run.incomplete,
-        "requests": run.records.n,
-        "phases": [p.to_dict() for p in run.phases],
-        "objectives": rows,
-        "budget": ev.budget(),
-        "alerts": ev.alerts(),
-        "recovery": recovery,
-        "recovery_window_s": spec.recovery_window_s,
-        "recovery_hold_s": spec.recovery_hold_s,
-        "failover": ev.failover(),
-        "latency": ev.latency(),
-        "goodput": ev.goodput(),
-        "tiers": ev.tiers(),
-        "prompt_lengths": prompt_lengths(run.records),
-        "server": [
-            {
-                "name": r["objective"],
-                "promql": r.get("promql"),
-                "phase": r["phase"],
-                "value": r["value"],
-                "status": r["status"],
-            }
+    result = SloResult(
+        schema_version=SLO_SCHEMA_VERSION,
+        run_id=str(run.manifest.get("id") or run.dir.name),
+        run_dir=str(run.dir),
+        evaluated_at=time.time(),
+        spec=SpecRef(
+            name=spec.name,
+            source=spec.source,
+            period_days=spec.period_days,
+            availability_objective=spec.availability_objective,
+        ),
+        verdict=verdict,
+        score=score,
+        key_failed=key_failed,
+        key_undecided=key_undecided(rows),
+        data_notes=run.notes,
+        incomplete=run.incomplete,
+        requests=run.records.n,
+        phases=[PhaseResult.model_validate(p.to_dict()) for p in run.phases],
+        objectives=rows,
+        budget=ev.budget(),
+        alerts=ev.alerts(),
+        recovery=recovery,
+        recovery_window_s=spec.recovery_window_s,
+        recovery_hold_s=spec.recovery_hold_s,
+        failover=ev.failover(),
+        latency=ev.latency(),
+        goodput=ev.goodput(),
+        tiers=ev.tiers(),
+        prompt_lengths=prompt_lengths(run.records),
+        server=[
+            ServerCheck(
+                name=r.objective, promql=r.promql, phase=r.phase, value=r.value, status=r.status
+            )
             for r in rows
-            if r["sli"] == "promql"
+            if r.sli == "promql"
         ],
-        "comparison": None,
-    }
+        comparison=None,
+    )
     return judge_completion(result, run.manifest, run.events)
 
 
 def judge_completion(
-    result: dict[str, Any], manifest: dict[str, Any], events: list[dict[str, Any]]
-) -> dict[str, Any]:
+    result: SloResult, manifest: dict[str, Any], events: list[dict[str, Any]]
+) -> SloResult:
     """``result`` with the verdict of how the run ended when it did not complete: the score
     of what was recorded is kept as ``recorded_score``, never as the run's score. The harness
     calls it again when the run is stopped after its evaluation."""
-    done = completion(manifest, result.get("phases") or [], events)
-    result["completion"] = done.model_dump() if done else None
+    phases = [p.model_dump(mode="json") for p in result.phases]
+    done = completion(manifest, phases, events)
+    result.completion = done
     if done is None:
         return result
-    if result.get("verdict") not in INCOMPLETE_VERDICTS:
-        result["recorded_verdict"], result["recorded_score"] = result["verdict"], result["score"]
-    result["verdict"], result["score"], result["incomplete"] = done.verdict, None, True
+    if result.verdict not in INCOMPLETE_VERDICTS:
+        result.recorded_verdict, result.recorded_score = result.verdict, result.score
+    result.verdict, result.score, result.incomplete = done.verdict, None, True
     return result
 
 
-def _verdict(rows: list[dict[str, Any]], spec: SloSpec) -> tuple[str, float | None, list[str]]:
+def _verdict(rows: list[ObjectiveRow], spec: SloSpec) -> tuple[Verdict, float | None, list[str]]:
     """The run's verdict and score from its rows. A failed key objective fails the run; a key
     objective its samples could not decide (inconclusive, or nothing to measure) makes it
     ``inconclusive`` — never a pass on what was not shown; else the score decides."""
-    judged = [r for r in rows if r["status"] in CREDIT]
-    key_failed = sorted({r["objective"] for r in judged if r["key"] and r["status"] == "fail"})
-    weight = sum(r["weight"] for r in judged)
+    judged = [r for r in rows if r.status in CREDIT]
+    key_failed = sorted({r.objective for r in judged if r.key and r.status == "fail"})
+    weight = sum(r.weight for r in judged)
     score = None
     if judged and weight > 0:
-        score = 100.0 * sum(r["weight"] * CREDIT[r["status"]] for r in judged) / weight
+        score = 100.0 * sum(r.weight * CREDIT[r.status] for r in judged) / weight
     if key_failed:
         return "fail", score, key_failed
     if score is None:
@@ -663,9 +680,9 @@ def _verdict(rows: list[dict[str, Any]], spec: SloSpec) -> tuple[str, float | No
     return ("warn" if score >= spec.score_warn else "fail"), score, key_failed
 
 
-def key_undecided(rows: list[dict[str, Any]]) -> list[str]:
+def key_undecided(rows: list[ObjectiveRow]) -> list[str]:
     """Key objectives with a row their samples could not decide."""
-    return sorted({r["objective"] for r in rows if r["key"] and r["status"] in UNDECIDED})
+    return sorted({r.objective for r in rows if r.key and r.status in UNDECIDED})
 
 
 def _holds(value: float, op: str, threshold: float) -> bool:
@@ -677,7 +694,7 @@ def _holds(value: float, op: str, threshold: float) -> bool:
     }[op]
 
 
-def _point_status(obj: Objective, value: float) -> str:
+def _point_status(obj: Objective, value: float) -> Status:
     if _holds(value, obj.op, obj.threshold):
         return "pass"
     if obj.warn is not None and _holds(value, obj.op, obj.warn):
@@ -685,7 +702,7 @@ def _point_status(obj: Objective, value: float) -> str:
     return "fail"
 
 
-def _status(obj: Objective, value: float, ci: tuple | list | None) -> str:
+def _status(obj: Objective, value: float, ci: tuple | list | None) -> Status:
     """From the confidence interval where the SLI has one: ``pass`` when all of it meets the
     threshold, ``fail`` when none of it meets even the warn threshold, ``warn`` when all of it
     meets the warn threshold but not all the threshold, ``inconclusive`` otherwise (it

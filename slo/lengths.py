@@ -8,17 +8,16 @@ is only as good as the lengths on its axis.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .records import Records
+from .result import LengthDiff, PromptLengths
 
 TOLERANCE = 0.01  # "within ±1%" of the intended count
 WORST_SHOWN = 5
 
 
-def prompt_lengths(records: Records) -> dict[str, Any]:
+def prompt_lengths(records: Records) -> PromptLengths:
     """Sources of the lengths, how many were capped by the context, and for requests with
     both counts: the share within ±1% and the worst differences."""
     sources = {
@@ -32,18 +31,18 @@ def prompt_lengths(records: Records) -> dict[str, Any]:
     within = np.abs(rel) <= TOLERANCE
     order = np.argsort(-np.abs(rel), kind="stable")[:WORST_SHOWN]
     worst = [
-        {"intended": int(intended[both][i]), "served": int(served[both][i]),
-         "difference": int(diff[i]), "relative": float(rel[i])}
+        LengthDiff(intended=int(intended[both][i]), served=int(served[both][i]),
+                   difference=int(diff[i]), relative=float(rel[i]))
         for i in order if diff[i] != 0
     ]  # fmt: skip
-    return {
-        "sources": sources,
-        "approximate": int(sources.get("estimate", 0)),
-        "capped": int(records.length_capped.sum()),
-        "compared": int(both.sum()),
-        "within_tolerance": int(within.sum()),
-        "share_within": float(within.mean()) if within.size else None,
-        "tolerance": TOLERANCE,
-        "mean_relative": float(rel.mean()) if rel.size else None,
-        "worst": worst,
-    }
+    return PromptLengths(
+        sources=sources,
+        approximate=int(sources.get("estimate", 0)),
+        capped=int(records.length_capped.sum()),
+        compared=int(both.sum()),
+        within_tolerance=int(within.sum()),
+        share_within=float(within.mean()) if within.size else None,
+        tolerance=TOLERANCE,
+        mean_relative=float(rel.mean()) if rel.size else None,
+        worst=worst,
+    )

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from aichaos.rundir import InputError
 
 from .fields import check_keys, number, parse_duration, ratio
+from .result import ObjectiveRow
 
 if TYPE_CHECKING:
     from .evaluate import Evaluator
     from .phases import Phase
     from .spec import Objective
 
-Row = dict[str, Any]
+Row = ObjectiveRow
 METRIC_AGGS = ("max", "min", "mean", "last", "p95")
 
 
@@ -133,11 +134,11 @@ class Availability(Flagged):
 
     def measure(self, ev: Evaluator, obj: Objective, phase: Phase, tier: str | None) -> Row:
         row = super().measure(ev, obj, phase, tier)
-        if row["value"] is None:
+        if row.value is None or row.ci is None:
             return row
-        low, high = row["ci"]
-        value, ci = 1.0 - row["value"], (1.0 - high, 1.0 - low)
-        return ev.row(obj, phase.name, tier, value, ci, row["samples"], None)
+        low, high = row.ci  # a Wilson interval: both sides bounded
+        value, ci = 1.0 - row.value, (1.0 - high, 1.0 - low)
+        return ev.row(obj, phase.name, tier, value, ci, row.samples, None)
 
 
 class ServedShare(Ratio):
@@ -253,8 +254,8 @@ class TimeTo(Sli):
         value = getattr(ev, self.measured)(phase)
         row = ev.row(obj, phase.name, None, value, None, 1, None)
         if value is None:
-            row["status"] = "fail"
-            row["detail"] = f"{self.name.replace('_', ' ')}: never (within the run)"
+            row.status = "fail"
+            row.detail = f"{self.name.replace('_', ' ')}: never (within the run)"
         return row
 
 

@@ -40,14 +40,14 @@ TIERS = ("free", "pro", "enterprise")
 def evaluate(run: Path, baseline: Path | None = None) -> dict[str, Any]:
     """slo.json for ``run`` from the SLO evaluator (written into the run directory)."""
     from aichaos.slo.compare import with_baseline
-    from aichaos.slo.evaluate import evaluate_run
+    from aichaos.slo.evaluate import evaluate_run, write_result
     from aichaos.slo.spec import load_spec
 
     evaluation = evaluate_run(run, load_spec("tiered"))
     if baseline is not None:
         evaluation = with_baseline(evaluation, baseline, load_spec("tiered"))
-    write_json(run / SLO_JSON, evaluation)
-    return evaluation
+    write_result(run, evaluation)
+    return json.loads((run / SLO_JSON).read_text(encoding="utf-8"))
 
 
 # The evaluator lands in slo/ alongside the reports; until then the hand-written slo.json

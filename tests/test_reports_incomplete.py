@@ -84,8 +84,8 @@ def test_every_view_headlines_how_the_run_ended(tmp_path, status, stop_kind, wor
     result = evaluate_run(run, load_spec("default"))
     write_result(run, result)
     # what was recorded would pass: the old headline was "PASS — score 100/100"
-    assert result["recorded_verdict"] == "pass" and result["recorded_score"] == 100.0
-    assert result["verdict"] == word.lower() and result["score"] is None
+    assert result.recorded_verdict == "pass" and result.recorded_score == 100.0
+    assert result.verdict == word.lower() and result.score is None
     assert exit_code(result) == 3
     render_run(run)
     seen = views(run)
@@ -116,7 +116,7 @@ def test_a_crash_after_the_evaluation_is_still_headlined_crashed(tmp_path):
     while rendering: every view follows run.json's status, not slo.json's old verdict."""
     run = stopped_run(tmp_path / "late", "completed", None)
     evaluation = evaluate_run(run, load_spec("default"))
-    assert evaluation["verdict"] == "pass" and exit_code(evaluation) == 0
+    assert evaluation.verdict == "pass" and exit_code(evaluation) == 0
     write_result(run, evaluation)
     manifest = read_manifest(run)
     write_json(run / RUN_JSON, {**manifest, "status": "crashed"})
@@ -150,10 +150,10 @@ def test_a_running_run_whose_owner_died_is_crashed_in_slo_json_and_every_view(tm
     write_json(run / RUN_JSON, {**read_manifest(run), "owner": ref.model_dump()})
     result = evaluate_run(run, load_spec("default"))
     write_result(run, result)
-    assert result["verdict"] == "crashed" and result["completion"]["status"] == "crashed"
+    assert result.verdict == "crashed" and result.completion.status == "crashed"
     render_run(run)
     for view, text in views(run).items():
         assert "CRASHED" in text and "INCOMPLETE" not in text, (view, text)
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "crashed" and summary["verdict"] == "crashed"
-    assert summary["completion"] == result["completion"]
+    assert summary["completion"] == result.completion.model_dump()

@@ -70,9 +70,9 @@ def test_prompts_hit_the_intended_count_and_fit_the_context(sim, tmp_path, worke
     assert sizing["max_model_len"] == CONTEXT and sizing["capped"] == len(capped)
     # slo's figure and the report's lines
     figure = prompt_lengths(load_records(tmp_path)[0])
-    assert figure["share_within"] == 1.0 and figure["capped"] == len(capped)
-    assert figure["sources"] == {"tokenize": len(rows)} and figure["worst"] == []
-    lines = prompt_length_lines({"prompt_lengths": figure})
+    assert figure.share_within == 1.0 and figure.capped == len(capped)
+    assert figure.sources == {"tokenize": len(rows)} and figure.worst == []
+    lines = prompt_length_lines(figure)
     assert any("within ±1%" in line and "(100.0%)" in line for line in lines)
     assert not any("APPROXIMATE" in line for line in lines)
 
@@ -126,6 +126,6 @@ def test_without_tokenize_or_tokenizer_lengths_are_flagged_approximate(tmp_path)
     s = scenario()
     run(LoadRunner(s, f"http://127.0.0.1:{free_port()}", tmp_path))
     figure = prompt_lengths(load_records(tmp_path)[0])
-    assert figure["approximate"] == figure["sources"]["estimate"] > 0
-    assert figure["compared"] == 0 and figure["share_within"] is None
-    assert any("APPROXIMATE" in line for line in prompt_length_lines({"prompt_lengths": figure}))
+    assert figure.approximate == figure.sources["estimate"] > 0
+    assert figure.compared == 0 and figure.share_within is None
+    assert any("APPROXIMATE" in line for line in prompt_length_lines(figure))

@@ -43,19 +43,19 @@ def runs(tmp_path_factory):
 def test_quiet_on_two_seeds_of_one_distribution(runs):
     a, b, _ = runs
     result = compare_runs(a, b, load_spec("default"))
-    assert result["verdict"] == "pass"
-    assert not any(c["regression"] for c in result["changes"])
-    slis = {c["sli"] for c in result["changes"]}
+    assert result.verdict == "pass"
+    assert not any(c.regression for c in result.changes)
+    slis = {c.sli for c in result.changes}
     assert {"ttft-p95", "ttft-p50", "tpot-p95", "itl-p95", "error_ratio"} <= slis
 
 
 def test_catches_a_twenty_percent_ttft_shift(runs):
     a, _, slow = runs
     result = compare_runs(a, slow, load_spec("default"))
-    assert result["verdict"] == "fail"
-    worse = {(c["sli"], c["phase"]): c for c in result["changes"] if c["regression"]}
+    assert result.verdict == "fail"
+    worse = {(c.sli, c.phase): c for c in result.changes if c.regression}
     ttft = worse[("ttft-p95", "all")]
-    assert 0.1 < ttft["rel_change"] < 0.35 and ttft["p_value"] < 1e-6 and ttft["ci"][0] > 0
+    assert 0.1 < ttft.rel_change < 0.35 and ttft.p_value < 1e-6 and ttft.ci[0] > 0
     assert ("ttft-p50", "baseline") in worse
     # TPOT and ITL did not change: no regression claimed there
     assert not any(s.startswith(("tpot", "itl")) for s, _ in worse)
@@ -65,15 +65,13 @@ def test_error_ratio_regression_needs_size_and_significance(tmp_path):
     base = make_run_dir(tmp_path / "base", seed=1, base_error_ratio=0.001, **RUN)
     worse = make_run_dir(tmp_path / "worse", seed=2, base_error_ratio=0.03, **RUN)
     result = compare_runs(base, worse)
-    row = next(c for c in result["changes"] if c["sli"] == "error_ratio" and c["phase"] == "all")
-    assert row["regression"] and row["p_value"] < 1e-6 and row["threshold_kind"] == "absolute"
+    row = next(c for c in result.changes if c.sli == "error_ratio" and c.phase == "all")
+    assert row.regression and row.p_value < 1e-6 and row.threshold_kind == "absolute"
     small = make_run_dir(tmp_path / "small", seed=3, base_error_ratio=0.003, **RUN)
     row = next(
-        c
-        for c in compare_runs(base, small)["changes"]
-        if c["sli"] == "error_ratio" and c["phase"] == "all"
+        c for c in compare_runs(base, small).changes if c.sli == "error_ratio" and c.phase == "all"
     )
-    assert not row["regression"]  # +0.2 pp is below the 0.5 pp threshold
+    assert not row.regression  # +0.2 pp is below the 0.5 pp threshold
 
 
 def test_baseline_directory_keeps_the_last_n_and_check_uses_the_newest(runs, tmp_path):
@@ -89,10 +87,10 @@ def test_baseline_directory_keeps_the_last_n_and_check_uses_the_newest(runs, tmp
     index = json.loads((store / "baselines.json").read_text())
     assert [e["dir"] for e in index["runs"]] == ["b"]
     res = with_baseline(evaluate_run(slow, spec), store, spec)
-    assert res["comparison"]["verdict"] == "fail" and exit_code(res) == 1
-    assert res["comparison"]["baseline"].endswith("b")
+    assert res.comparison.verdict == "fail" and exit_code(res) == 1
+    assert res.comparison.baseline.endswith("b")
     res = with_baseline(evaluate_run(a, spec), tmp_path / "empty", spec)
-    assert res["comparison"]["verdict"] == "no_baseline"
+    assert res.comparison.verdict == "no_baseline"
     # a failed run is no baseline
     failing = {"verdict": "fail"}
     (slow / "slo.json").write_text(json.dumps(failing))
@@ -110,5 +108,5 @@ def test_compare_on_different_phase_sets_uses_the_common_ones(tmp_path):
         faults=[{"name": "outage", "start": 100, "end": 130, "error_ratio": 0.2}],
     )
     b = make_run_dir(tmp_path / "b", seed=2, **RUN)
-    phases = {c["phase"] for c in compare_runs(a, b)["changes"]}
+    phases = {c.phase for c in compare_runs(a, b).changes}
     assert phases == {"baseline", "all"}

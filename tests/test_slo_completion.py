@@ -7,6 +7,7 @@ import pytest
 
 from aichaos.slo.completion import completion, incomplete_verdict
 from aichaos.slo.evaluate import exit_code, judge_completion
+from aichaos.slo.result import SloResult
 
 T0 = 1_795_000_000.0
 PLAN = {
@@ -83,14 +84,18 @@ def test_the_owner_gone_event_is_a_crash_s_stop():
 
 
 def test_judging_a_finished_result_again_keeps_what_was_recorded():
-    result = {"verdict": "pass", "score": 100.0, "phases": [phase("all", "all", 0, 121)]}
+    result = SloResult.model_validate(
+        {"verdict": "pass", "score": 100.0, "phases": [phase("all", "all", 0, 121)]}
+    )
     manifest = {**PLAN, "status": "aborted"}
-    judged = judge_completion(dict(result), manifest, [stop(125, during="rendering")])
-    assert (judged["verdict"], judged["score"], judged["incomplete"]) == ("aborted", None, True)
-    assert (judged["recorded_verdict"], judged["recorded_score"]) == ("pass", 100.0)
+    judged = judge_completion(
+        result.model_copy(deep=True), manifest, [stop(125, during="rendering")]
+    )
+    assert (judged.verdict, judged.score, judged.incomplete) == ("aborted", None, True)
+    assert (judged.recorded_verdict, judged.recorded_score) == ("pass", 100.0)
     assert exit_code(judged) == 3
     again = judge_completion(judged, manifest, [stop(125, during="rendering")])
-    assert again["recorded_verdict"] == "pass" and again["verdict"] == "aborted"
-    unchanged = judge_completion(dict(result), {**PLAN, "status": "completed"}, [])
-    assert unchanged["verdict"] == "pass" and unchanged["completion"] is None
+    assert again.recorded_verdict == "pass" and again.verdict == "aborted"
+    unchanged = judge_completion(result.model_copy(deep=True), {**PLAN, "status": "completed"}, [])
+    assert unchanged.verdict == "pass" and unchanged.completion is None
     assert exit_code(unchanged) == 0

@@ -15,6 +15,7 @@ from synthetic_run import STARTED_AT, make_run_dir
 from aichaos.rundir import InputError, read_events, read_manifest
 from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
 from aichaos.slo.phases import build_phases
+from aichaos.slo.result import parse_result
 from aichaos.slo.spec import SloSpec, load_spec
 
 S = STARTED_AT
@@ -35,18 +36,18 @@ def _spec(objectives, **top):
 
 
 def test_phase_slicing_from_the_timeline(outage_run, outage_result):
-    phases = {p["name"]: p for p in outage_result["phases"]}
+    phases = {p.name: p for p in outage_result.phases}
     assert list(phases) == ["baseline", "fault:provider-outage", "recovery", "all"]
-    assert (phases["baseline"]["start"], phases["baseline"]["end"]) == (S + 10, S + 120)
+    assert (phases["baseline"].start, phases["baseline"].end) == (S + 10, S + 120)
     fault = phases["fault:provider-outage"]
-    assert (fault["start"], fault["end"]) == (S + 120, S + 180)
-    assert fault["fault"] == {
+    assert (fault.start, fault.end) == (S + 120, S + 180)
+    assert fault.fault is not None and fault.fault.model_dump() == {
         "name": "provider-outage",
         "activity": "disable_proxy",
         "experiment": "synthetic game day",
     }
-    assert (phases["recovery"]["start"], phases["recovery"]["end"]) == (S + 180, S + 300)
-    assert (phases["all"]["start"], phases["all"]["end"]) == (S, S + 300)
+    assert (phases["recovery"].start, phases["recovery"].end) == (S + 180, S + 300)
+    assert (phases["all"].start, phases["all"].end) == (S, S + 300)
     # every request that ended after the warm-up lands in exactly one of baseline / fault /
     # recovery (one still open at the run's end in the last); those sent before a phase but
     # ended in it are counted as carried in
@@ -54,13 +55,13 @@ def test_phase_slicing_from_the_timeline(outage_run, outage_result):
     sent = table.column("t_sent").to_numpy()
     ended = np.minimum(sent + table.column("done_s").to_numpy(), S + 300)
     warm = int((ended < S + 10).sum())
-    parts = sum(phases[n]["requests"] for n in ("baseline", "fault:provider-outage", "recovery"))
-    assert parts + warm == phases["all"]["requests"] == sent.size
+    parts = sum(phases[n].requests for n in ("baseline", "fault:provider-outage", "recovery"))
+    assert parts + warm == phases["all"].requests == sent.size
     for name in ("baseline", "fault:provider-outage", "recovery"):
         p = phases[name]
-        mine = (ended >= p["start"]) & ((ended < p["end"]) | (p["end"] == S + 300))
-        assert p["requests"] == int(mine.sum())
-        assert p["carried_in"] == int((mine & (sent < p["start"])).sum()) > 0
+        mine = (ended >= p.start) & ((ended < p.end) | (p.end == S + 300))
+        assert p.requests == int(mine.sum())
+        assert p.carried_in == int((mine & (sent < p.start)).sum()) > 0
 
 
 def test_phases_from_fault_events_and_warmup_from_the_manifest():
@@ -102,39 +103,40 @@ def test_every_event_kind_is_one_the_readers_know():
 
 def test_default_spec_verdict_score_and_budget(outage_run, outage_result):
     res = outage_result
-    rows = {r["id"]: r for r in res["objectives"]}
-    assert rows["ttft-p95@all"]["status"] == "pass" and rows["tpot-p95@all"]["status"] == "pass"
-    assert rows["error-rate@all"]["status"] == "fail"  # a 30% outage for 60 s of 300 s
-    assert res["verdict"] == "fail" and res["key_failed"] == ["error-rate"]
-    assert res["score"] == pytest.approx(100 * 2 / 3)
+    rows = {r.id: r for r in res.objectives}
+    assert rows["ttft-p95@all"].status == "pass" and rows["tpot-p95@all"].status == "pass"
+    assert rows["error-rate@all"].status == "fail"  # a 30% outage for 60 s of 300 s
+    assert res.verdict == "fail" and res.key_failed == ["error-rate"]
+    assert res.score == pytest.approx(100 * 2 / 3)
     assert exit_code(res) == 1
-    b = res["budget"]
-    by = {r["phase"]: r for r in b["by_phase"]}
+    b = res.budget
+    by = {r.phase: r for r in b.by_phase}
     base = by["baseline"]
-    assert b["period_requests_source"] == "extrapolated"
-    rate = base["requests"] / 110.0
-    assert b["period_requests"] == pytest.approx(rate * 30 * 86400)
+    assert b.period_requests_source == "extrapolated"
+    rate = base.requests / 110.0
+    assert b.period_requests == pytest.approx(rate * 30 * 86400)
     fault = by["fault:provider-outage"]
-    assert fault["budget_spent"] == pytest.approx(fault["bad"] / (0.001 * b["period_requests"]))
-    assert fault["burn_rate"] == pytest.approx(fault["error_ratio"] / 0.001)
-    assert b["spent_total"] == pytest.approx(by["all"]["budget_spent"])
-    assert res["failover"][0]["time_to_failover_s"] == pytest.approx(1.0, abs=1.0)
-    assert json.loads(json.dumps(res)) == res  # plain JSON
+    assert fault.budget_spent == pytest.approx(fault.bad / (0.001 * b.period_requests))
+    assert fault.burn_rate == pytest.approx(fault.error_ratio / 0.001)
+    assert b.spent_total == pytest.approx(by["all"].budget_spent)
+    assert res.failover[0].time_to_failover_s == pytest.approx(1.0, abs=1.0)
+    plain = json.loads(json.dumps(res.model_dump(mode="json")))  # plain JSON
+    assert parse_result(plain, "slo.json") == res
     path = write_result(outage_run, res)
     assert json.loads(path.read_text())["schema_version"] == 1
 
 
 def test_tiers_and_latency_sections(outage_result):
     res = outage_result
-    tiers = res["tiers"]
+    tiers = res.tiers
     assert set(tiers) == {"free", "pro", "enterprise"}
-    assert sum(t["requests"] for t in tiers.values()) == res["requests"]
+    assert sum(t.requests for t in tiers.values()) == res.requests
     # the synthetic free tier is 30% slower
-    assert tiers["free"]["ttft"]["p50"] > 1.15 * tiers["pro"]["ttft"]["p50"]
-    lat = res["latency"]["baseline"]["ttft"]
-    assert lat["p50"] < lat["p90"] < lat["p95"] < lat["p99"] and lat["count"] > 1000
-    assert res["latency"]["fault:provider-outage"]["ttft"]["p50"] > lat["p50"] + 0.15
-    assert 0.9 < res["goodput"]["baseline"]["share"] <= 1.0
+    assert tiers["free"].ttft.p50 > 1.15 * tiers["pro"].ttft.p50
+    lat = res.latency["baseline"].ttft
+    assert lat.p50 < lat.p90 < lat.p95 < lat.p99 and lat.count > 1000
+    assert res.latency["fault:provider-outage"].ttft.p50 > lat.p50 + 0.15
+    assert 0.9 < res.goodput["baseline"].share <= 1.0
 
 
 def test_tiered_spec_rows_per_tier_and_an_inconclusive_key_objective(tmp_path):
@@ -142,15 +144,15 @@ def test_tiered_spec_rows_per_tier_and_an_inconclusive_key_objective(tmp_path):
     objective is inconclusive, and so is the run (exit 4), never a pass with score 100."""
     run = make_run_dir(tmp_path / "r", seed=2, duration_s=120, rps=8, faults=[])
     res = evaluate_run(run, load_spec("tiered"))
-    rows = {r["id"]: r for r in res["objectives"]}
+    rows = {r.id: r for r in res.objectives}
     p99 = rows["ttft-p99-enterprise@all/enterprise"]
-    assert p99["samples"] < 368 and p99["ci"][1] is None and p99["value"] < 0.5
-    assert p99["status"] == "inconclusive" and ">= 368 samples" in p99["detail"]
-    assert rows["ttft-p95-pro@all/pro"]["status"] == "pass"
-    assert "ttft-p99-enterprise" in res["key_undecided"]
-    assert res["verdict"] == "inconclusive" and exit_code(res) == 4
+    assert p99.samples < 368 and p99.ci[1] is None and p99.value < 0.5
+    assert p99.status == "inconclusive" and ">= 368 samples" in p99.detail
+    assert rows["ttft-p95-pro@all/pro"].status == "pass"
+    assert "ttft-p99-enterprise" in res.key_undecided
+    assert res.verdict == "inconclusive" and exit_code(res) == 4
     # one phase only: no faults means baseline and all
-    assert [p["name"] for p in res["phases"]] == ["baseline", "all"]
+    assert [p.name for p in res.phases] == ["baseline", "all"]
 
 
 STEP_SPEC = {
@@ -184,26 +186,24 @@ def test_detect_and_recover_on_step_changes(tmp_path):
         ],
     )
     res = evaluate_run(run, SloSpec.from_dict(STEP_SPEC, "step"))
-    fired = {
-        a["name"]: a["time_to_detect_s"] for a in res["alerts"] if a["fault"] == "fault:outage"
-    }
+    fired = {a.name: a.time_to_detect_s for a in res.alerts if a.fault == "fault:outage"}
     assert fired == {"page-1h-5m": 52.0, "page-6h-30m": 130.0, "ticket-3d-6h": 260.0}
-    rec = {(r["fault"], r["sli"]): r["time_to_recover_s"] for r in res["recovery"]}
+    rec = {(r.fault, r.sli): r.time_to_recover_s for r in res.recovery}
     assert rec[("fault:outage", "error_rate")] == 10.0
     # the slow window follows the outage; its last TTFT samples, sent before 420 s with 1.1 s
     # TTFTs, are observed (and placed) after 421 s
     assert rec[("fault:outage", "ttft-p95")] == 31.0
     assert rec[("fault:outage", "all")] == 31.0
     assert rec[("fault:slow", "ttft-p95")] == 11.0
-    rows = {r["id"]: r for r in res["objectives"]}
-    assert rows["time_to_detect@fault:outage"]["value"] == 52.0
-    assert rows["time_to_detect@fault:outage"]["status"] == "pass"
-    assert rows["time_to_recover@fault:outage"]["status"] == "fail"  # 31 s > 20 s
-    assert rows["time_to_recover@fault:slow"]["status"] == "pass"
+    rows = {r.id: r for r in res.objectives}
+    assert rows["time_to_detect@fault:outage"].value == 52.0
+    assert rows["time_to_detect@fault:outage"].status == "pass"
+    assert rows["time_to_recover@fault:outage"].status == "fail"  # 31 s > 20 s
+    assert rows["time_to_recover@fault:slow"].status == "pass"
     # nothing served by a fallback: failover never happened
-    assert rows["time_to_failover@fault:outage"]["status"] == "fail"
-    assert "never" in rows["time_to_failover@fault:outage"]["detail"]
-    assert rows["time_to_detect@fault:slow"]["status"] == "pass"  # still firing from outage
+    assert rows["time_to_failover@fault:outage"].status == "fail"
+    assert "never" in rows["time_to_failover@fault:outage"].detail
+    assert rows["time_to_detect@fault:slow"].status == "pass"  # still firing from outage
 
 
 def test_truncated_and_missing_chunks_are_evaluated_on_what_is_there(tmp_path):
@@ -216,17 +216,17 @@ def test_truncated_and_missing_chunks_are_evaluated_on_what_is_there(tmp_path):
     with open(run / "events.jsonl", "a") as f:
         f.write('{"t": 1795000299.5, "source": "harness", "kind": "ph')  # killed mid-write
     res = evaluate_run(run, load_spec("default"))
-    notes = " | ".join(res["data_notes"])
+    notes = " | ".join(res.data_notes)
     assert "chunk-0002.parquet: unreadable chunk skipped" in notes
     assert "chunk-0003.parquet: missing from the sequence" in notes
     assert "events.jsonl:" in notes and "unreadable line skipped" in notes
-    assert res["incomplete"] is True and whole["incomplete"] is False
-    assert 0.5 * whole["requests"] < res["requests"] < 0.7 * whole["requests"]
-    assert {r["status"] for r in res["objectives"]} <= {"pass", "fail", "warn", "inconclusive"}
+    assert res.incomplete is True and whole.incomplete is False
+    assert 0.5 * whole.requests < res.requests < 0.7 * whole.requests
+    assert {r.status for r in res.objectives} <= {"pass", "fail", "warn", "inconclusive"}
     # the last chunk lost: no file to complain about, but the records stop early
     (run / "requests" / "chunk-0004.parquet").unlink()
     res = evaluate_run(run, load_spec("default"))
-    assert any("no request records in the last 180 s" in n for n in res["data_notes"])
+    assert any("no request records in the last 180 s" in n for n in res.data_notes)
 
 
 def test_aborted_run_and_missing_directory(tmp_path):
@@ -241,13 +241,13 @@ def test_aborted_run_and_missing_directory(tmp_path):
         with_journal=False,
     )
     res = evaluate_run(run, load_spec("default"))
-    assert res["incomplete"] and any("aborted" in n for n in res["data_notes"])
+    assert res.incomplete and any("aborted" in n for n in res.data_notes)
     with pytest.raises(InputError, match="expected an existing run directory"):
         evaluate_run(tmp_path / "nope", load_spec("default"))
     empty = tmp_path / "empty"
     empty.mkdir()
     res = evaluate_run(empty, load_spec("default"))
-    assert res["verdict"] == "insufficient_data" and exit_code(res) == 1
+    assert res.verdict == "insufficient_data" and exit_code(res) == 1
 
 
 def test_shares_cost_goodput_and_server_metrics_from_the_file(outage_run):
@@ -286,24 +286,24 @@ def test_shares_cost_goodput_and_server_metrics_from_the_file(outage_run):
         },
     )
     res = evaluate_run(outage_run, spec)
-    rows = {r["id"]: r for r in res["objectives"]}
+    rows = {r.id: r for r in res.objectives}
     fb = rows["fallback_share@fault:provider-outage"]
-    assert fb["value"] > 0.9 and fb["status"] == "fail"
-    assert rows["fallback_share@baseline"]["value"] == 0.0
-    assert 0.005 < rows["degraded_share@baseline"]["value"] < 0.05  # the cache's 2%
-    assert rows["shed_share@all"]["value"] == 0.0
-    assert rows["metric@baseline"]["value"] == 0.0 and rows["metric@baseline"]["status"] == "pass"
-    assert rows["metric@fault:provider-outage"]["value"] == 2.0  # breaker open
-    assert rows["availability@baseline/free"]["status"] == "pass"
-    assert rows["availability@baseline/pro"]["tier"] == "pro"
-    cost = rows["cost_per_request@all"]["value"]
+    assert fb.value > 0.9 and fb.status == "fail"
+    assert rows["fallback_share@baseline"].value == 0.0
+    assert 0.005 < rows["degraded_share@baseline"].value < 0.05  # the cache's 2%
+    assert rows["shed_share@all"].value == 0.0
+    assert rows["metric@baseline"].value == 0.0 and rows["metric@baseline"].status == "pass"
+    assert rows["metric@fault:provider-outage"].value == 2.0  # breaker open
+    assert rows["availability@baseline/free"].status == "pass"
+    assert rows["availability@baseline/pro"].tier == "pro"
+    cost = rows["cost_per_request@all"].value
     assert 0 < cost < 0.01
-    good = rows["goodput@baseline"]["value"]
+    good = rows["goodput@baseline"].value
     assert 0.5 < good < 1.0
-    sched = rows["ttft-p95@all"]["value"]
-    assert sched >= res["latency"]["all"]["ttft"]["p95"]
+    sched = rows["ttft-p95@all"].value
+    assert sched >= res.latency["all"].ttft.p95
     # the manifest's run id and the spec's name travel into slo.json
-    assert res["run_id"] == read_manifest(outage_run)["id"] and res["spec"]["name"] == "t"
+    assert res.run_id == read_manifest(outage_run)["id"] and res.spec.name == "t"
     assert read_events(outage_run)[1] == []
 
 
@@ -329,7 +329,7 @@ def test_records_written_out_of_order_are_sorted_with_their_itl_lists(tmp_path):
 def test_slo_json_is_strict_json(tmp_path):
     run = make_run_dir(tmp_path / "r", seed=9, duration_s=60, rps=5, faults=[])
     result = evaluate_run(run, load_spec("default"))
-    result["score"] = float("nan")  # whatever happens upstream, readers get valid JSON
+    result.score = float("nan")  # whatever happens upstream, readers get valid JSON
     path = write_result(run, result)
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in slo.json"))
     assert data["score"] is None and data["schema_version"] == 1
@@ -364,19 +364,19 @@ def test_a_stream_sent_in_the_baseline_and_cut_by_the_fault_is_a_fault_error(tmp
     _cut_streams(run, 59.0, done_s)
     res = evaluate_run(run, _spec([{"sli": "error_rate", "op": "<=", "threshold": 0.01,
                                     "phases": ["baseline", "fault"]}]))  # fmt: skip
-    rows = {r["phase"]: r for r in res["objectives"]}
-    phases = {p["name"]: p for p in res["phases"]}
-    budget = {b["phase"]: b for b in res["budget"]["by_phase"]}
+    rows = {r.phase: r for r in res.objectives}
+    phases = {p.name: p for p in res.phases}
+    budget = {b.phase: b for b in res.budget.by_phase}
     if done_s is None:
-        assert budget["baseline"]["bad"] == 20 and budget["fault:cut"]["bad"] == 0
+        assert budget["baseline"].bad == 20 and budget["fault:cut"].bad == 0
         return
-    assert budget["baseline"]["bad"] == 0 and rows["baseline"]["status"] == "pass"
-    assert budget["fault:cut"]["bad"] == 20 and rows["fault:cut"]["status"] == "fail"
-    assert phases["fault:cut"]["carried_in"] >= 20
-    assert budget["fault:cut"]["carried_in"] == phases["fault:cut"]["carried_in"]
+    assert budget["baseline"].bad == 0 and rows["baseline"].status == "pass"
+    assert budget["fault:cut"].bad == 20 and rows["fault:cut"].status == "fail"
+    assert phases["fault:cut"].carried_in >= 20
+    assert budget["fault:cut"].carried_in == phases["fault:cut"].carried_in
     from aichaos.slo.series import build_series
 
-    s = build_series(run, res["phases"])
+    s = build_series(run, [p.model_dump(mode="json") for p in res.phases])
     errors = s["errors"]["incomplete_stream"]
     assert sum(errors[int(60.5 // s["bin_s"]) : int(61 // s["bin_s"]) + 1]) > 0
     assert sum(errors[: int(60 // s["bin_s"])]) == 0
@@ -415,4 +415,4 @@ def test_a_run_too_small_for_its_spec_is_known_before_it_starts(tmp_path):
         run = make_run_dir(tmp_path / f"r{n}", seed=4, duration_s=120, rps=n / 120,
                            faults=[], base_error_ratio=0.0, warmup_s=0,
                            arrivals="uniform")  # fmt: skip
-        assert evaluate_run(run, load_spec("quick"))["verdict"] == verdict, n
+        assert evaluate_run(run, load_spec("quick")).verdict == verdict, n

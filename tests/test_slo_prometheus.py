@@ -125,16 +125,16 @@ def test_promql_objectives_against_a_real_prometheus(prometheus, tmp_path):
         "test",
     )
     res = evaluate_run(run, spec, prometheus_url=url)
-    rows = {r["id"]: r for r in res["objectives"]}
-    assert rows["tokens@all"]["value"] == want and rows["tokens@all"]["status"] == "pass"
+    rows = {r.id: r for r in res.objectives}
+    assert rows["tokens@all"].value == want and rows["tokens@all"].status == "pass"
     ttft = rows["server-ttft-p95@all"]
     # the fixed-latency profile answers in 100 ms: the estimate sits in the bucket around it
-    assert 0.05 <= ttft["value"] <= 0.25 and ttft["status"] == "pass"
-    assert "[" in ttft["promql"] and "$window" not in ttft["promql"]
-    assert {s["name"] for s in res["server"]} == {"tokens", "server-ttft-p95"}
+    assert 0.05 <= ttft.value <= 0.25 and ttft.status == "pass"
+    assert "[" in ttft.promql and "$window" not in ttft.promql
+    assert {s.name for s in res.server} == {"tokens", "server-ttft-p95"}
     # without Prometheus (or with one that does not answer) the objective cannot be judged
     res = evaluate_run(run, spec, prometheus_url=f"http://127.0.0.1:{free_port()}")
-    assert {r["status"] for r in res["objectives"]} == {"insufficient_data"}
-    assert any("Prometheus" in n for n in res["data_notes"])
+    assert {r.status for r in res.objectives} == {"insufficient_data"}
+    assert any("Prometheus" in n for n in res.data_notes)
     res = evaluate_run(run, spec)
-    assert res["verdict"] == "insufficient_data"
+    assert res.verdict == "insufficient_data"
