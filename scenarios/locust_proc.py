@@ -55,6 +55,7 @@ from aichaos.processes import OwnerWatch, ProcessRef  # noqa: E402
 from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, RequestRecord  # noqa: E402
 
 from .engine import MAX_IN_FLIGHT, Dispatcher  # noqa: E402
+from .load_config import LoadConfig  # noqa: E402
 from .records import RecordWriter, warm_up  # noqa: E402
 from .schedule import Schedule, build_schedule  # noqa: E402
 from .spec import Scenario  # noqa: E402
@@ -219,10 +220,10 @@ def locust_stats_event(env: Environment) -> Any:
 class Share:
     """This process's part of a run: a dispatcher, its records and its health."""
 
-    def __init__(self, cfg: dict[str, Any], schedule: Schedule, worker: str, env: Environment,
+    def __init__(self, cfg: LoadConfig, schedule: Schedule, worker: str, env: Environment,
                  sink_rows: Any, sink_progress: Any) -> None:  # fmt: skip
         self.cfg = cfg
-        self.scenario = Scenario.from_dict(cfg["scenario"])
+        self.scenario = Scenario.from_dict(cfg.scenario)
         self.schedule = schedule
         self.worker = worker
         self.env = env
@@ -232,10 +233,10 @@ class Share:
         self.health = Health(worker)
         self.dispatcher: Dispatcher | None = None
         self.done = gevent.event.Event()
-        self.t0 = float(cfg["t0"])
+        self.t0 = cfg.t0
 
     def run(self, client: Any) -> None:
-        model = self.cfg.get("model")
+        model = self.cfg.model
         self.dispatcher = Dispatcher(
             self.scenario,
             self.schedule,
@@ -307,16 +308,16 @@ class Collector:
     """Where records and progress end up: the run directory, written by this process (the
     standalone process or the master)."""
 
-    def __init__(self, cfg: dict[str, Any], scheduled: int):
-        self.run_dir = Path(cfg["run_dir"])
-        self.runner_id = cfg["runner_id"]
+    def __init__(self, cfg: LoadConfig, scheduled: int):
+        self.run_dir = cfg.run_dir
+        self.runner_id = cfg.runner_id
         load_dir = self.run_dir / "load"
         load_dir.mkdir(parents=True, exist_ok=True)
         self.load_dir = load_dir
         self.writers: dict[str, RecordWriter] = {}
         self.progress = Progress(load_dir / f"{self.runner_id}.progress.json", scheduled)
         self.events = EventLog(self.run_dir / EVENTS_JSONL, source="load")
-        self.t0 = float(cfg["t0"])
+        self.t0 = cfg.t0
         self.last_warning_at: dict[str, float] = {}
         self.threadpool = gevent.get_hub().threadpool
 
@@ -409,21 +410,21 @@ def _prepare_process() -> None:
     sys.setswitchinterval(0.001)
 
 
-def run_standalone(cfg: dict[str, Any]) -> int:
+def run_standalone(cfg: LoadConfig) -> int:
     _prepare_process()
-    scenario = Scenario.from_dict(cfg["scenario"])
-    schedule = build_schedule(scenario, cfg.get("sizing"))
-    env = _environment(cfg["target_url"], scenario)
+    scenario = Scenario.from_dict(cfg.scenario)
+    schedule = build_schedule(scenario, cfg.sizing)
+    env = _environment(cfg.target_url, scenario)
     runner = env.create_local_runner()
-    if cfg.get("web_ui"):
-        env.create_web_ui("127.0.0.1", int(cfg.get("web_port") or 8089))
+    if cfg.web_ui:
+        env.create_web_ui("127.0.0.1", cfg.web_port or 8089)
     collector = Collector(cfg, len(schedule) if scenario.mode == "open" else 0)
-    cfg["model"] = _resolve_model(cfg["target_url"], scenario)
-    worker = f"{cfg['runner_id']}-w0"
+    cfg.model = _resolve_model(cfg.target_url, scenario)
+    worker = f"{cfg.runner_id}-w0"
     share = Share(cfg, schedule, worker, env, collector.rows, collector.report)
     ScheduleUser.job = share.run
     _install_stop(share.stop)
-    _watch_owner(ProcessRef.parse(cfg.get("owner")), share.stop)
+    _watch_owner(cfg.owner, share.stop)
     collector.progress.write(collector.t0)  # ready: LoadRunner.wait_ready() sees this
     runner.start(1, spawn_rate=1)
     share.done.wait()
@@ -492,10 +493,10 @@ def _admit_workers(runner: Any, gate: WorkerGate, collector: Collector) -> Any:
     return refuse
 
 
-def _check_master_bind(cfg: dict[str, Any]) -> str | None:
+def _check_master_bind(cfg: LoadConfig) -> str | None:
     """Why this master must not start (None: it may)."""
-    bind = str(cfg.get("master_bind", "127.0.0.1"))
-    if not is_loopback_name(bind) and not cfg.get("token"):
+    bind = cfg.master_bind
+    if not is_loopback_name(bind) and not cfg.token:
         return (
             f"master_bind {bind!r} is beyond loopback: a worker token is required "
             f"(the config's 'token', or {TOKEN_ENV})"
@@ -503,22 +504,22 @@ def _check_master_bind(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def run_master(cfg: dict[str, Any]) -> int:
+def run_master(cfg: LoadConfig) -> int:
     refusal = _check_master_bind(cfg)
     if refusal is not None:  # before binding anything
         print(f"error: {refusal}", file=sys.stderr, flush=True)
         return exits.BAD_INPUT
     _prepare_process()
-    scenario = Scenario.from_dict(cfg["scenario"])
-    schedule = build_schedule(scenario, cfg.get("sizing"))
-    env = _environment(cfg["target_url"], scenario)
-    runner = env.create_master_runner(cfg.get("master_bind", "127.0.0.1"), int(cfg["master_port"]))
+    scenario = Scenario.from_dict(cfg.scenario)
+    schedule = build_schedule(scenario, cfg.sizing)
+    env = _environment(cfg.target_url, scenario)
+    runner = env.create_master_runner(cfg.master_bind, int(cfg.master_port or 5557))
     _trust_the_routing_id(runner)  # before any greenlet switch lets a message in
-    if cfg.get("web_ui"):
-        env.create_web_ui("127.0.0.1", int(cfg.get("web_port") or 8089))
-    count = int(cfg["workers"])
+    if cfg.web_ui:
+        env.create_web_ui("127.0.0.1", cfg.web_port or 8089)
+    count = cfg.workers
     collector = Collector(cfg, len(schedule) if scenario.mode == "open" else 0)
-    gate = WorkerGate(cfg.get("token"))
+    gate = WorkerGate(cfg.token)
     refuse = _admit_workers(runner, gate, collector)
     done: set[str] = set()
     all_done = gevent.event.Event()
@@ -569,7 +570,7 @@ def run_master(cfg: dict[str, Any]) -> int:
                 runner.send_message("aichaos_stop", {}, client_id=client_id)
 
     _install_stop(stop)
-    _watch_owner(ProcessRef.parse(cfg.get("owner")), stop)
+    _watch_owner(cfg.owner, stop)
 
     def joined() -> list[str]:
         return sorted(
@@ -577,7 +578,7 @@ def run_master(cfg: dict[str, Any]) -> int:
             if gate.is_trusted(c) and runner.clients[c].state != STATE_MISSING
         )  # fmt: skip
 
-    deadline = time.monotonic() + float(cfg.get("join_timeout_s", 60.0))
+    deadline = time.monotonic() + cfg.join_timeout_s
     while len(joined()) < count:
         if stopping.is_set() or time.monotonic() > deadline:
             refused = f" ({len(gate.refused)} refused)" if gate.refused else ""
@@ -586,12 +587,11 @@ def run_master(cfg: dict[str, Any]) -> int:
             runner.quit()
             return exits.NOT_COMPLETED
         gevent.sleep(0.05)
-    cfg["model"] = _resolve_model(cfg["target_url"], scenario)
-    # what a worker needs, never the owner or the token (its share carries its sizes)
-    wire = {k: v for k, v in cfg.items() if k not in ("owner", "token", "sizing")}
+    cfg.model = _resolve_model(cfg.target_url, scenario)
+    wire = cfg.for_workers()  # never the owner or the token (its share carries its sizes)
     for index, client_id in enumerate(joined()[:count]):
         share = schedule.split(index, count)
-        shares[client_id] = (f"{cfg['runner_id']}-w{index}", share)
+        shares[client_id] = (f"{cfg.runner_id}-w{index}", share)
         data = {"cfg": wire, "index": index, "count": count, "schedule": share.to_wire()}
         runner.send_message("aichaos_assign", data, client_id=client_id)
     if stopping.is_set():  # stopped while assigning: the new shares hear it too
@@ -600,7 +600,7 @@ def run_master(cfg: dict[str, Any]) -> int:
     started = time.monotonic()
     collector.progress.write(collector.t0)
     limit = scenario.duration_s + scenario.target.timeout_s + 30.0
-    end_by = time.time() + max(0.0, float(cfg["t0"]) - time.time()) + limit
+    end_by = time.time() + max(0.0, cfg.t0 - time.time()) + limit
     stop_by = None
     while not all_done.is_set() and time.time() < end_by:
         all_done.wait(timeout=0.5)
@@ -686,10 +686,10 @@ def run_worker(master_host: str, master_port: int, token: str,
     def on_assign(environment: Any, msg: Any, **_: Any) -> None:
         if "share" in state:  # one share per worker process
             return
-        cfg = msg.data["cfg"]
-        ScheduleUser.host = cfg["target_url"].rstrip("/")
+        cfg = LoadConfig.model_validate(msg.data["cfg"])
+        ScheduleUser.host = cfg.target_url.rstrip("/")
         schedule = Schedule.from_wire(msg.data["schedule"])
-        worker = f"{cfg['runner_id']}-w{msg.data['index']}"
+        worker = f"{cfg.runner_id}-w{msg.data['index']}"
         share = state["share"] = Share(cfg, schedule, worker, env, send_rows, send_progress)
 
         def job(client: Any) -> None:
@@ -750,8 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.owner_pid is not None and args.owner_start_time is not None:
             owner = ProcessRef(pid=args.owner_pid, start_time=args.owner_start_time)
         return run_worker(args.master, args.master_port, token, owner)
-    cfg = json.loads(Path(args.config).read_text(encoding="utf-8"))
-    if cfg.get("master") or int(cfg.get("workers", 1)) > 1:
+    cfg = LoadConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
+    if cfg.distributed:
         return run_master(cfg)
     return run_standalone(cfg)
 

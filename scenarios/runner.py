@@ -35,6 +35,7 @@ from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, write_json
 from aichaos.waiting import wait_until
 
+from .load_config import LoadConfig
 from .schedule import build_schedule
 from .spec import Scenario
 from .worker_gate import TOKEN_ENV, resolve_token
@@ -113,24 +114,24 @@ class LoadRunner:
         lead = 3.5 + (1.0 + 0.5 * self.workers if self.distributed else 0.0)
         self.t0 = float(t0) if t0 is not None else time.time() + lead
         port = self.master_port = self.master_port or free_port()
-        cfg = {
-            "runner_id": self.name,
-            "run_dir": str(self.run_dir.resolve()),
-            "target_url": self.target_url,
-            "scenario": self.scenario.to_dict(),
-            "t0": self.t0,
-            "workers": self.workers + self.remote_workers,
-            "master": self.distributed,
-            "master_bind": self.master_bind,
-            "master_port": port,
-            "web_ui": self.web_ui,
-            "web_port": self.web_port,
-            "owner": self.owner.model_dump(),
-            "token": self.token if self.distributed else None,
-            "sizing": self.sizing,
-        }
+        cfg = LoadConfig(
+            runner_id=self.name,
+            run_dir=self.run_dir.resolve(),
+            target_url=self.target_url,
+            scenario=self.scenario.to_dict(),
+            t0=self.t0,
+            workers=self.workers + self.remote_workers,
+            master=self.distributed,
+            master_bind=self.master_bind,
+            master_port=port,
+            web_ui=self.web_ui,
+            web_port=self.web_port,
+            owner=self.owner,
+            token=self.token if self.distributed else None,
+            sizing=self.sizing,
+        )
         config_path = self.load_dir / f"{self.name}.config.json"
-        _write_private(config_path, json.dumps(cfg, indent=2))
+        _write_private(config_path, cfg.model_dump_json(indent=2))
         self._spawn([sys.executable, "-m", PROC_MODULE, "run", str(config_path)], self.name)
         if self.distributed:
             owner = ["--owner-pid", str(self.owner.pid),
