@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from aichaos.load_health import load_health_notes
 from aichaos.rundir import METRICS_PARQUET, read_events, read_manifest, read_requests
+from aichaos.rundir import fault_windows as verdict_windows
 
-from .phases import fault_windows as verdict_windows
 from .records import Views, from_table
 
 # Bin widths (seconds) a long run is downsampled to: the smallest that keeps max_points.
@@ -148,16 +148,16 @@ def _time_span(
 
 
 def fault_windows(events: Iterable[dict[str, Any]], t0: float, t_end: float) -> list[dict]:
-    """The verdict's fault windows (``phases.fault_windows``), in seconds since ``t0``; a fault
+    """The verdict's fault windows (``rundir.fault_windows``), in seconds since ``t0``; a fault
     still on when the run stopped (aborted) ends at ``t_end`` and is marked open."""
-    windows, _ = verdict_windows(list(events), t_end)
+    windows, _ = verdict_windows(list(events), run_end=t_end)
     return [
         {
-            "name": w["name"],
-            "start": round(w["start"] - t0, 3),
-            "end": round(w["end"] - t0, 3),
-            "open": w["open"],
-            "activity": str(w.get("activity") or ""),
+            "name": w.name,
+            "start": round(w.start - t0, 3),
+            "end": round((w.end if w.end is not None else t_end) - t0, 3),
+            "open": w.open,
+            "activity": str(w.activity or ""),
         }
         for w in windows
     ]
