@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from aichaos.processes import ProcessRef, wait_until_gone
-from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, RUN_JSON, EventKind, EventLog, read_manifest
+from aichaos.rundir import EVENTS_JSONL, OWNER_GONE, EventKind, EventLog, read_manifest
 from aichaos.stackfile import StackState
 
 from .stack_state import (
@@ -229,8 +229,8 @@ def _stop_services(run_dir: Path, state: StackState | None, events: EventLog) ->
 def mark_run_crashed(run_dir: Path, problem: str) -> bool:
     """run.json says ``crashed`` if it still said ``running``; True when it was changed."""
     manifest = read_manifest(run_dir)
-    if manifest.get("status") != "running":
+    if manifest is None or manifest.recorded_status != "running":
         return False
-    manifest.update(status="crashed", ended_at=time.time(), problem=problem)
-    write_json(run_dir / RUN_JSON, manifest)
+    manifest.status, manifest.ended_at, manifest.problem = "crashed", time.time(), problem
+    manifest.write(run_dir)
     return True

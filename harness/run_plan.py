@@ -201,16 +201,16 @@ def _plan_replay(options: RunOptions) -> RunPlan:
     """The inputs of an earlier run, as its ``run.json`` recorded them."""
     manifest = read_manifest(options.replay)
     where = f"{options.replay}/run.json"
-    if not manifest:
+    if manifest is None:
         raise InputError(where, "run.json", "the manifest of an earlier aichaos run")
     for key in ("scenario", "slo", "options"):
-        if not isinstance(manifest.get(key), dict):
+        if getattr(manifest, key) is None:
             raise InputError(where, key, "the resolved input recorded by aichaos run")
-    scenario = Scenario.from_dict(manifest["scenario"])
-    slo = SloSpec.from_dict(manifest["slo"])
-    recorded = manifest["options"]
+    scenario = Scenario.from_dict(manifest.scenario)
+    slo = SloSpec.from_dict(manifest.slo)
+    recorded = manifest.options
     replayed = RunOptions(
-        target=manifest.get("target"),
+        target=manifest.target,
         topology=Path(recorded["topology"]) if recorded.get("topology") else None,
         backend=recorded.get("backend", "sim"),
         model=recorded.get("model"),
@@ -226,10 +226,8 @@ def _plan_replay(options: RunOptions) -> RunPlan:
         command=options.command,
     )
     _check_options(replayed)
-    experiment = manifest.get("experiment")
+    experiment = manifest.experiment
     if experiment is not None:
-        if not isinstance(experiment, dict):
-            raise InputError(where, "experiment", "the experiment recorded by aichaos run")
         policy.check(experiment, where, replayed.permissions)
         validate_experiment(experiment, where)
     topology, source = _topology(replayed)

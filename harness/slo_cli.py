@@ -25,10 +25,11 @@ def _spec_for(run_dir: Path, ref: str | None):
     if ref:
         return load_spec(ref)
     try:
-        resolved = read_manifest(run_dir).get("slo")
-    except json.JSONDecodeError:
-        resolved = None
-    if isinstance(resolved, dict) and resolved.get("objectives"):
+        manifest = read_manifest(run_dir)
+    except InputError:
+        manifest = None
+    resolved = manifest.slo if manifest is not None else None
+    if resolved is not None and resolved.get("objectives"):
         return SloSpec.from_dict(resolved, str(run_dir / "run.json") + ":slo")
     return load_spec("default")
 

@@ -23,6 +23,7 @@ import aichaos
 from aichaos.reports import charts, fmt, tables
 from aichaos.reports.journal import journal_view
 from aichaos.reports.rundata import RunData
+from aichaos.rundir import FaultProxy
 from aichaos.slo.result import SloResult
 
 PLOTLY_JS = "plotly-basic.min.js"
@@ -112,10 +113,9 @@ def render_html(run: RunData) -> str:
         "style-src 'unsafe-inline'; img-src data: blob:; "
         "connect-src 'none'; font-src 'none'; form-action 'none'; base-uri 'none'"
     )
-    manifest = run.manifest
     context = {
         "run": run,
-        "m": manifest,
+        "m": run.manifest,
         "slo": slo,
         "facts": _facts(run),
         "kpis": _kpis(slo) if slo else [],
@@ -153,36 +153,36 @@ def render_html(run: RunData) -> str:
 def _facts(run: RunData) -> list[tuple[str, str]]:
     """The header's run facts, as (label, text) pairs, in the order a reviewer asks them."""
     m = run.manifest
-    scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
-    experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
-    stack = m.get("stack") if isinstance(m.get("stack"), dict) else {}
-    versions = m.get("versions") if isinstance(m.get("versions"), dict) else {}
+    scenario = (m.scenario if m is not None else None) or {}
+    experiment = (m.experiment if m is not None else None) or {}
+    stack = (m.stack if m is not None else None) or {}
+    versions = m.versions if m is not None else {}
+    seed = m.seed if m is not None else None
     spec = run.slo.spec if run.slo else None
-    started, ended = m.get("started_at"), m.get("ended_at")
+    started, ended = (m.started_at, m.ended_at) if m is not None else (None, None)
     length = ended - started if fmt.is_number(started) and fmt.is_number(ended) else None
     if length is None:
         length = run.series.get("duration_s")
-    topology = stack.get("topology") if stack else None
+    topology = stack.get("topology")
     return [
-        ("Scenario", _name(scenario, m.get("scenario"))),
-        ("Experiment", _name(experiment, m.get("experiment"), key="title") or "none"),
+        ("Scenario", _name(scenario)),
+        ("Experiment", _name(experiment, key="title") or "none"),
         ("Topology", str(topology) if topology else "none (external target)"),
-        ("Target", str(m.get("target") or fmt.DASH)),
-        *_fault_proxy(m),
+        ("Target", str((m.target if m is not None else None) or fmt.DASH)),
+        *_fault_proxy(m.fault_proxy if m is not None else None),
         ("SLO spec", (spec.name if spec else fmt.DASH) if run.slo else "not evaluated"),
-        ("Seed", str(m.get("seed")) if m.get("seed") is not None else fmt.DASH),
+        ("Seed", str(seed) if seed is not None else fmt.DASH),
         ("Start", fmt.utc(started)),
         ("Duration", fmt.duration(length) + ("" if fmt.is_number(ended) else " (recorded)")),
         ("Versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or fmt.DASH),
     ]
 
 
-def _fault_proxy(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+def _fault_proxy(proxy: FaultProxy | None) -> list[tuple[str, str]]:
     """With ``--target``, the load went through a fault proxy in front of it: say so."""
-    proxy = manifest.get("fault_proxy")
-    if not isinstance(proxy, dict) or not proxy.get("url"):
+    if proxy is None or not proxy.url:
         return []
-    return [("Fault proxy", f"{proxy['url']} in front of the target; the load went through it")]
+    return [("Fault proxy", f"{proxy.url} in front of the target; the load went through it")]
 
 
 def _kpis(slo: SloResult) -> list[tuple[str, str, str]]:
@@ -207,11 +207,12 @@ def _kpis(slo: SloResult) -> list[tuple[str, str, str]]:
     ]
 
 
-def _name(resolved: dict[str, Any], raw: Any, key: str = "name") -> str:
-    if resolved:
-        name = resolved.get(key) or resolved.get("name") or resolved.get("title")
-        source = resolved.get("source")
-        if name and source:
-            return f"{name} ({source})"
-        return str(name or source or fmt.DASH)
-    return str(raw) if raw else ""
+def _name(resolved: dict[str, Any], key: str = "name") -> str:
+    """``name (source)`` of a resolved scenario or experiment; empty when the run has none."""
+    if not resolved:
+        return ""
+    name = resolved.get(key) or resolved.get("name") or resolved.get("title")
+    source = resolved.get("source")
+    if name and source:
+        return f"{name} ({source})"
+    return str(name or source or fmt.DASH)

@@ -39,9 +39,9 @@ def render_markdown(run: RunData) -> str:
     m = run.manifest
     mark = MARKS.get(run.verdict, "❔")
     lines = [f"## {mark} Game day: {cell(run.headline)}", ""]
-    experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
-    scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
-    started, ended = m.get("started_at"), m.get("ended_at")
+    experiment = (m.experiment if m is not None else None) or {}
+    scenario = (m.scenario if m is not None else None) or {}
+    started, ended = (m.started_at, m.ended_at) if m is not None else (None, None)
     length = ended - started if fmt.is_number(started) and fmt.is_number(ended) else None
     facts = [
         f"**Run** {code(run.run_id)}",

@@ -4,8 +4,8 @@ A report must render whatever a run left behind: an aborted run has no end time 
 journal, a run that was never evaluated has no slo.json, a run against a bare target has no
 server metrics; a run that did not finish is headlined by how it ended (``slo.completion``),
 never as a pass. Missing pieces become notes in the report; only a directory that is not a run
-at all (or a file that is not JSON, or a slo.json that is not an evaluation) is an
-``InputError``.
+at all (or a file that is not JSON, a run.json that is not a manifest, or a slo.json that is
+not an evaluation) is an ``InputError``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from aichaos.rundir import (
     RUN_JSON,
     SLO_JSON,
     InputError,
+    RunManifest,
     read_events,
+    read_manifest,
 )
 from aichaos.slo.completion import Completion, run_completion
 from aichaos.slo.result import ObjectiveRow, SloResult, read_result
@@ -33,7 +35,7 @@ from aichaos.slo.series import build_series
 @dataclass
 class RunData:
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest | None  # None when the run directory has no run.json
     slo: SloResult | None
     journal: dict[str, Any] | None
     events: list[dict[str, Any]]
@@ -44,14 +46,16 @@ class RunData:
     @property
     def run_id(self) -> str:
         slo_id = self.slo.run_id if self.slo is not None else None
-        return str(self.manifest.get("id") or slo_id or self.run_dir.name)
+        manifest_id = self.manifest.id if self.manifest is not None else None
+        return manifest_id or slo_id or self.run_dir.name
 
     @property
     def status(self) -> str:
         """run.json's status as slo settled it (``running`` with a dead owner is crashed)."""
         if self.completion is not None:
             return self.completion.status
-        return str(self.manifest.get("status") or "unknown")
+        status = self.manifest.recorded_status if self.manifest is not None else None
+        return status or "unknown"
 
     @property
     def evaluated(self) -> bool:
@@ -110,8 +114,8 @@ def load_run(run_dir: Path) -> RunData:
     if not present:
         raise InputError(run_dir, "RUN_DIR", f"a run directory holding {RUN_JSON} or {SLO_JSON}")
     notes: list[str] = []
-    manifest = _json_object(run_dir / RUN_JSON, required=False) or {}
-    if not manifest:
+    manifest = read_manifest(run_dir)
+    if manifest is None:
         notes.append(f"{RUN_JSON} missing: run facts unknown")
     slo = read_result(run_dir)
     if slo is None:
@@ -126,20 +130,6 @@ def load_run(run_dir: Path) -> RunData:
     notes += slo.data_notes if slo is not None else []
     done = run_completion(manifest, slo, events)  # slo judges how it ended; we render it
     return RunData(run_dir, manifest, slo, journal, events, series, notes, done)
-
-
-def _json_object(path: Path, required: bool) -> dict[str, Any] | None:
-    if not path.exists():
-        if required:
-            raise InputError(path, "file", "present")
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, "content", "a JSON object", f"unreadable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "content", "a JSON object", type(data).__name__)
-    return data
 
 
 def _journal(path: Path, notes: list[str]) -> dict[str, Any] | None:

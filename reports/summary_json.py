@@ -31,8 +31,8 @@ OBJECTIVE_FIELDS = (
 def build_summary(run: RunData) -> dict[str, Any]:
     slo = run.slo
     m = run.manifest
-    experiment = m.get("experiment") if isinstance(m.get("experiment"), dict) else {}
-    scenario = m.get("scenario") if isinstance(m.get("scenario"), dict) else {}
+    experiment = (m.experiment if m is not None else None) or {}
+    scenario = (m.scenario if m is not None else None) or {}
     not_passing = [o for o in run.objectives if o.status in ("fail", "warn")]
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
@@ -49,8 +49,8 @@ def build_summary(run: RunData) -> dict[str, Any]:
         "counts": tables.status_counts(slo),
         "not_passing": [_objective(o) for o in not_passing],
         "budget_spent_total": slo.budget.spent_total if slo and slo.budget else None,
-        "started_at": m.get("started_at"),
-        "ended_at": m.get("ended_at"),
+        "started_at": m.started_at if m is not None else None,
+        "ended_at": m.ended_at if m is not None else None,
         "duration_s": run.series.get("duration_s"),
         "scenario": scenario.get("name"),
         "experiment": experiment.get("title"),

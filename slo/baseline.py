@@ -54,7 +54,8 @@ def promote(run_dir: Path, baseline_dir: Path, keep: int = 10) -> Path:
         raise InputError(
             run_dir / SLO_JSON, "verdict", "a run that passed its SLOs to promote", "fail"
         )
-    run_id = read_manifest(run_dir).get("id") or run_dir.name
+    manifest = read_manifest(run_dir)
+    run_id = (manifest.id if manifest is not None else None) or run_dir.name
     baseline_dir.mkdir(parents=True, exist_ok=True)
     target = baseline_dir / run_id
     if target.exists():

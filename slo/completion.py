@@ -8,7 +8,7 @@ scored, the verdict of how it ended (DESIGN, Safety):
 - ``incomplete``: anything else that did not finish — the stack, the target or the load
   generator failed, or run.json still says ``running`` while its owner lives.
 
-run.json's status is read settled (``rundir.settled_status``): ``running`` with a dead owner
+run.json's status is read settled (``RunManifest.settled_status``): ``running`` with a dead owner
 is ``crashed``. This is the one place that reads it; slo.json and every report agree.
 
 Its phases are told against the plan: each one ran, was cut (so many seconds of so many
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from aichaos.rundir import INTERRUPT, OWNER_GONE, EventKind, settled_status
+from aichaos.rundir import INTERRUPT, OWNER_GONE, EventKind, RunManifest
 from aichaos.schedule import action_timing
 
 from .phases import build_phases
@@ -68,10 +68,11 @@ def incomplete_verdict(status: Any) -> IncompleteVerdict | None:
 
 
 def completion(
-    manifest: dict[str, Any], phases: list[dict[str, Any]], events: list[dict[str, Any]]
+    manifest: RunManifest | None, phases: list[dict[str, Any]], events: list[dict[str, Any]]
 ) -> Completion | None:
-    """How an unfinished run ended; ``phases`` as slo.json holds them. None when it finished."""
-    status = settled_status(manifest) if "status" in manifest else None
+    """How an unfinished run ended; ``phases`` as slo.json holds them. None when it finished
+    (or when there is no run.json, or it records no status)."""
+    status = manifest.settled_status() if manifest is not None else None
     verdict = incomplete_verdict(status)
     if verdict is None:
         return None
@@ -92,7 +93,7 @@ def completion(
 
 
 def run_completion(
-    manifest: dict[str, Any], slo: SloResult | None, events: list[dict[str, Any]]
+    manifest: RunManifest | None, slo: SloResult | None, events: list[dict[str, Any]]
 ) -> Completion | None:
     """How an unfinished run ended, judged now from run.json (which may have changed since
     slo.json was written: a crash while rendering) with slo.json's phases, or, for a run that
@@ -104,18 +105,21 @@ def run_completion(
     return completion(manifest, phases, events)
 
 
-def _load_started(manifest: dict[str, Any], events: list[dict], whole: dict | None) -> bool:
-    if _number(manifest.get("t0")) is not None or (whole or {}).get("requests"):
+def _load_started(manifest: RunManifest | None, events: list[dict], whole: dict | None) -> bool:
+    t0 = manifest.t0 if manifest is not None else None
+    if _number(t0) is not None or (whole or {}).get("requests"):
         return True
     starts = [e for e in events if e.get("action") == "start"]
     return any(e.get("kind") in (EventKind.RUN, EventKind.LOAD) for e in starts)
 
 
-def planned_faults(manifest: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
+def planned_faults(
+    manifest: RunManifest | None,
+) -> dict[str, tuple[float | None, float | None]]:
     """``{fault name: (at, duration)}`` from the experiment run.json recorded (as scaled for
     the run); a fault window is named after its action."""
-    experiment = manifest.get("experiment")
-    method = experiment.get("method") if isinstance(experiment, dict) else None
+    experiment = manifest.experiment if manifest is not None else None
+    method = experiment.get("method") if experiment is not None else None
     planned: dict[str, tuple[float | None, float | None]] = {}
     for activity in method if isinstance(method, list) else []:
         timing = action_timing(activity)
@@ -125,10 +129,11 @@ def planned_faults(manifest: dict[str, Any]) -> dict[str, tuple[float | None, fl
 
 
 def _phases_ran(
-    manifest: dict[str, Any], phases: list[dict[str, Any]], stopped_at: float | None
+    manifest: RunManifest | None, phases: list[dict[str, Any]], stopped_at: float | None
 ) -> list[PhaseRan]:
     planned = planned_faults(manifest)
-    t0, length = _number(manifest.get("t0")), _number(manifest.get("duration_s"))
+    t0 = _number(manifest.t0) if manifest is not None else None
+    length = _number(manifest.duration_s) if manifest is not None else None
     run_end = t0 + length if t0 is not None and length is not None else None
     starts = [t0 + at for at, _ in planned.values() if t0 is not None and at is not None]
     ends = [t0 + at + d for at, d in planned.values() if t0 is not None and None not in (at, d)]

@@ -11,7 +11,6 @@ objective fails the run. A run that did not complete is judged by how it ended
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from aichaos.rundir import (
     REQUESTS_DIR,
     SLO_JSON,
     InputError,
+    RunManifest,
     read_events,
     read_manifest,
     write_json,
@@ -103,12 +103,13 @@ class Run:
         if not self.dir.is_dir():
             raise InputError(self.dir, "run directory", "an existing run directory")
         self.notes: list[str] = []
+        self.manifest: RunManifest | None
         try:
             self.manifest = read_manifest(self.dir)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            self.manifest = {}
+        except InputError:
+            self.manifest = None
             self.notes.append("run.json: unreadable; run span taken from events and records")
-        if not self.manifest:
+        if self.manifest is None:
             self.notes.append("run.json: missing or empty")
         events, notes = read_events(self.dir)
         self.events = events
@@ -135,17 +136,18 @@ class Run:
                     f"{REQUESTS_DIR}: no request records in the last "
                     f"{silent:.0f} s of the run (a lost chunk?)"
                 )
-        self.incomplete = self.manifest.get("status") not in ("completed", None) or any(
+        status = self.manifest.recorded_status if self.manifest is not None else None
+        self.incomplete = status not in ("completed", None) or any(
             any(w in n for w in ("unreadable", "missing", "never ended", "no request records"))
             for n in self.notes
         )
-        if self.manifest.get("status") not in ("completed", None):
-            self.notes.append(f"run.json: status is {self.manifest.get('status')!r}")
+        if status not in ("completed", None):
+            self.notes.append(f"run.json: status is {status!r}")
 
     def tiers(self) -> list[str]:
         """The tiers of the run's scenario (run.json) and of its records."""
-        scenario = self.manifest.get("scenario")
-        declared = scenario.get("tiers") if isinstance(scenario, dict) else None
+        scenario = self.manifest.scenario if self.manifest is not None else None
+        declared = scenario.get("tiers") if scenario is not None else None
         names = [t["name"] for t in declared or [] if isinstance(t, dict) and "name" in t]
         return list(dict.fromkeys([*names, *self.records.tier.names]))
 
@@ -602,7 +604,7 @@ def evaluate_run(
     ]
     result = SloResult(
         schema_version=SLO_SCHEMA_VERSION,
-        run_id=str(run.manifest.get("id") or run.dir.name),
+        run_id=(run.manifest.id if run.manifest is not None else None) or run.dir.name,
         run_dir=str(run.dir),
         evaluated_at=time.time(),
         spec=SpecRef(
@@ -643,7 +645,7 @@ def evaluate_run(
 
 
 def judge_completion(
-    result: SloResult, manifest: dict[str, Any], events: list[dict[str, Any]]
+    result: SloResult, manifest: RunManifest | None, events: list[dict[str, Any]]
 ) -> SloResult:
     """``result`` with the verdict of how the run ended when it did not complete: the score
     of what was recorded is kept as ``recorded_score``, never as the run's score. The harness

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aichaos.rundir import EventKind, fault_windows
+from aichaos.rundir import EventKind, RunManifest, fault_windows
 
 
 @dataclass
@@ -49,12 +49,12 @@ class Phase:
 
 
 def run_span(
-    manifest: dict[str, Any], events: list[dict], t_first: float | None, t_last: float | None
+    manifest: RunManifest | None, events: list[dict], t_first: float | None, t_last: float | None
 ) -> tuple[float, float]:
     """Run start and end: run.json first, then the run's (or the load's) start and end
     events, then the records."""
-    start = manifest.get("started_at")
-    end = manifest.get("ended_at")
+    start = manifest.started_at if manifest is not None else None
+    end = manifest.ended_at if manifest is not None else None
     load = [e for e in events if e.get("kind") in (EventKind.RUN, EventKind.LOAD)]
     if start is None:
         starts = [e["t"] for e in load if e.get("action") == "start"]
@@ -71,13 +71,13 @@ def run_span(
     return float(start), float(end)
 
 
-def warmup_end(manifest: dict[str, Any], start: float) -> float:
+def warmup_end(manifest: RunManifest | None, start: float) -> float:
     """The warm-up is the run's first ``warmup_s`` seconds (run.json)."""
-    return start + float(manifest.get("warmup_s") or 0.0)
+    return start + (manifest.warmup_s if manifest is not None else 0.0)
 
 
 def build_phases(
-    manifest: dict[str, Any], events: list[dict], t_first: float | None, t_last: float | None
+    manifest: RunManifest | None, events: list[dict], t_first: float | None, t_last: float | None
 ) -> tuple[list[Phase], list[str]]:
     start, end = run_span(manifest, events, t_first, t_last)
     windows, notes = fault_windows(events, run_end=end)

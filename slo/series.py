@@ -21,7 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aichaos.load_health import load_health_notes
-from aichaos.rundir import METRICS_PARQUET, read_events, read_manifest, read_requests
+from aichaos.rundir import (
+    METRICS_PARQUET,
+    RunManifest,
+    read_events,
+    read_manifest,
+    read_requests,
+)
 from aichaos.rundir import fault_windows as verdict_windows
 
 from .records import Views, from_table
@@ -128,7 +134,7 @@ class _Grid:
 
 
 def _time_span(
-    manifest: dict[str, Any], table: pa.Table, events: list[dict[str, Any]]
+    manifest: RunManifest | None, table: pa.Table, events: list[dict[str, Any]]
 ) -> tuple[float, float]:
     """Start and end of the run: the manifest's, else what the records and events cover (an
     aborted run has no end time)."""
@@ -137,13 +143,10 @@ def _time_span(
         col = table.column(name)
         if len(col) and col.null_count < len(col):
             times += [pc.min(col).as_py(), pc.max(col).as_py()]
-    start = manifest.get("started_at")
-    end = manifest.get("ended_at")
-    t0 = float(start) if isinstance(start, int | float) else min(times, default=0.0)
-    if isinstance(end, int | float):
-        t_end = float(end)
-    else:
-        t_end = max([t for t in times if t >= t0], default=t0 + 1.0)
+    start = manifest.started_at if manifest is not None else None
+    end = manifest.ended_at if manifest is not None else None
+    t0 = start if start is not None else min(times, default=0.0)
+    t_end = end if end is not None else max([t for t in times if t >= t0], default=t0 + 1.0)
     return t0, max(t_end, t0 + 1.0)
 
 
@@ -163,9 +166,9 @@ def fault_windows(events: Iterable[dict[str, Any]], t0: float, t_end: float) -> 
     ]
 
 
-def _warmup(manifest: dict[str, Any]) -> list | None:
-    warmup = manifest.get("warmup_s")
-    return [0.0, float(warmup)] if isinstance(warmup, int | float) and warmup > 0 else None
+def _warmup(manifest: RunManifest | None) -> list | None:
+    warmup = manifest.warmup_s if manifest is not None else 0.0
+    return [0.0, warmup] if warmup > 0 else None
 
 
 def _supervisor_marks(events: list[dict[str, Any]], t0: float) -> list[dict[str, Any]]:

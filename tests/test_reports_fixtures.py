@@ -23,7 +23,6 @@ from synthetic_run import make_run_dir
 from aichaos.rundir import (
     JOURNAL_JSON,
     METRICS_PARQUET,
-    RUN_JSON,
     SLO_JSON,
     read_manifest,
     read_requests,
@@ -114,7 +113,7 @@ def aborted_run(path: Path) -> Path:
         path, seed=3, duration_s=90, rps=15, faults=faults, with_journal=False, status="aborted"
     )
     events = (run / "events.jsonl").read_text(encoding="utf-8").splitlines()
-    kept = [e for e in events if json.loads(e)["t"] <= read_manifest(run)["started_at"] + 90]
+    kept = [e for e in events if json.loads(e)["t"] <= read_manifest(run).started_at + 90]
     # a run killed mid-write leaves a torn last line
     (run / "events.jsonl").write_text("\n".join(kept) + '\n{"t": 17950', encoding="utf-8")
     assert not (run / JOURNAL_JSON).exists()
@@ -149,8 +148,8 @@ def hand_run(path: Path) -> Path:
 def plant(run: Path) -> None:
     """A ``<script>`` in the experiment title (run.json and journal) and in error details."""
     manifest = read_manifest(run)
-    manifest["experiment"]["title"] = PLANTED_TITLE
-    write_json(run / RUN_JSON, manifest)
+    manifest.experiment["title"] = PLANTED_TITLE
+    manifest.write(run)
     journal = json.loads((run / JOURNAL_JSON).read_text(encoding="utf-8"))
     journal["experiment"]["title"] = PLANTED_TITLE
     journal["run"][0]["output"] = {"body": PLANTED}
@@ -175,8 +174,8 @@ def hand_slo(run: Path, ttft_p95_s: float, error_ratio: float) -> dict[str, Any]
     ttft = table.column("ttft_s").to_numpy(zero_copy_only=False).astype(float)
     bad = np.array(table.column("status").to_pylist()) == "error"
     tier = np.array(table.column("tier").to_pylist())
-    s = manifest["started_at"]
-    end = manifest["ended_at"] or float(t.max())
+    s = manifest.started_at
+    end = manifest.ended_at or float(t.max())
     events = [
         json.loads(line)
         for line in (run / "events.jsonl").read_text().splitlines()
@@ -188,7 +187,7 @@ def hand_slo(run: Path, ttft_p95_s: float, error_ratio: float) -> dict[str, Any]
         {
             "name": "baseline",
             "kind": "baseline",
-            "start": s + manifest["warmup_s"],
+            "start": s + manifest.warmup_s,
             "end": baseline_end,
             "fault": None,
         }
@@ -274,7 +273,7 @@ def hand_slo(run: Path, ttft_p95_s: float, error_ratio: float) -> dict[str, Any]
     fault_phases = [p for p in phases if p["kind"] == "fault"]
     return {
         "schema_version": 1,
-        "run_id": manifest["id"],
+        "run_id": manifest.id,
         "evaluated_at": end + 5,
         "spec": {
             "name": "tiered",
@@ -286,7 +285,7 @@ def hand_slo(run: Path, ttft_p95_s: float, error_ratio: float) -> dict[str, Any]
         "score": round(100.0 * len(passed) / len(objectives), 1),
         "key_failed": key_failed,
         "data_notes": [],
-        "incomplete": manifest["status"] != "completed",
+        "incomplete": manifest.status != "completed",
         "phases": phases,
         "objectives": objectives,
         "budget": {

@@ -47,7 +47,7 @@ def stopped_run(path: Path, status: str, stop_kind: str | None) -> Path:
         "duration_s": 120.0,
         "experiment": {"title": "t", "method": [PLANNED]},
     }
-    write_json(run / RUN_JSON, {**manifest, **plan})
+    manifest.model_copy(update=plan).write(run)
     if stop_kind is not None:
         event = {"t": STARTED_AT + STOP_S, "source": "harness", "kind": stop_kind,
                  "name": "SIGINT", "action": "instant", "detail": {"during": "load"}}  # fmt: skip
@@ -118,8 +118,7 @@ def test_a_crash_after_the_evaluation_is_still_headlined_crashed(tmp_path):
     evaluation = evaluate_run(run, load_spec("default"))
     assert evaluation.verdict == "pass" and exit_code(evaluation) == 0
     write_result(run, evaluation)
-    manifest = read_manifest(run)
-    write_json(run / RUN_JSON, {**manifest, "status": "crashed"})
+    read_manifest(run).model_copy(update={"status": "crashed"}).write(run)
     render_run(run)
     for view, text in views(run).items():
         assert "CRASHED" in text and "PASS" not in text.upper(), (view, text)
@@ -147,7 +146,7 @@ def test_a_running_run_whose_owner_died_is_crashed_in_slo_json_and_every_view(tm
     ref = ProcessRef.of(owner.pid)
     owner.kill()
     owner.wait(timeout=10)
-    write_json(run / RUN_JSON, {**read_manifest(run), "owner": ref.model_dump()})
+    read_manifest(run).model_copy(update={"owner": ref}).write(run)
     result = evaluate_run(run, load_spec("default"))
     write_result(run, result)
     assert result.verdict == "crashed" and result.completion.status == "crashed"

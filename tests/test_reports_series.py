@@ -93,7 +93,7 @@ def test_aborted_run_keeps_an_open_fault_to_the_end(tmp_path: Path) -> None:
 
 
 def test_cdf_per_phase_counts_the_phase_requests(run: Path) -> None:
-    t0 = read_manifest(run)["started_at"]
+    t0 = read_manifest(run).started_at
     phases = [
         {"name": "baseline", "start": t0 + 10, "end": t0 + 60},
         {"name": "outage", "start": t0 + 60, "end": t0 + 100},
@@ -131,7 +131,7 @@ def test_server_series_breakers_by_dependency_and_none_without_metrics(
 
 def test_counter_becomes_a_rate_and_a_restart_is_not_negative(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path / "run", duration_s=10, rps=5, faults=[], with_metrics=False)
-    t0 = read_manifest(run)["started_at"]
+    t0 = read_manifest(run).started_at
     counts = [0, 5, 10, 2, 4, 4, 10]  # the replica restarted after the third sample
     rows = [
         (t0 + i + 0.5, "llm-1", "vllm:num_preemptions_total", "{}", float(c))

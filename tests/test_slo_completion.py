@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from aichaos.rundir import RunManifest
 from aichaos.slo.completion import completion, incomplete_verdict
 from aichaos.slo.evaluate import exit_code, judge_completion
 from aichaos.slo.result import SloResult
@@ -21,6 +22,11 @@ PLAN = {
         ]
     },
 }
+
+
+def plan(status: str) -> RunManifest:
+    """run.json of the planned run, ended ``status``."""
+    return RunManifest.model_validate({"id": "plan", **PLAN, "status": status})
 
 
 def phase(name: str, kind: str, start: float, end: float, fault: str | None = None) -> dict:
@@ -50,7 +56,7 @@ def test_a_fault_that_never_started_did_not_run_and_neither_did_recovery():
         phase("recovery", "recovery", 50, 61),
         phase("all", "all", 0, 61),
     ]
-    done = completion({**PLAN, "status": "aborted"}, phases, [stop(60)])
+    done = completion(plan("aborted"), phases, [stop(60)])
     states = {p.name: (p.state, p.ran_s, p.planned_s) for p in done.phases}
     assert states == {
         "baseline": ("ran", 25.0, 25.0),
@@ -70,7 +76,7 @@ def test_a_stop_after_the_load_leaves_every_phase_whole():
         phase("recovery", "recovery", 80, 121),
         phase("all", "all", 0, 121),
     ]
-    done = completion({**PLAN, "status": "aborted"}, phases, [stop(125, during="evaluation")])
+    done = completion(plan("aborted"), phases, [stop(125, during="evaluation")])
     assert [p.state for p in done.phases] == ["ran"] * 4
     assert done.during == "evaluation" and done.load_started
 
@@ -78,7 +84,7 @@ def test_a_stop_after_the_load_leaves_every_phase_whole():
 def test_the_owner_gone_event_is_a_crash_s_stop():
     phases = [phase("baseline", "baseline", 5, 30), phase("fault:outage", "fault", 30, 41,
               "outage"), phase("all", "all", 0, 41)]  # fmt: skip
-    done = completion({**PLAN, "status": "crashed"}, phases, [stop(37, kind="owner_gone")])
+    done = completion(plan("crashed"), phases, [stop(37, kind="owner_gone")])
     cut = next(p for p in done.phases if p.name == "fault:outage")
     assert (cut.state, cut.ran_s, cut.planned_s) == ("cut", 7.0, 20.0)
 
@@ -87,7 +93,7 @@ def test_judging_a_finished_result_again_keeps_what_was_recorded():
     result = SloResult.model_validate(
         {"verdict": "pass", "score": 100.0, "phases": [phase("all", "all", 0, 121)]}
     )
-    manifest = {**PLAN, "status": "aborted"}
+    manifest = plan("aborted")
     judged = judge_completion(
         result.model_copy(deep=True), manifest, [stop(125, during="rendering")]
     )
@@ -96,6 +102,6 @@ def test_judging_a_finished_result_again_keeps_what_was_recorded():
     assert exit_code(judged) == 3
     again = judge_completion(judged, manifest, [stop(125, during="rendering")])
     assert again.recorded_verdict == "pass" and again.verdict == "aborted"
-    unchanged = judge_completion(result.model_copy(deep=True), {**PLAN, "status": "completed"}, [])
+    unchanged = judge_completion(result.model_copy(deep=True), plan("completed"), [])
     assert unchanged.verdict == "pass" and unchanged.completion is None
     assert exit_code(unchanged) == 0

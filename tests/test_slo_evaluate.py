@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic_run import STARTED_AT, make_run_dir
 
-from aichaos.rundir import InputError, read_events, read_manifest
+from aichaos.rundir import InputError, RunManifest, read_events, read_manifest
 from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
 from aichaos.slo.phases import build_phases
 from aichaos.slo.result import parse_result
@@ -65,7 +65,7 @@ def test_phase_slicing_from_the_timeline(outage_run, outage_result):
 
 
 def test_phases_from_fault_events_and_warmup_from_the_manifest():
-    manifest = {"started_at": 0.0, "ended_at": 100.0, "warmup_s": 5}
+    manifest = RunManifest(id="r", started_at=0.0, ended_at=100.0, warmup_s=5)
     kill = {"activity": "kill_replica", "experiment": "e"}
     events = [
         {"t": 20.0, "kind": "fault", "name": "kill", "action": "start", "detail": kill},
@@ -88,7 +88,7 @@ def test_phases_from_fault_events_and_warmup_from_the_manifest():
     # without run.json's times, the run's own start and end events bound it
     run = [{"t": 2.0, "kind": "run", "name": "r", "action": "start"},
            {"t": 90.0, "kind": "run", "name": "r", "action": "end"}]  # fmt: skip
-    phases, _ = build_phases({"warmup_s": 5}, run, None, None)
+    phases, _ = build_phases(RunManifest(id="r", warmup_s=5), run, None, None)
     assert (phases[0].start, phases[0].end) == (7.0, 90.0)
 
 
@@ -303,7 +303,7 @@ def test_shares_cost_goodput_and_server_metrics_from_the_file(outage_run):
     sched = rows["ttft-p95@all"].value
     assert sched >= res.latency["all"].ttft.p95
     # the manifest's run id and the spec's name travel into slo.json
-    assert res.run_id == read_manifest(outage_run)["id"] and res.spec.name == "t"
+    assert res.run_id == read_manifest(outage_run).id and res.spec.name == "t"
     assert read_events(outage_run)[1] == []
 
 

@@ -33,8 +33,8 @@ def test_synthetic_run_matches_the_contract(tmp_path):
     assert notes == [] and table.schema == REQUEST_SCHEMA
     assert 900 < table.num_rows < 1500
     manifest = read_manifest(run)
-    assert manifest["warmup_s"] == 5 and manifest["status"] == "completed"
-    rel = table.column("t_sent").to_numpy() - manifest["started_at"]
+    assert manifest.warmup_s == 5 and manifest.status == "completed"
+    rel = table.column("t_sent").to_numpy() - manifest.started_at
     failed = np.array(table.column("status").to_pylist()) == "error"
     in_fault = (rel >= 40) & (rel < 70)
     assert 0.35 < failed[in_fault].mean() < 0.65 and failed[~in_fault].mean() < 0.01

@@ -30,11 +30,12 @@ from types import UnionType
 from typing import Any, Literal, TypedDict, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError, field_validator
 
 from .errors import InputError as InputError  # every reader's error, re-exported
 from .files import write_json as write_json  # the contract's writer, re-exported
 from .processes import ProcessRef
+from .validation import describe
 
 RUN_JSON = "run.json"
 REQUESTS_DIR = "requests"
@@ -48,7 +49,7 @@ JUNIT_XML = "junit.xml"
 SUMMARY_JSON = "summary.json"
 
 # ``crashed``: the run's owner died without finishing (``kill -9``, OOM); a run.json still
-# saying ``running`` whose owner is gone is read as crashed (``settled_status``).
+# saying ``running`` whose owner is gone is read as crashed (``RunManifest.settled_status``).
 RunStatus = Literal["running", "completed", "aborted", "failed", "crashed"]
 
 
@@ -62,19 +63,21 @@ class FaultProxy(BaseModel):
 class RunManifest(BaseModel):
     """``run.json``: the one shape of every run directory's manifest, whichever command wrote
     it (``aichaos run``, ``load``, ``chaos``). The resolved inputs are kept as the documents
-    they are (enough for ``--replay``); a field an older or newer aichaos wrote is kept."""
+    they are (enough for ``--replay``); a field an older or newer aichaos wrote is kept. Every
+    writer fills ``owner``, ``command``, ``versions`` and ``started_at``; a run.json written
+    by hand (or before owners were recorded) may lack them, and is read all the same."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str  # run id, also the directory name
     kind: Literal["run", "load", "chaos"] = "run"  # the command that wrote it
-    status: RunStatus = "running"
+    status: RunStatus = "running"  # see ``recorded_status`` for a file that has none
     problem: str | None = None  # why it did not complete, in one line
-    owner: ProcessRef  # the process running it: read as crashed once it is gone
-    command: list[str]  # argv
-    versions: dict[str, str]  # aichaos, python, locust, chaostoolkit-lib...
+    owner: ProcessRef | None = None  # the process running it: read as crashed once it is gone
+    command: list[str] = []  # argv
+    versions: dict[str, str] = {}  # aichaos, python, locust, chaostoolkit-lib...
     seed: int | None = None
-    started_at: float  # epoch seconds
+    started_at: float | None = None  # epoch seconds
     t0: float | None = None  # the load's time 0, once it started
     ended_at: float | None = None  # None while running
     scenario: dict[str, JsonValue] | None = None  # resolved, its file under "source"
@@ -90,6 +93,35 @@ class RunManifest(BaseModel):
     workers: int | None = None
     prometheus_url: str | None = None
     metrics_rows: dict[str, int] | None = None  # metrics.parquet rows by metric
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _usable_owner(cls, value: Any) -> Any:
+        # an owner recorded in a shape no ProcessRef has is no owner: never read as crashed
+        return value if value is None or isinstance(value, ProcessRef) else ProcessRef.parse(value)
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _versions_as_text(cls, value: Any) -> Any:
+        # a hand-written run.json may give a version as a number or a flag
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, str) else str(v) for k, v in value.items()}
+        return value
+
+    @property
+    def recorded_status(self) -> RunStatus | None:
+        """``status`` as run.json has it; None for a file without one (written by hand), which
+        is judged by its objectives alone."""
+        return self.status if "status" in self.model_fields_set else None
+
+    def settled_status(self) -> RunStatus | None:
+        """The run's status as it really is: ``running`` only while its owner lives, ``crashed``
+        once the owner is gone (a run.json written before owners were recorded stays as it
+        is); None when run.json records no status."""
+        status = self.recorded_status
+        if status == "running" and self.owner is not None and not self.owner.alive():
+            return "crashed"
+        return status
 
     def write(self, run_dir: Path) -> None:
         write_json(Path(run_dir) / RUN_JSON, self.model_dump(mode="json"))
@@ -398,18 +430,20 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def settled_status(manifest: dict[str, Any]) -> str:
-    """The run's status as it really is: ``running`` only while its owner lives, ``crashed``
-    once the owner is gone (a run.json written before owners were recorded stays as it is)."""
-    status = str(manifest.get("status") or "unknown")
-    owner = ProcessRef.parse(manifest.get("owner"))
-    if status == "running" and owner is not None and not owner.alive():
-        return "crashed"
-    return status
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
+def read_manifest(run_dir: Path) -> RunManifest | None:
+    """The run's run.json, or None when it has none; ``InputError`` (exit 2) for a file that is
+    not JSON or not a manifest."""
     path = Path(run_dir) / RUN_JSON
     if not path.exists():
-        return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, "content", "a JSON object", f"unreadable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "content", "a JSON object", type(data).__name__)
+    try:
+        return RunManifest.model_validate(data)
+    except ValidationError as exc:
+        field, _, rest = describe(exc, RunManifest).partition(": expected ")
+        raise InputError(path, field, rest) from None
