@@ -26,6 +26,7 @@ from aichaos import exits
 from aichaos.errors import BadInput, NotCompleted
 from aichaos.harness.lifecycle import RunLifecycle, versions
 from aichaos.harness.urls import check_url, unreachable
+from aichaos.load_health import LoadProgress
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, InputError, RunManifest
 from aichaos.units import parse_duration
@@ -36,13 +37,13 @@ scenarios_app = typer.Typer(help="Built-in and custom traffic scenarios.", no_ar
 CALIBRATE_RATES = "5,10,20,40,80"
 
 
-def _progress_line(p: dict[str, Any]) -> str:
-    errors = ", ".join(f"{k} {v}" for k, v in sorted(p["errors_by_kind"].items())) or "none"
-    ttft = f"{p['ttft_p95_s'] * 1000:.1f} ms" if p.get("ttft_p95_s") is not None else "-"
-    lag = f"{p['lag_p99_s'] * 1000:.2f} ms" if p.get("lag_p99_s") is not None else "-"
+def _progress_line(p: LoadProgress) -> str:
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(p.errors_by_kind.items())) or "none"
+    ttft = f"{p.ttft_p95_s * 1000:.1f} ms" if p.ttft_p95_s is not None else "-"
+    lag = f"{p.lag_p99_s * 1000:.2f} ms" if p.lag_p99_s is not None else "-"
     return (
-        f"{p['elapsed_s']:6.1f}s  sent {p['sent']}/{p['scheduled']}  done {p['done']}  "
-        f"{p['rps']:.1f} rps  TTFT p95 {ttft}  lag p99 {lag}  errors: {errors}"
+        f"{p.elapsed_s:6.1f}s  sent {p.sent}/{p.scheduled}  done {p.done}  "
+        f"{p.rps:.1f} rps  TTFT p95 {ttft}  lag p99 {lag}  errors: {errors}"
     )
 
 
@@ -136,10 +137,10 @@ def _drive(runner: Any, life: RunLifecycle, events: EventLog, name: str, master_
     if tty:
         typer.echo("", err=True)
     typer.echo(_progress_line(final), err=True)
-    if final.get("refused_workers"):
-        typer.echo(f"warning: {final['refused_workers']} worker connection(s) refused for lacking "
+    if final.refused_workers:
+        typer.echo(f"warning: {final.refused_workers} worker connection(s) refused for lacking "
                    "the run's token; none of their rows were recorded", err=True)  # fmt: skip
-    events.emit(EventKind.LOAD, name, "end", {"exit_code": code, "sent": final["sent"]})
+    events.emit(EventKind.LOAD, name, "end", {"exit_code": code, "sent": final.sent})
     if code != 0:
         life.failed(f"the load generator exited with {code}")
     return code

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
+
+from aichaos.load_health import LoadProgress
 
 
-def format_line(phase: str, fault: str | None, left_s: float, stats: dict[str, Any]) -> str:
-    errors = stats.get("errors_by_kind") or {}
+def format_line(phase: str, fault: str | None, left_s: float, stats: LoadProgress) -> str:
+    errors = stats.errors_by_kind
     total_errors = sum(errors.values())
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(errors.items()) if v)
-    p95 = stats.get("ttft_p95_s")
+    p95 = stats.ttft_p95_s
     parts = [
         f"[{phase}]",
         f"fault: {fault or '-'}",
         f"{int(left_s) // 60:02d}:{int(left_s) % 60:02d} left",
-        f"sent {stats.get('sent', 0)}/{stats.get('scheduled', 0)}",
-        f"{stats.get('rps', 0.0):.1f} rps",
+        f"sent {stats.sent}/{stats.scheduled}",
+        f"{stats.rps:.1f} rps",
         f"errors {total_errors}" + (f" ({kinds})" if kinds else ""),
         "TTFT p95 " + (f"{p95 * 1000:.0f} ms" if p95 is not None else "-"),
     ]
@@ -34,7 +36,7 @@ class Progress:
         self._last_log = 0.0
         self._width = 0
 
-    def update(self, phase: str, fault: str | None, left_s: float, stats: dict[str, Any]) -> None:
+    def update(self, phase: str, fault: str | None, left_s: float, stats: LoadProgress) -> None:
         line = format_line(phase, fault, max(0.0, left_s), stats)
         if self.tty:
             self.stream.write("\r" + line.ljust(self._width))

@@ -49,7 +49,7 @@ from locust.runners import STATE_MISSING  # noqa: E402
 from locust.stats import print_percentile_stats, print_stats  # noqa: E402
 
 from aichaos import exits  # noqa: E402
-from aichaos.load_health import REFUSALS_KEPT, LoadHealth, Refusal  # noqa: E402
+from aichaos.load_health import REFUSALS_KEPT, LoadHealth, LoadProgress, Refusal  # noqa: E402
 from aichaos.loopback import is_loopback_name  # noqa: E402
 from aichaos.processes import OwnerWatch, ProcessRef  # noqa: E402
 from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, RequestRecord  # noqa: E402
@@ -155,7 +155,7 @@ class Progress:
         self.ttfts = (self.ttfts + report.get("new_ttfts", []))[-RECENT:]
         self.lags = (self.lags + report.get("new_lags", []))[-RECENT:]
 
-    def snapshot(self, t0: float) -> dict[str, Any]:
+    def snapshot(self, t0: float) -> LoadProgress:
         sent = sum(p["sent"] for p in self.parts.values())
         done = sum(p["done"] for p in self.parts.values())
         closed_scheduled = sum(p.get("scheduled", 0) for p in self.parts.values())
@@ -167,26 +167,26 @@ class Progress:
         self.history = [(t, s) for t, s in self.history if now - t <= 5.0] + [(now, sent)]
         t_old, s_old = self.history[0]
         rps = (sent - s_old) / (now - t_old) if now - t_old > 0.2 else 0.0
-        return {
-            "scheduled": self.scheduled or closed_scheduled,
-            "sent": sent,
-            "done": done,
-            "errors_by_kind": errors,
-            "rps": rps,
-            "ttft_p95_s": float(np.percentile(self.ttfts, 95)) if self.ttfts else None,
-            "lag_p99_s": float(np.percentile(self.lags, 99)) if self.lags else None,
-            "elapsed_s": max(0.0, now - t0),
-            "t0": t0,
-            "workers": sorted(self.parts),
-            "warnings": self.warnings[-5:],
-            "finished": self.finished,
+        return LoadProgress(
+            scheduled=self.scheduled or closed_scheduled,
+            sent=sent,
+            done=done,
+            errors_by_kind=errors,
+            rps=rps,
+            ttft_p95_s=float(np.percentile(self.ttfts, 95)) if self.ttfts else None,
+            lag_p99_s=float(np.percentile(self.lags, 99)) if self.lags else None,
+            elapsed_s=max(0.0, now - t0),
+            t0=t0,
+            workers=sorted(self.parts),
+            warnings=self.warnings[-5:],
+            finished=self.finished,
             **self.health.model_dump(),
-            "updated_at": now,
-        }
+            updated_at=now,
+        )
 
     def write(self, t0: float) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.snapshot(t0)))
+        tmp.write_text(self.snapshot(t0).model_dump_json())
         tmp.replace(self.path)
 
 

@@ -20,7 +20,6 @@ flushing its records, when the owner dies.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aichaos.load_health import LoadProgress
 from aichaos.loopback import free_port, is_wildcard
 from aichaos.processes import ProcessRef
 from aichaos.rundir import EVENTS_JSONL, EventKind, EventLog, write_json
@@ -167,32 +167,17 @@ class LoadRunner:
     def alive(self) -> bool:
         return bool(self.procs) and self.procs[0].poll() is None
 
-    def progress(self) -> dict[str, Any]:
-        """Totals so far: scheduled, sent, done, errors_by_kind, rps, ttft_p95_s, elapsed_s,
-        lag_p99_s (and t0, warnings, finished)."""
-        base = {
-            "scheduled": self._scheduled,
-            "sent": 0,
-            "done": 0,
-            "errors_by_kind": {},
-            "rps": 0.0,
-            "ttft_p95_s": None,
-            "elapsed_s": max(0.0, time.time() - self.t0) if self.t0 else 0.0,
-            "lag_p99_s": None,
-            "t0": self.t0,
-            "warnings": [],
-            "finished": False,
-        }
+    def progress(self) -> LoadProgress:
+        """Totals so far (``load/<name>.progress.json``), with the time elapsed now; before the
+        first report, zeros."""
+        elapsed = max(0.0, time.time() - self.t0) if self.t0 else 0.0
         try:
-            data = json.loads(self.progress_path.read_text(encoding="utf-8"))
+            found = LoadProgress.model_validate_json(self.progress_path.read_bytes())
         except (OSError, ValueError):
-            return base
-        base.update(data)
+            return LoadProgress(scheduled=self._scheduled, elapsed_s=elapsed, t0=self.t0)
         if not self.alive:
-            base["rps"] = 0.0
-        else:
-            base["elapsed_s"] = max(0.0, time.time() - self.t0) if self.t0 else 0.0
-        return base
+            return found.model_copy(update={"rps": 0.0})
+        return found.model_copy(update={"elapsed_s": elapsed})
 
     def request_stop(self) -> None:
         """Ask the processes to stop sending and flush; safe in a signal handler."""

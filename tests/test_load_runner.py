@@ -123,8 +123,8 @@ def test_measurements_match_the_fixed_latency_server(fixed_sim, fixed_log, tmp_p
     for path in (tmp_path / "requests").glob("*.parquet"):
         assert pq.read_schema(path).remove_metadata() == REQUEST_SCHEMA
     progress = runner.progress()
-    assert progress["finished"] and progress["done"] == progress["scheduled"] == len(ours)
-    assert progress["errors_by_kind"] == {} and progress["ttft_p95_s"] > FIXED_TTFT
+    assert progress.finished and progress.done == progress.scheduled == len(ours)
+    assert progress.errors_by_kind == {} and progress.ttft_p95_s > FIXED_TTFT
     health = (tmp_path / "load" / "load-w0.jsonl").read_text().splitlines()
     assert health and '"cpu_percent"' in health[0] and '"loop_lag_p99_s"' in health[0]
 
@@ -159,7 +159,7 @@ def test_an_unreachable_target_gives_connect_error_rows(tmp_path):
     assert len(df) == len(build_schedule(s))
     assert (df.status == "error").all() and set(df.error_kind) == {"connect"}
     assert df.http_status.isna().all() and df.ttft_s.isna().all()
-    assert runner.progress()["errors_by_kind"] == {"connect": len(df)}
+    assert runner.progress().errors_by_kind == {"connect": len(df)}
 
 
 def test_server_faults_are_classified(start_sim, tmp_path):
@@ -234,7 +234,7 @@ def test_a_killed_worker_leaves_classified_rows_not_a_hang(fixed_sim, tmp_path):
     assert (lost.status == "ok").any()  # what it reported before it died is kept
     assert set(errors.error_kind) == {"incomplete_stream"}
     assert errors.error_detail.str.contains("lost").all()
-    assert any("worker lost" in w for w in runner.progress()["warnings"])
+    assert any("worker lost" in w for w in runner.progress().warnings)
 
 
 def test_closed_loop_keeps_a_fixed_number_in_flight(fixed_sim, tmp_path):

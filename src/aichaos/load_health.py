@@ -1,9 +1,11 @@
-"""The load generator's health file: ``load/<runner>.progress.json`` in the run directory.
+"""The load generator's progress file: ``load/<runner>.progress.json`` in the run directory.
 
 The Locust master (or the standalone Locust process) rewrites it twice a second with its
-totals; this module fixes the part other folders read: the worker connections the master
+totals (``LoadProgress``): the load runner reads it for the live progress line, and ``slo``
+and ``reports`` read its health part (``LoadHealth``): the worker connections the master
 refused (a wrong token, or none) and the request rows it dropped because they came from such
-a client. Written by ``scenarios``, read by ``reports``, which must not import each other.
+a client. Written by ``scenarios``, read by ``harness``, ``slo`` and ``reports``, which must not
+import each other.
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ class LoadHealth(BaseModel):
             dropped_rows=self.dropped_rows + other.dropped_rows,
             refused=(self.refused + other.refused)[:REFUSALS_KEPT],
         )
+
+
+class LoadProgress(LoadHealth):
+    """The totals so far, over every Locust process of one load runner."""
+
+    scheduled: int = 0  # requests in the schedule (closed loop: as the workers report them)
+    sent: int = 0
+    done: int = 0
+    errors_by_kind: dict[str, int] = {}
+    rps: float = 0.0  # sent per second over the last 5 s
+    ttft_p95_s: float | None = None  # over the most recent answers
+    lag_p99_s: float | None = None  # how late requests went out against their schedule
+    elapsed_s: float = 0.0
+    t0: float | None = None
+    workers: list[str] = []
+    warnings: list[str] = []  # the latest few
+    finished: bool = False
+    updated_at: float | None = None
 
 
 def read_load_health(run_dir: Path) -> LoadHealth:
