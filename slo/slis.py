@@ -124,21 +124,16 @@ class Flagged(Ratio):
         return int(flags.sum()), int(mask.sum()), "no requests"
 
 
-class Availability(Flagged):
-    """1 − the error ratio, and its interval turned over."""
+class Availability(Ratio):
+    """The share of requests that did not fail, counted as good events (its Wilson interval
+    is the error ratio's turned over)."""
 
+    name = "availability"
     op = ">="
 
-    def __init__(self) -> None:
-        super().__init__("availability", "bad")
-
-    def measure(self, ev: Evaluator, obj: Objective, phase: Phase, tier: str | None) -> Row:
-        row = super().measure(ev, obj, phase, tier)
-        if row.value is None or row.ci is None:
-            return row
-        low, high = row.ci  # a Wilson interval: both sides bounded
-        value, ci = 1.0 - row.value, (1.0 - high, 1.0 - low)
-        return ev.row(obj, phase.name, tier, value, ci, row.samples, None)
+    def count(self, ev: Evaluator, obj: Objective, rows: slice, mask) -> tuple[int, int, str]:
+        requests = int(mask.sum())
+        return requests - int((ev.bad[rows] & mask).sum()), requests, "no requests"
 
 
 class ServedShare(Ratio):
