@@ -1,4 +1,4 @@
-"""What the gateway adds to TTFT: through the gateway minus straight to the replica.
+"""What the gateway adds to TTFT, and what it costs in CPU per request and per relayed event.
 
 One fixed-latency simulator (100 ms TTFT, no contention, so any difference is the gateway's),
 one gateway in front of it (no retriever: retrieval is excluded, rate limits and shedding set
@@ -7,8 +7,21 @@ streams busy (5 tokens each, re-issued when done) first straight at the simulato
 through the gateway, alternating for 3 rounds; TTFT = send → first content chunk. Processes:
 gateway on core 0; simulator and client on core 1 in both cases.
 
-BENCH_TOKENS=N sets the answer length (default 5). Loopback only, bounded in time.
-Run: cd bench && ../.venv/bin/python bench_gateway.py
+Gateway CPU: user + system time of the gateway process and its children (psutil), read just
+before and just after each round. Around a direct round the gateway is idle; that idle cost
+(uvicorn's timers, a few ms a second) is subtracted from the round through it that follows,
+for the per-request and per-event figures. The client counts the requests it completed and
+the events (``data:`` lines) it received. With two or more answer lengths (``--tokens 5,40``)
+each level solves ``cpu = a·requests + b·events`` over the lengths (least squares; exact for
+two) and prints ``cpu_per_request_us`` (a) and ``cpu_per_event_us`` (b). The TTFT columns are
+those of the first length.
+
+Output: one JSON line per level on stdout (``--json FILE`` also writes them as one list), and a
+table on stderr. ``--profile DIR`` runs the gateway under cProfile and leaves
+``DIR/gateway-<pid>.prof`` when it stops (the CPU figures then include the profiler's cost).
+
+BENCH_TOKENS=N sets the default answer length (5). Loopback only, bounded in time.
+Run: cd bench && ../.venv/bin/python bench_gateway.py [--levels 50,200] [--tokens 5,40]
 """
 
 from __future__ import annotations
@@ -33,8 +46,10 @@ shed_in_flight: {free: 100000, pro: 100000, enterprise: 100000}
 """
 
 
-async def measure(url: str, streams: int, seconds: float) -> list[float]:
+async def measure(url: str, streams: int, seconds: float, max_tokens: int) -> dict:
+    """Keep ``streams`` streams busy for ``seconds``; TTFTs plus what was asked and received."""
     ttfts: list[float] = []
+    counts = {"requests": 0, "events": 0, "errors": 0}
     stop_at = time.monotonic() + seconds
     counter = iter(range(10**9))
 
@@ -42,7 +57,7 @@ async def measure(url: str, streams: int, seconds: float) -> list[float]:
         while time.monotonic() < stop_at:
             body = {
                 "messages": [{"role": "user", "content": f"question {next(counter)}"}],
-                "max_tokens": int(os.environ.get("BENCH_TOKENS", "5")),
+                "max_tokens": max_tokens,
                 "ignore_eos": True,
                 "stream": True,
             }
@@ -51,28 +66,36 @@ async def measure(url: str, streams: int, seconds: float) -> list[float]:
                 f"{url}/v1/chat/completions", json=body, headers={"X-Tier": "enterprise"}
             ) as resp:
                 first = None
+                events = 0
                 async for line in resp.content:
+                    if line.startswith(b"data:"):
+                        events += 1
                     if first is None and b'"content":"' in line and b'"content":""' not in line:
                         first = time.perf_counter() - sent
+                counts["requests"] += 1
+                counts["events"] += events
                 if first is not None:
                     ttfts.append(first)
+                if first is None or resp.status != 200:
+                    counts["errors"] += 1
 
+    started = time.monotonic()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.wait_for(
             asyncio.gather(*(one(session) for _ in range(streams))), seconds + 60
         )
-    return ttfts
+    return {"ttfts": ttfts, **counts, "wall_s": time.monotonic() - started}
 
 
 def client_main(args) -> None:
     import uvloop
 
-    ttfts = uvloop.run(measure(args.url, args.streams, args.seconds))
-    print(json.dumps(ttfts))
+    result = uvloop.run(measure(args.url, args.streams, args.seconds, args.max_tokens))
+    print(json.dumps(result))
 
 
-def run_client(url: str, streams: int, seconds: float) -> list[float]:
+def run_client(url: str, streams: int, seconds: float, max_tokens: int) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -83,6 +106,8 @@ def run_client(url: str, streams: int, seconds: float) -> list[float]:
         str(streams),
         "--seconds",
         str(seconds),
+        "--max-tokens",
+        str(max_tokens),
     ]
     out = subprocess.run(
         pinned(1, cmd), capture_output=True, text=True, check=True, timeout=seconds + 120
@@ -90,9 +115,169 @@ def run_client(url: str, streams: int, seconds: float) -> list[float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def pct(data: list[float], q: int) -> float:
+def tree_cpu_s(proc) -> float:
+    """User + system CPU seconds of ``proc``, its reaped children and its live descendants."""
+    import psutil
+
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # gone between listing and reading; its parent has not reaped it yet
+        total += c.user + c.system
+    return total
+
+
+def pct(data: list[float], q: int) -> float | None:
     """Exact percentile with linear interpolation (numpy's default), in ms."""
+    if len(data) < 2:
+        return None
     return statistics.quantiles(data, n=100, method="inclusive")[q - 1] * 1000
+
+
+def fit(points: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """Least-squares (a, b) of cpu = a·requests + b·events over (requests, events, cpu) points.
+
+    None when the points cannot separate the two (one answer length, or no requests).
+    """
+    srr = sum(r * r for r, _, _ in points)
+    see = sum(e * e for _, e, _ in points)
+    sre = sum(r * e for r, e, _ in points)
+    src = sum(r * c for r, _, c in points)
+    sec = sum(e * c for _, e, c in points)
+    det = srr * see - sre * sre
+    if len(points) < 2 or det <= 1e-9 * srr * see:
+        return None
+    return (see * src - sre * sec) / det, (srr * sec - sre * src) / det
+
+
+def us(x: float | None) -> float | None:
+    return None if x is None else round(x * 1e6, 1)
+
+
+def ms(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def summarize(tokens: int, direct: list[dict], via: list[dict]) -> dict:
+    """One answer length at one level: TTFTs, counts and the gateway's CPU over every round."""
+    d_ttft = [t for r in direct for t in r["ttfts"]]
+    v_ttft = [t for r in via for t in r["ttfts"]]
+    row: dict = {"tokens": tokens}
+    for key in ("requests", "events", "errors"):
+        row[key] = [sum(r[key] for r in direct), sum(r[key] for r in via)]
+    for q in (50, 99):
+        d, v = pct(d_ttft, q), pct(v_ttft, q)
+        row[f"direct_p{q}_ms"] = ms(d)
+        row[f"gateway_p{q}_ms"] = ms(v)
+        row[f"added_p{q}_ms"] = ms(None if d is None or v is None else v - d)
+    cpu = sum(r["gateway_cpu_s"] for r in via)
+    idle = sum(r["gateway_cpu_s"] for r in direct)
+    row["gateway_cpu_s"] = round(cpu, 3)
+    row["gateway_idle_cpu_s"] = round(idle, 3)
+    # the share of one core the gateway used while the client drove it (1.0: saturated)
+    row["gateway_busy"] = round(cpu / sum(r["wall_s"] for r in via), 3)
+    net = cpu - idle
+    row["cpu_us_per_request_all_in"] = us(net / row["requests"][1] if row["requests"][1] else None)
+    return row
+
+
+def level_row(streams: int, by_tokens: list[dict], rounds: list[list[dict]]) -> dict:
+    """The level's JSON line: the first length's columns, the CPU split, every length's detail.
+
+    ``rounds[i]`` holds round i's via requests, events and CPU (net of idle), one per answer
+    length; the fit per round shows how much the split moves from one round to the next.
+    """
+    first = by_tokens[0]
+    row = {"streams": streams, **first}
+    ab = fit(
+        [
+            (b["requests"][1], b["events"][1], b["gateway_cpu_s"] - b["gateway_idle_cpu_s"])
+            for b in by_tokens
+        ]
+    )
+    row["cpu_per_request_us"], row["cpu_per_event_us"] = (
+        (us(ab[0]), us(ab[1])) if ab else (None,) * 2
+    )
+    per_round = [fit([(v["requests"], v["events"], v["cpu_s"]) for v in r]) for r in rounds]
+    row["fit_rounds"] = [
+        {"cpu_per_request_us": us(f[0]), "cpu_per_event_us": us(f[1])} for f in per_round if f
+    ]
+    row["by_tokens"] = by_tokens
+    return row
+
+
+def fmt(x, width: int) -> str:
+    return f"{'-' if x is None else x:>{width}}"
+
+
+def pair(x, y, width: int) -> str:
+    return fmt(f"{'-' if x is None else x}/{'-' if y is None else y}", width)
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows for a reader, on stderr (stdout stays one JSON object a line)."""
+    out = sys.stderr
+    print(
+        f"{'streams':>7} {'tokens':>6} {'requests d/g':>13} {'events g':>9} {'err g':>5} "
+        f"{'p50 d/g ms':>15} {'+p50':>7} {'p99 d/g ms':>15} {'+p99':>8} "
+        f"{'gw cpu s':>8} {'idle s':>6} {'busy':>5} {'us/req all-in':>13}",
+        file=out,
+    )
+    for row in rows:
+        for b in row["by_tokens"]:
+            print(
+                f"{row['streams']:>7} {b['tokens']:>6} {pair(*b['requests'], 13)} "
+                f"{b['events'][1]:>9} {b['errors'][1]:>5} "
+                f"{pair(b['direct_p50_ms'], b['gateway_p50_ms'], 15)} "
+                f"{fmt(b['added_p50_ms'], 7)} "
+                f"{pair(b['direct_p99_ms'], b['gateway_p99_ms'], 15)} "
+                f"{fmt(b['added_p99_ms'], 8)} "
+                f"{b['gateway_cpu_s']:>8} {b['gateway_idle_cpu_s']:>6} {b['gateway_busy']:>5} "
+                f"{fmt(b['cpu_us_per_request_all_in'], 13)}",
+                file=out,
+            )
+    if any(len(row["by_tokens"]) > 1 for row in rows):
+        print(
+            f"\n{'streams':>7} {'cpu_per_request_us':>18} {'cpu_per_event_us':>16}"
+            "  each round (request/event)",
+            file=out,
+        )
+        for row in rows:
+            each = ", ".join(
+                f"{f['cpu_per_request_us']}/{f['cpu_per_event_us']}" for f in row["fit_rounds"]
+            )
+            print(
+                f"{row['streams']:>7} {fmt(row['cpu_per_request_us'], 18)} "
+                f"{fmt(row['cpu_per_event_us'], 16)}  {each}",
+                file=out,
+            )
+
+
+def run_level(sim_url: str, gw_url: str, gw_proc, streams: int, lengths: list[int], args) -> dict:
+    """Alternate direct and via rounds at one level, every answer length in each round."""
+    direct: dict[int, list[dict]] = {t: [] for t in lengths}
+    via: dict[int, list[dict]] = {t: [] for t in lengths}
+    rounds = []
+    for _ in range(args.rounds):
+        this_round = []
+        for tokens in lengths:
+            got = {}
+            for name, url in (("direct", sim_url), ("via", gw_url)):
+                before = tree_cpu_s(gw_proc)
+                got[name] = run_client(url, streams, args.seconds, tokens)
+                # around a direct round this is the gateway's idle cost over as long a time
+                got[name]["gateway_cpu_s"] = tree_cpu_s(gw_proc) - before
+            direct[tokens].append(got["direct"])
+            via[tokens].append(got["via"])
+            net = got["via"]["gateway_cpu_s"] - got["direct"]["gateway_cpu_s"]
+            this_round.append(
+                {"requests": got["via"]["requests"], "events": got["via"]["events"], "cpu_s": net}
+            )
+        rounds.append(this_round)
+    return level_row(streams, [summarize(t, direct[t], via[t]) for t in lengths], rounds)
 
 
 def main() -> None:
@@ -102,13 +287,26 @@ def main() -> None:
     c.add_argument("--url", required=True)
     c.add_argument("--streams", type=int, required=True)
     c.add_argument("--seconds", type=float, required=True)
+    c.add_argument("--max-tokens", type=int, required=True)
     parser.add_argument("--levels", default="50,200")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--tokens",
+        default=os.environ.get("BENCH_TOKENS", "5"),
+        help="answer lengths, e.g. 5,40: two or more split the CPU per request and per event",
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--profile", type=Path, help="cProfile the gateway into this directory")
     args = parser.parse_args()
     if args.cmd == "client":
         client_main(args)
         return
+    import psutil
+
+    lengths = [int(x) for x in args.tokens.split(",")]
+    if args.rounds < 1 or not lengths or min(lengths) < 1:
+        parser.error("--rounds and every --tokens length must be at least 1")
     sim_port, gw_port = free_port(), free_port()
     sim_cmd = [
         sys.executable,
@@ -124,39 +322,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "gateway.yaml"
         cfg.write_text(GATEWAY_CONFIG)
-        gw = Server(
-            [
-                sys.executable,
-                "-m",
-                "aichaos.fixtures.gateway",
-                "serve",
-                "--port",
-                str(gw_port),
-                "--llm",
-                f"r1={sim.url}",
-                "--config",
-                str(cfg),
-            ],
-            gw_port,
-            core=0,
-        )
+        gw_cmd = [
+            sys.executable,
+            "-m",
+            "aichaos.fixtures.gateway",
+            "serve",
+            "--port",
+            str(gw_port),
+            "--llm",
+            f"r1={sim.url}",
+            "--config",
+            str(cfg),
+        ]
+        if args.profile:
+            gw_cmd += ["--profile", str(args.profile.resolve())]
+        try:
+            gw = Server(gw_cmd, gw_port, core=0)
+        except BaseException:
+            sim.stop()
+            raise
+        # taskset execs the gateway, so this pid is the gateway's own
+        gw_proc = psutil.Process(gw.proc.pid)
         try:
             rows = []
             for streams in [int(x) for x in args.levels.split(",")]:
-                direct, via = [], []
-                for _ in range(args.rounds):
-                    direct += run_client(sim.url, streams, args.seconds)
-                    via += run_client(gw.url, streams, args.seconds)
-                row = {"streams": streams, "requests": [len(direct), len(via)]}
-                for q in (50, 99):
-                    row[f"direct_p{q}_ms"] = pct(direct, q)
-                    row[f"gateway_p{q}_ms"] = pct(via, q)
-                    row[f"added_p{q}_ms"] = row[f"gateway_p{q}_ms"] - row[f"direct_p{q}_ms"]
+                row = run_level(sim.url, gw.url, gw_proc, streams, lengths, args)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+            print_table(rows)
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=2))
         finally:
             gw.stop()
             sim.stop()
+    if args.profile:
+        for prof in sorted(args.profile.glob("gateway-*.prof")):
+            print(f"profile: {prof}", file=sys.stderr)
 
 
 if __name__ == "__main__":
