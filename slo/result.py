@@ -16,7 +16,6 @@ they always were.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,13 +23,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_serializer,
 )
 
-from aichaos.rundir import SLO_JSON, InputError
-from aichaos.validation import describe
+from aichaos.rundir import SLO_JSON
+from aichaos.validation import read_json_model, validate_model
 
 from .completion import Completion
 
@@ -327,23 +325,10 @@ class SloResult(_Part):
 
 def parse_result(data: Any, source: str | Path) -> SloResult:
     """``data`` (slo.json's content) as a ``SloResult``; ``InputError`` naming the field."""
-    if not isinstance(data, dict):
-        raise InputError(source, "content", "a JSON object", type(data).__name__)
-    try:
-        return SloResult.model_validate(data)
-    except ValidationError as exc:
-        field, _, rest = describe(exc, SloResult).partition(": expected ")
-        raise InputError(source, field, rest) from None
+    return validate_model(data, SloResult, source)
 
 
 def read_result(run_dir: Path) -> SloResult | None:
     """The run's slo.json, or None when the run was not evaluated; ``InputError`` (exit 2) for
     a file that is not JSON or not an evaluation."""
-    path = Path(run_dir) / SLO_JSON
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, "content", "a JSON object", f"unreadable JSON ({exc})") from None
-    return parse_result(data, path)
+    return read_json_model(Path(run_dir) / SLO_JSON, SloResult)

@@ -30,12 +30,12 @@ from types import UnionType
 from typing import Any, Literal, TypedDict, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, JsonValue, field_validator
 
 from .errors import InputError as InputError  # every reader's error, re-exported
 from .files import write_json as write_json  # the contract's writer, re-exported
 from .processes import ProcessRef
-from .validation import describe
+from .validation import read_json_model
 
 RUN_JSON = "run.json"
 REQUESTS_DIR = "requests"
@@ -433,17 +433,4 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def read_manifest(run_dir: Path) -> RunManifest | None:
     """The run's run.json, or None when it has none; ``InputError`` (exit 2) for a file that is
     not JSON or not a manifest."""
-    path = Path(run_dir) / RUN_JSON
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, "content", "a JSON object", f"unreadable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "content", "a JSON object", type(data).__name__)
-    try:
-        return RunManifest.model_validate(data)
-    except ValidationError as exc:
-        field, _, rest = describe(exc, RunManifest).partition(": expected ")
-        raise InputError(path, field, rest) from None
+    return read_json_model(Path(run_dir) / RUN_JSON, RunManifest)

@@ -12,7 +12,6 @@ only once set (``aichaos stack status --json`` prints them).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,12 @@ from pydantic import (
     BaseModel,
     Field,
     SerializerFunctionWrapHandler,
-    ValidationError,
     model_serializer,
 )
 
-from .errors import NotCompleted
+from .errors import InputError, NotCompleted
 from .processes import ProcessRef, process_alive
+from .validation import read_json_model
 
 
 class StackNotFound(NotCompleted):
@@ -139,23 +138,12 @@ def read_stack_state(path: Path) -> StackState:
     """The state file as it is now; ``StackNotFound`` when it is missing, unreadable or not a
     stack state."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StackNotFound(f"{path}: no stack state (is the stack up?)") from None
-    except (OSError, ValueError) as exc:
-        raise StackNotFound(f"{path}: unreadable stack state: {exc}") from None
-    try:
-        return StackState.model_validate(data)
-    except ValidationError as exc:
-        raise StackNotFound(f"{path}: unreadable stack state: {_first_error(exc)}") from None
-
-
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "the file"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+        state = read_json_model(Path(path), StackState)
+    except InputError as exc:
+        raise StackNotFound(f"unreadable stack state: {exc}") from None
+    if state is None:
+        raise StackNotFound(f"{path}: no stack state (is the stack up?)")
+    return state
 
 
 __all__ = [

@@ -4,11 +4,17 @@ so the same mistake reads the same in every file."""
 
 from __future__ import annotations
 
+import json
 import types
 import typing
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from .errors import InputError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def path_of(loc: tuple[Any, ...]) -> str:
@@ -78,3 +84,32 @@ def describe(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> 
         if message.startswith(start):
             message = message[len(start) :]
     return f"{where}: expected {message}, got {got!r}"
+
+
+def validate_model(data: Any, model: type[Model], source: str | Path) -> Model:
+    """``data`` (a JSON document's content) as ``model``; ``InputError`` naming ``source`` and
+    the first field that does not fit."""
+    if not isinstance(data, dict):
+        raise InputError(source, "content", "a JSON object", type(data).__name__)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        field, _, rest = describe(exc, model).partition(": expected ")
+        raise InputError(source, field, rest) from None
+
+
+def read_json_model(path: Path, model: type[Model]) -> Model | None:
+    """The JSON file at ``path`` as ``model``; None when there is no such file, ``InputError``
+    (one line, exit 2) when it is not JSON or does not fit."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, "content", "a readable UTF-8 file", str(exc)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, "content", "a JSON object", f"unreadable JSON ({exc})") from None
+    return validate_model(data, model, path)
