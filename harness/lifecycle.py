@@ -8,6 +8,11 @@ set a flag the command polls (``Signals``), and at the end run.json says how it 
         ...                      # poll life.interrupted
         life.failed("the load generator exited with 1")   # when a step failed
     return life.exit_code(code)
+
+``aichaos run`` goes through more stages (stack, load and faults, evaluation, reports, each
+of which a signal may cut short), so it drives the same object step by step instead of with
+``with``: its status and problem are the manifest's, it saves run.json through it and takes
+its exit code from it.
 """
 
 from __future__ import annotations
@@ -46,10 +51,11 @@ class RunLifecycle:
         run_dir: Path,
         manifest: RunManifest,
         on_signal: Callable[[], None] | None = None,
+        signals: Signals | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.manifest = manifest
-        self.signals = Signals(on_signal=on_signal)
+        self.signals = signals or Signals(on_signal=on_signal)
 
     @property
     def interrupted(self) -> bool:

@@ -38,12 +38,13 @@ from aichaos.rundir import (
     FaultProxy,
     InputError,
     RunManifest,
+    RunStatus,
     read_events,
     read_manifest,
 )
 from aichaos.stackfile import StackState
 
-from .lifecycle import versions
+from .lifecycle import RunLifecycle, versions
 from .orphans import remove_orphans
 from .progress import Progress
 from .run_plan import RunOptions, RunPlan, plan_run
@@ -124,9 +125,38 @@ class GameDay:
         self.stack_info: dict[str, Any] | None = None
         self._interrupt_noted = False
         self.bad_input = False  # an InputError refused the run once it was under way: exit 2
-        self.status = "running"
-        self.problem: str | None = None
-        self.started_at = time.time()
+        inputs = {**plan.manifest_inputs(), "target": plan.target}
+        manifest = RunManifest(
+            id=plan.run_id,
+            kind="run",
+            command=plan.options.command or sys.argv,
+            versions=versions(),
+            owner=ProcessRef.current(),  # read as crashed once it is gone
+            started_at=time.time(),
+            **inputs,
+        )
+        self.life = RunLifecycle(self.run_dir, manifest, signals=self.signals)
+
+    # the run's status and problem are its manifest's (``RunLifecycle``)
+    @property
+    def status(self) -> RunStatus:
+        return self.life.manifest.status
+
+    @status.setter
+    def status(self, value: RunStatus) -> None:
+        self.life.manifest.status = value
+
+    @property
+    def problem(self) -> str | None:
+        return self.life.manifest.problem
+
+    @problem.setter
+    def problem(self, value: str | None) -> None:
+        self.life.manifest.problem = value
+
+    @property
+    def started_at(self) -> float:
+        return float(self.life.manifest.started_at or 0.0)
 
     # --- the lifecycle ---------------------------------------------------------------------
 
@@ -151,7 +181,7 @@ class GameDay:
         # restored only now: until the exit code stands, a signal is a flag, never a
         # KeyboardInterrupt; one that came meanwhile still makes it 3
         self.signals.restore()
-        return exits.NOT_COMPLETED if self.signals.flag.is_set() else code
+        return self.life.exit_code(code)
 
     def _lifecycle(self) -> None:
         self.run_dir.mkdir(parents=True)
@@ -497,27 +527,17 @@ class GameDay:
     def _write_manifest(self) -> None:
         if not self.run_dir.exists():
             return
-        ended = None if self.status == "running" else time.time()
+        manifest = self.life.manifest
+        manifest.ended_at = None if self.status == "running" else time.time()
         if self.stack is not None:  # kept once the stack is down: the reports name it
             self.stack_info = _stack_summary(self.stack, self.plan.topology_source)
-        inputs = {**self.plan.manifest_inputs(), "target": self.target}
-        manifest = RunManifest(
-            id=self.plan.run_id,
-            status=self.status,
-            problem=self.problem,
-            command=self.plan.options.command or sys.argv,
-            versions=versions(),
-            owner=ProcessRef.current(),  # read as crashed once it is gone
-            started_at=self.started_at,
-            t0=self.t0,
-            ended_at=ended,
-            **inputs,
-            fault_proxy=FaultProxy(url=self.via, upstream=self.target) if self.via else None,
-            stack=self.stack_info,
-            prometheus_url=self.prometheus_url,
-            metrics_rows=getattr(self, "metrics_rows", None),
-        )
-        manifest.write(self.run_dir)
+        manifest.t0 = self.t0
+        manifest.target = self.target
+        manifest.fault_proxy = FaultProxy(url=self.via, upstream=self.target) if self.via else None
+        manifest.stack = self.stack_info
+        manifest.prometheus_url = self.prometheus_url
+        manifest.metrics_rows = getattr(self, "metrics_rows", None)
+        self.life.save()
 
 
 def _has_display() -> bool:
