@@ -17,7 +17,8 @@ import trustme
 from aiohttp import web
 
 from aichaos.fixtures.gateway import wire
-from aichaos.fixtures.gateway.upstream import UpstreamError, open_stream
+from aichaos.fixtures.gateway.sse import data_lines, whole_answer
+from aichaos.fixtures.gateway.upstream import UpstreamError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -175,23 +176,21 @@ def test_a_stream_is_read_whole_and_its_connection_reused(run, mode):
     run(main())
 
 
-def test_the_step_one_adapter_gives_chunks_and_ends_at_done(run):
+def test_a_stream_ends_at_done_and_without_it_is_incomplete(run):
     async def main():
         async with upstream() as (server, base, client):
-            opened = await open_stream(client, f"{base}/chunked", BODY, 5.0, 1.0, 5.0, "x-1")
-            words = [c.content for c in opened.head]
-            async for chunks in opened.rest():
-                words += [c.content for c in chunks]
-            await opened.aclose()
-            assert "".join(words) == "".join(WORDS)
+            opened = await stream(client, f"{base}/chunked", request_id="x-1")
+            text, _, _, _ = whole_answer(data_lines([await read_all(opened)]))
+            opened.close()
+            assert text == "".join(WORDS)
             assert server.requests == ["x-1"] and idle(client) == 1
-            opened = await open_stream(client, f"{base}/no-done", BODY, 5.0, 1.0, 5.0)
+            opened = await stream(client, f"{base}/no-done")
             with pytest.raises(UpstreamError) as caught:
-                async for _ in opened.rest():
+                async for _ in opened.blocks():
                     pass
             assert caught.value.kind == "incomplete_stream"
             assert "without [DONE]" in str(caught.value)
-            await opened.aclose()
+            opened.close()
 
     run(main())
 
