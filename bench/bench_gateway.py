@@ -9,7 +9,7 @@ gateway on core 0; simulator and client on core 1 in both cases.
 
 Gateway CPU: user + system time of the gateway process and its children (psutil), read just
 before and just after each round. Around a direct round the gateway is idle; that idle cost
-(uvicorn's timers, a few ms a second) is subtracted from the round through it that follows,
+(its timers, a few ms a second) is subtracted from the round through it that follows,
 for the per-request and per-event figures. The client counts the requests it completed and
 the events (``data:`` lines) it received. With two or more answer lengths (``--tokens 5,40``)
 each level solves ``cpu = a·requests + b·events`` over the lengths (least squares; exact for
