@@ -5,7 +5,7 @@
     python bench/bench_capacity.py --gateway-rev 7efc357   # the same with the gateway of a
                                                            # past commit (before / after)
 
-Each rate is one `aichaos run` of the built-in `steady` scenario (Poisson arrivals, chat
+Each rate is one `aichaos run --experiment none` of the built-in `steady` scenario (Poisson, chat
 streams of 32-128 tokens after a ~200-token RAG prompt) at that constant rate, on the
 default embedded topology with the gateway's rate limits and load shedding raised out of
 the way (so they do not decide the figure), evaluated against the `default` SLO spec (TTFT
@@ -107,7 +107,8 @@ def meets(row: dict) -> bool:
 def step(work: Path, topo: Path, rps: float, seconds: float) -> dict:
     out = work / f"runs-{rps:g}"
     cmd = [AICHAOS, "run", "--scenario", str(scenario(work, rps, seconds)), "--topology",
-           str(topo), "--slo", "default", "--ci", "--out", str(out)]  # fmt: skip
+           str(topo), "--experiment", "none", "--slo", "default", "--ci",
+           "--out", str(out)]  # fmt: skip
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
                           timeout=seconds + MARGIN_S)  # fmt: skip
