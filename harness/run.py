@@ -357,15 +357,15 @@ class GameDay:
 
     def _show_progress(self, end: float) -> None:
         now = time.time()
-        fault = None
-        if self.chaos is not None:
-            active = [w for w in self.chaos.windows() if w.end is None]
-            fault = active[-1].name if active else None
+        # read once a tick: the windows come from events.jsonl
+        windows = self.chaos.windows() if self.chaos is not None else []
+        active = [w for w in windows if w.end is None]
+        fault = active[-1].name if active else None
         if now < self.t0 + self.plan.scenario.warmup_s:
             phase = "warm-up"
         elif fault:
             phase = "fault"
-        elif self.chaos is not None and self.chaos.windows():
+        elif windows:
             phase = "recovery"
         else:
             phase = "baseline"
