@@ -92,9 +92,11 @@ def test_token_bucket_limits_per_minute_and_says_when():
 
 def test_shedder_drops_free_first_and_enterprise_last():
     shed = Shedder({"free": 2, "pro": 4, "enterprise": 8})
-    shed.in_flight = 3
+    for _ in range(3):
+        shed.enter()
     assert not shed.admit("free") and shed.admit("pro") and shed.admit("enterprise")
-    shed.in_flight = 6
+    for _ in range(3):
+        shed.enter()
     assert not shed.admit("pro") and shed.admit("enterprise")
 
 
