@@ -2,10 +2,21 @@
 
 One fixed-latency simulator (100 ms TTFT, no contention, so any difference is the gateway's),
 one gateway in front of it (no retriever: retrieval is excluded, rate limits and shedding set
-out of the way, every prompt unique so the cache never answers). A load client keeps N
-streams busy (5 tokens each, re-issued when done) first straight at the simulator, then
-through the gateway, alternating for 3 rounds; TTFT = send → first content chunk. Processes:
-gateway on core 0; simulator and client on core 1 in both cases.
+out of the way, every prompt unique so the cache never answers: it carries the request id,
+unique over the whole run). A load client keeps N streams busy (5 tokens each, re-issued when
+done) first straight at the simulator, then through the gateway, alternating for 3 rounds;
+TTFT = send → first content chunk. Processes: gateway on core 0; simulator and client on core 1
+in both cases. "Added" TTFT p50 / p99 = the percentile through the gateway minus direct's.
+
+Net added: at 200 streams the simulator and the client saturate core 1, so the simulator
+serves late and direct TTFT itself is inflated; "added p99" then compares two saturated runs
+(noisy, even negative). So every request carries an ``X-Request-Id`` (the gateway forwards it
+upstream unchanged), the simulator logs the TTFT it served for it (``--request-log``), and net
+TTFT = client TTFT − served TTFT, request by request, as ``bench_llm_proxy.py`` nets it: the
+path without the simulator's own lateness. Direct, that is loopback and the client; through
+the gateway, also the gateway and its two hops. ``net_added_p50_ms`` / ``net_added_p99_ms`` =
+the net percentile through the gateway minus direct's; ``timed`` and ``matched`` (direct,
+gateway) count the requests with a TTFT and those of them found in the simulator's log.
 
 Gateway CPU: user + system time of the gateway process and its children (psutil), read just
 before and just after each round. Around a direct round the gateway is idle; that idle cost
@@ -46,24 +57,28 @@ shed_in_flight: {free: 100000, pro: 100000, enterprise: 100000}
 """
 
 
-async def measure(url: str, streams: int, seconds: float, max_tokens: int) -> dict:
-    """Keep ``streams`` streams busy for ``seconds``; TTFTs plus what was asked and received."""
-    ttfts: list[float] = []
+async def measure(url: str, streams: int, seconds: float, max_tokens: int, prefix: str) -> dict:
+    """Keep ``streams`` streams busy for ``seconds``; TTFTs by request id (``prefix`` + a
+    number) plus what was asked and received."""
+    ttfts: dict[str, float] = {}
     counts = {"requests": 0, "events": 0, "errors": 0}
     stop_at = time.monotonic() + seconds
     counter = iter(range(10**9))
 
     async def one(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < stop_at:
+            rid = f"{prefix}{next(counter)}"
             body = {
-                "messages": [{"role": "user", "content": f"question {next(counter)}"}],
+                "messages": [{"role": "user", "content": f"question {rid}"}],
                 "max_tokens": max_tokens,
                 "ignore_eos": True,
                 "stream": True,
             }
             sent = time.perf_counter()
             async with session.post(
-                f"{url}/v1/chat/completions", json=body, headers={"X-Tier": "enterprise"}
+                f"{url}/v1/chat/completions",
+                json=body,
+                headers={"X-Tier": "enterprise", "X-Request-Id": rid},
             ) as resp:
                 first = None
                 events = 0
@@ -75,7 +90,7 @@ async def measure(url: str, streams: int, seconds: float, max_tokens: int) -> di
                 counts["requests"] += 1
                 counts["events"] += events
                 if first is not None:
-                    ttfts.append(first)
+                    ttfts[rid] = first
                 if first is None or resp.status != 200:
                     counts["errors"] += 1
 
@@ -91,11 +106,11 @@ async def measure(url: str, streams: int, seconds: float, max_tokens: int) -> di
 def client_main(args) -> None:
     import uvloop
 
-    result = uvloop.run(measure(args.url, args.streams, args.seconds, args.max_tokens))
+    result = uvloop.run(measure(args.url, args.streams, args.seconds, args.max_tokens, args.prefix))
     print(json.dumps(result))
 
 
-def run_client(url: str, streams: int, seconds: float, max_tokens: int) -> dict:
+def run_client(url: str, streams: int, seconds: float, max_tokens: int, prefix: str) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -108,11 +123,30 @@ def run_client(url: str, streams: int, seconds: float, max_tokens: int) -> dict:
         str(seconds),
         "--max-tokens",
         str(max_tokens),
+        "--prefix",
+        prefix,
     ]
     out = subprocess.run(
         pinned(1, cmd), capture_output=True, text=True, check=True, timeout=seconds + 120
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def net_since(log: Path, offset: int, ttfts: dict[str, float]) -> list[float]:
+    """Net TTFTs of one client run: its TTFT minus the TTFT the simulator served for the same
+    request id (``net_ttfts`` of bench_llm_proxy.py), from the ``--request-log`` lines written
+    after ``offset``. The simulator writes a request's line when its stream has ended, so this
+    waits (at most 10 s) until every id is there."""
+    from bench_llm_proxy import net_ttfts
+
+    from aichaos.scenarios.calibrate import read_served
+
+    served = read_served(log, offset)
+    deadline = time.monotonic() + 10
+    while not ttfts.keys() <= served.keys() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        served = read_served(log, offset)
+    return net_ttfts(ttfts, served)
 
 
 def tree_cpu_s(proc) -> float:
@@ -161,18 +195,27 @@ def ms(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
+def compare(row: dict, label: str, direct: list[float], via: list[float]) -> None:
+    """p50 and p99 direct and through the gateway, and what the gateway adds, into ``row``."""
+    for q in (50, 99):
+        d, v = pct(direct, q), pct(via, q)
+        row[f"{label}direct_p{q}_ms"] = ms(d)
+        row[f"{label}gateway_p{q}_ms"] = ms(v)
+        row[f"{label}added_p{q}_ms"] = ms(None if d is None or v is None else v - d)
+
+
 def summarize(tokens: int, direct: list[dict], via: list[dict]) -> dict:
-    """One answer length at one level: TTFTs, counts and the gateway's CPU over every round."""
-    d_ttft = [t for r in direct for t in r["ttfts"]]
-    v_ttft = [t for r in via for t in r["ttfts"]]
+    """One answer length at one level: TTFTs, net TTFTs, counts and the gateway's CPU over
+    every round."""
     row: dict = {"tokens": tokens}
     for key in ("requests", "events", "errors"):
         row[key] = [sum(r[key] for r in direct), sum(r[key] for r in via)]
-    for q in (50, 99):
-        d, v = pct(d_ttft, q), pct(v_ttft, q)
-        row[f"direct_p{q}_ms"] = ms(d)
-        row[f"gateway_p{q}_ms"] = ms(v)
-        row[f"added_p{q}_ms"] = ms(None if d is None or v is None else v - d)
+    ttfts = [[t for r in runs for t in r["ttfts"].values()] for runs in (direct, via)]
+    nets = [[t for r in runs for t in r["net"]] for runs in (direct, via)]
+    compare(row, "", *ttfts)
+    compare(row, "net_", *nets)
+    row["timed"] = [len(t) for t in ttfts]
+    row["matched"] = [len(t) for t in nets]
     cpu = sum(r["gateway_cpu_s"] for r in via)
     idle = sum(r["gateway_cpu_s"] for r in direct)
     row["gateway_cpu_s"] = round(cpu, 3)
@@ -223,6 +266,7 @@ def print_table(rows: list[dict]) -> None:
     print(
         f"{'streams':>7} {'tokens':>6} {'requests d/g':>13} {'events g':>9} {'err g':>5} "
         f"{'p50 d/g ms':>15} {'+p50':>7} {'p99 d/g ms':>15} {'+p99':>8} "
+        f"{'+net p50':>8} {'+net p99':>8} "
         f"{'gw cpu s':>8} {'idle s':>6} {'busy':>5} {'us/req all-in':>13}",
         file=out,
     )
@@ -235,6 +279,7 @@ def print_table(rows: list[dict]) -> None:
                 f"{fmt(b['added_p50_ms'], 7)} "
                 f"{pair(b['direct_p99_ms'], b['gateway_p99_ms'], 15)} "
                 f"{fmt(b['added_p99_ms'], 8)} "
+                f"{fmt(b['net_added_p50_ms'], 8)} {fmt(b['net_added_p99_ms'], 8)} "
                 f"{b['gateway_cpu_s']:>8} {b['gateway_idle_cpu_s']:>6} {b['gateway_busy']:>5} "
                 f"{fmt(b['cpu_us_per_request_all_in'], 13)}",
                 file=out,
@@ -256,20 +301,26 @@ def print_table(rows: list[dict]) -> None:
             )
 
 
-def run_level(sim_url: str, gw_url: str, gw_proc, streams: int, lengths: list[int], args) -> dict:
-    """Alternate direct and via rounds at one level, every answer length in each round."""
+def run_level(
+    sim_url: str, gw_url: str, gw_proc, streams: int, lengths: list[int], args, log: Path
+) -> dict:
+    """Alternate direct and via rounds at one level, every answer length in each round; net
+    each client run's TTFTs against what the simulator logged (``log``) while it ran."""
     direct: dict[int, list[dict]] = {t: [] for t in lengths}
     via: dict[int, list[dict]] = {t: [] for t in lengths}
     rounds = []
-    for _ in range(args.rounds):
+    for n in range(args.rounds):
         this_round = []
         for tokens in lengths:
             got = {}
             for name, url in (("direct", sim_url), ("via", gw_url)):
+                offset = log.stat().st_size
+                prefix = f"{name}-{streams}-{n}-{tokens}-"  # request ids unique over the run
                 before = tree_cpu_s(gw_proc)
-                got[name] = run_client(url, streams, args.seconds, tokens)
+                got[name] = run_client(url, streams, args.seconds, tokens, prefix)
                 # around a direct round this is the gateway's idle cost over as long a time
                 got[name]["gateway_cpu_s"] = tree_cpu_s(gw_proc) - before
+                got[name]["net"] = net_since(log, offset, got[name]["ttfts"])
             direct[tokens].append(got["direct"])
             via[tokens].append(got["via"])
             net = got["via"]["gateway_cpu_s"] - got["direct"]["gateway_cpu_s"]
@@ -288,6 +339,7 @@ def main() -> None:
     c.add_argument("--streams", type=int, required=True)
     c.add_argument("--seconds", type=float, required=True)
     c.add_argument("--max-tokens", type=int, required=True)
+    c.add_argument("--prefix", default="", help="of every request id")
     parser.add_argument("--levels", default="50,200")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -308,18 +360,21 @@ def main() -> None:
     if args.rounds < 1 or not lengths or min(lengths) < 1:
         parser.error("--rounds and every --tokens length must be at least 1")
     sim_port, gw_port = free_port(), free_port()
-    sim_cmd = [
-        sys.executable,
-        "-m",
-        "aichaos.fixtures.llm_sim",
-        "serve",
-        "--port",
-        str(sim_port),
-        "--profile",
-        "fixed-latency",
-    ]
-    sim = Server(sim_cmd, sim_port, core=1)
     with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "served.jsonl"
+        sim_cmd = [
+            sys.executable,
+            "-m",
+            "aichaos.fixtures.llm_sim",
+            "serve",
+            "--port",
+            str(sim_port),
+            "--profile",
+            "fixed-latency",
+            "--request-log",
+            str(log),
+        ]
+        sim = Server(sim_cmd, sim_port, core=1)
         cfg = Path(tmp) / "gateway.yaml"
         cfg.write_text(GATEWAY_CONFIG)
         gw_cmd = [
@@ -346,7 +401,7 @@ def main() -> None:
         try:
             rows = []
             for streams in [int(x) for x in args.levels.split(",")]:
-                row = run_level(sim.url, gw.url, gw_proc, streams, lengths, args)
+                row = run_level(sim.url, gw.url, gw_proc, streams, lengths, args, log)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             print_table(rows)
