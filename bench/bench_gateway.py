@@ -14,9 +14,13 @@ serves late and direct TTFT itself is inflated; "added p99" then compares two sa
 upstream unchanged), the simulator logs the TTFT it served for it (``--request-log``), and net
 TTFT = client TTFT − served TTFT, request by request, as ``bench_llm_proxy.py`` nets it: the
 path without the simulator's own lateness. Direct, that is loopback and the client; through
-the gateway, also the gateway and its two hops. ``net_added_p50_ms`` / ``net_added_p99_ms`` =
-the net percentile through the gateway minus direct's; ``timed`` and ``matched`` (direct,
-gateway) count the requests with a TTFT and those of them found in the simulator's log.
+the gateway, also the gateway and its two hops. ``gw_first_token_delay_p{50,99}_ms_at_most``
+is the gateway's own view of its share on the way back (``gateway_first_token_delay_seconds``,
+first token read from the simulator to written to the client, scraped around each round
+through it): the bound of the histogram bucket holding that percentile.
+``net_added_p50_ms`` / ``net_added_p99_ms`` = the net percentile through the gateway minus
+direct's; ``timed`` and ``matched`` (direct, gateway) count the requests with a TTFT and those
+of them found in the simulator's log.
 
 Gateway CPU: user + system time of the gateway process and its children (psutil), read just
 before and just after each round. Around a direct round the gateway is idle; that idle cost
@@ -149,6 +153,32 @@ def net_since(log: Path, offset: int, ttfts: dict[str, float]) -> list[float]:
     return net_ttfts(ttfts, served)
 
 
+def delay_counts(gw_url: str) -> dict[float, float]:
+    """The gateway's ``gateway_first_token_delay_seconds``: cumulative count per bucket bound."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{gw_url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        float(s.labels["le"]): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "gateway_first_token_delay_seconds_bucket"
+    }
+
+
+def bucket_pct_ms(counts: dict[float, float], q: int) -> float | None:
+    """The bound (ms) of the first bucket holding the q-th percentile: the percentile is at most
+    this."""
+    total = counts.get(float("inf"), 0.0)
+    if not total:
+        return None
+    bound = next(b for b in sorted(counts) if counts[b] >= total * q / 100)
+    return bound * 1000 if bound != float("inf") else None
+
+
 def tree_cpu_s(proc) -> float:
     """User + system CPU seconds of ``proc``, its reaped children and its live descendants."""
     import psutil
@@ -214,6 +244,9 @@ def summarize(tokens: int, direct: list[dict], via: list[dict]) -> dict:
     nets = [[t for r in runs for t in r["net"]] for runs in (direct, via)]
     compare(row, "", *ttfts)
     compare(row, "net_", *nets)
+    delay = {b: sum(r["delay"][b] for r in via) for b in via[0]["delay"]}
+    for q in (50, 99):  # the gateway's own view: first token read -> written, bucket bounds
+        row[f"gw_first_token_delay_p{q}_ms_at_most"] = bucket_pct_ms(delay, q)
     row["timed"] = [len(t) for t in ttfts]
     row["matched"] = [len(t) for t in nets]
     cpu = sum(r["gateway_cpu_s"] for r in via)
@@ -266,7 +299,7 @@ def print_table(rows: list[dict]) -> None:
     print(
         f"{'streams':>7} {'tokens':>6} {'requests d/g':>13} {'events g':>9} {'err g':>5} "
         f"{'p50 d/g ms':>15} {'+p50':>7} {'p99 d/g ms':>15} {'+p99':>8} "
-        f"{'+net p50':>8} {'+net p99':>8} "
+        f"{'+net p50':>8} {'+net p99':>8} {'gw p99<=':>8} "
         f"{'gw cpu s':>8} {'idle s':>6} {'busy':>5} {'us/req all-in':>13}",
         file=out,
     )
@@ -280,6 +313,7 @@ def print_table(rows: list[dict]) -> None:
                 f"{pair(b['direct_p99_ms'], b['gateway_p99_ms'], 15)} "
                 f"{fmt(b['added_p99_ms'], 8)} "
                 f"{fmt(b['net_added_p50_ms'], 8)} {fmt(b['net_added_p99_ms'], 8)} "
+                f"{fmt(b['gw_first_token_delay_p99_ms_at_most'], 8)} "
                 f"{b['gateway_cpu_s']:>8} {b['gateway_idle_cpu_s']:>6} {b['gateway_busy']:>5} "
                 f"{fmt(b['cpu_us_per_request_all_in'], 13)}",
                 file=out,
@@ -316,10 +350,13 @@ def run_level(
             for name, url in (("direct", sim_url), ("via", gw_url)):
                 offset = log.stat().st_size
                 prefix = f"{name}-{streams}-{n}-{tokens}-"  # request ids unique over the run
+                delays = delay_counts(gw_url)
                 before = tree_cpu_s(gw_proc)
                 got[name] = run_client(url, streams, args.seconds, tokens, prefix)
                 # around a direct round this is the gateway's idle cost over as long a time
                 got[name]["gateway_cpu_s"] = tree_cpu_s(gw_proc) - before
+                after = delay_counts(gw_url)
+                got[name]["delay"] = {b: after[b] - delays.get(b, 0.0) for b in after}
                 got[name]["net"] = net_since(log, offset, got[name]["ttfts"])
             direct[tokens].append(got["direct"])
             via[tokens].append(got["via"])

@@ -63,6 +63,7 @@ def test_openai_sdk_streams_through_the_gateway(start_sim, two_replicas):
     chunks = list(raw.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 6 and chunks[-1].usage.completion_tokens == 6
+    assert gauge(gw.url, "gateway_first_token_delay_seconds_count") == 1
 
 
 def test_a_request_id_reaches_the_replica_and_comes_back(start_sim, tmp_path):
