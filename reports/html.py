@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 import aichaos
-from aichaos.reports import charts, fmt, tables
+from aichaos.reports import charts, fmt, tables, trend
 from aichaos.reports.journal import journal_view
 from aichaos.reports.rundata import RunData
 from aichaos.rundir import FaultProxy
@@ -97,9 +97,11 @@ def render_html(run: RunData) -> str:
     timeline = charts.timeline_figures(series)
     server = charts.server_figures(series)
     cdfs = charts.cdf_figures(series)
+    history = slo.history if slo else None
+    trends = trend.trend_panels(history) if history else []
     figures = {
         p["id"]: {**p["figure"], "timeline": bool(p.get("timeline"))}
-        for p in (*timeline, *server, *cdfs)
+        for p in (*timeline, *server, *cdfs, *trends)
         if "figure" in p
     }
     for p in server:
@@ -130,6 +132,9 @@ def render_html(run: RunData) -> str:
         "server_checks": slo.server if slo else [],
         "comparison": slo.comparison if slo else None,
         "comparison_rows": tables.comparison_rows(slo.comparison) if slo and slo.comparison else [],
+        "history": history,
+        "trend_panels": trends,
+        "trend_rows": trend.trend_rows(history) if history else [],
         "timeline": timeline,
         "server_panels": server,
         "cdf_panels": cdfs,

@@ -90,6 +90,8 @@ def exit_code(result: SloResult) -> int:
         return exits.NOT_COMPLETED
     if result.comparison is not None and result.comparison.verdict == "fail":
         return exits.SLO_FAILED
+    if result.history is not None and result.history.verdict == "regression":
+        return exits.SLO_FAILED  # a change point at the newest run, worse beyond the threshold
     if result.verdict == "inconclusive":
         return exits.INCONCLUSIVE
     return exits.OK if result.verdict in ("pass", "warn") else exits.SLO_FAILED

@@ -10,8 +10,8 @@ reads the same, and a result written now is byte for byte what the dict it repla
 A field the evaluator always writes but an older (or hand-written) slo.json may lack has a
 default standing for "not recorded"; a few keys the evaluator writes only when they apply
 (``recorded_verdict`` / ``recorded_score``, an objective's ``promql``, the percentiles of an
-empty sample, a comparison's ``new`` and ``alpha``) are left out of the file when absent, as
-they always were.
+empty sample, a comparison's ``new`` and ``alpha``, the baseline ``history``) are left out of
+the file when absent, as they always were.
 """
 
 from __future__ import annotations
@@ -279,6 +279,60 @@ class Comparison(_Part):
     changes: list[Change] = []
 
 
+class HistoryPoint(_Part):
+    """One run's value of a key objective in a baseline history (``history.py``)."""
+
+    run_id: str
+    started_at: float | None = None  # epoch seconds, from the run's run.json
+    value: float
+
+
+class ChangePoint(_Part):
+    """Where a series' mean shifted, as Apache Otava's E-Divisive test found it."""
+
+    index: int  # the first point of the new regime, in the series' points
+    run_id: str
+    p_value: float
+    before: float  # mean of the regime before the change
+    after: float  # mean of the regime from the change on
+    rel_change: float | None  # after / before - 1; None when before is 0
+    abs_change: float
+    direction: Literal["worse", "better"]
+    beyond_threshold: bool  # beyond the spec's regression threshold
+    regression: bool  # worse, beyond the threshold and at the newest run
+
+
+class HistorySeries(_Part):
+    """One key objective in one phase (and tier) across the kept runs and the newest one."""
+
+    id: str  # the objective row's id: objective@phase[/tier]
+    objective: str
+    sli: str
+    phase: str
+    tier: str | None = None
+    unit: str
+    op: Op  # the good side: for <= and < a rise is worse, for >= and > a fall
+    threshold: float  # the spec's regression threshold
+    threshold_kind: Literal["relative", "absolute"]
+    points: list[HistoryPoint] = []  # oldest to newest, runs without a value left out
+    missing: list[str] = []  # runs with no value for this objective
+    change_points: list[ChangePoint] = []
+    verdict: Literal["ok", "regression", "too_few_runs"]
+
+
+class History(_Part):
+    """Change points over a baseline directory's kept runs, the newest run last."""
+
+    baseline: str
+    newest: str  # the run id of the newest point
+    runs: int  # points in the history, the newest included
+    min_points: int
+    max_pvalue: float
+    verdict: Literal["ok", "regression"]
+    series: list[HistorySeries] = []
+    notes: list[str] = []
+
+
 class SloResult(_Part):
     """slo.json. ``score`` is None when nothing could be judged or the run did not complete;
     then ``recorded_verdict`` and ``recorded_score`` keep what its recorded objectives said."""
@@ -309,6 +363,8 @@ class SloResult(_Part):
     prompt_lengths: PromptLengths | None = None
     server: list[ServerCheck] = []
     comparison: Comparison | None = None
+    # the change points over the baseline history (``history.py``); absent when not analysed
+    history: History | None = Field(None, exclude_if=_absent)
     completion: Completion | None = None  # how a run that did not complete ended
     recorded_verdict: Verdict | None = None
     recorded_score: float | None = None
