@@ -6,6 +6,11 @@ time however many are in flight. A request that cannot go out on time still goes
 as possible, and its record keeps both t_scheduled and t_sent: lateness is measured, nothing is
 dropped. Closed-loop mode instead keeps a fixed number of requests in flight.
 
+A conversation starts at its first turn's arrival; each later turn goes out its think time
+after the previous answer came (its ``t_scheduled``), on the same greenlet, carrying the
+questions and answers so far (``conversation``). A turn that would go out after the run's
+duration, or after a failed turn, is not sent.
+
 gevent only: this module is imported in Locust processes, never in aichaos's asyncio parts.
 """
 
@@ -18,10 +23,12 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.pool
+import numpy as np
 
 from aichaos.rundir import RequestRecord
 
-from .payload import build_request
+from .conversation import AnswerCounter, Conversation
+from .payload import build_request, prompt_fields, prompt_parts
 from .schedule import Schedule
 from .spec import Scenario
 from .stopwatch import Planned, new_record, timed_request
@@ -53,7 +60,8 @@ class Dispatcher:
     def __init__(self, scenario: Scenario, schedule: Schedule, client: Any, worker: str,
                  t0: float, on_record: Callable[[RequestRecord], None],
                  on_locust_event: Callable[[dict[str, Any]], None] | None = None,
-                 model: str | None = None, id_prefix: str = "") -> None:  # fmt: skip
+                 model: str | None = None, id_prefix: str = "",
+                 target_url: str = "") -> None:  # fmt: skip
         self.scenario = scenario
         self.schedule = schedule
         self.client = client
@@ -70,6 +78,9 @@ class Dispatcher:
         self.tiers = {t.name: t for t in scenario.tier_list}
         # one anchor, taken once: t_sent and sleeping both run on perf_counter from here on
         self.perf_t0 = time.perf_counter() + (t0 - time.time())
+        self.next_turn = schedule.turn_links()[1]
+        self.target_url = target_url
+        self.answers: AnswerCounter | None = None
 
     def run(self) -> None:
         try:
@@ -77,7 +88,9 @@ class Dispatcher:
                 self._closed_loop()
             else:
                 self._open_loop()
-            self.pool.join(timeout=self.scenario.target.timeout_s + 5.0)
+            # a conversation's turns may still be due until the run's end
+            left = max(0.0, self.perf_t0 + self.scenario.duration_s - time.perf_counter())
+            self.pool.join(timeout=left + self.scenario.target.timeout_s + 5.0)
         finally:
             self.pool.kill(block=True, timeout=5)
             self.finished.set()
@@ -87,18 +100,21 @@ class Dispatcher:
 
     def _open_loop(self) -> None:
         times = self.schedule.t
-        perf_t0 = self.perf_t0
-        perf = time.perf_counter
-        for i in range(len(times)):
-            due = perf_t0 + times[i]
-            while True:
-                wait = due - perf()
-                if wait <= 0 or self.stopping.is_set():
-                    break
-                gevent.sleep(wait - _SPIN_S if wait > 2 * _SPIN_S else 0)
-            if self.stopping.is_set():
+        # a conversation's later turns follow its answers (``_send``), not the clock
+        for i in np.nonzero(self.schedule.turn <= 1)[0]:
+            if not self._sleep_until(self.perf_t0 + times[i]):
                 return
-            self.pool.spawn(self._send, i, self.t0 + times[i])
+            self.pool.spawn(self._send, int(i), self.t0 + times[i])
+
+    def _sleep_until(self, due: float) -> bool:
+        """Until ``due`` (perf_counter); False when the load was stopped meanwhile."""
+        perf = time.perf_counter
+        while not self.stopping.is_set():
+            wait = due - perf()
+            if wait <= 0:
+                return True
+            gevent.sleep(wait - _SPIN_S if wait > 2 * _SPIN_S else 0)
+        return False
 
     def _closed_loop(self) -> None:
         end = self.perf_t0 + self.scenario.duration_s
@@ -122,20 +138,42 @@ class Dispatcher:
         self.pool.join()
 
     def _send(self, i: int, t_scheduled: float) -> None:
+        """Arrival ``i``; when it starts a conversation, its later turns after it."""
+        conversation = Conversation()
+        while True:
+            record = self._request(i, t_scheduled, conversation)
+            following = int(self.next_turn[i])
+            if following < 0 or record["status"] != "ok":
+                return
+            # the next question comes its think time after this answer came
+            done = record["t_sent"] + record["done_s"]
+            t_scheduled = done + float(self.schedule.think[following])
+            if t_scheduled - self.t0 >= self.scenario.duration_s:
+                return
+            if not self._sleep_until(self.perf_t0 + (t_scheduled - self.t0)):
+                return
+            i = following
+
+    def _request(self, i: int, t_scheduled: float, conversation: Conversation) -> RequestRecord:
         s = self.schedule
         tier = self.tiers[s.tier_names[s.tier[i]]]
         rid = f"{self.id_prefix}-{s.index[i]}"
         if self.scenario.mode == "closed":
             rid = f"{rid}-{self.counters.sent}"
         sized = s.sizes
-        planned = Planned(rid, tier.name, t_scheduled, int(s.prompt_tokens[i]),
+        prompt_tokens = int(s.prompt_tokens[i]) + conversation.drift
+        max_tokens, capped = self._fit(prompt_tokens, int(s.output_tokens[i]))
+        session = f"{self.id_prefix}-s{s.session_id[i]}" if s.session_id[i] >= 0 else None
+        planned = Planned(rid, tier.name, t_scheduled, prompt_tokens,
                           sized.source if sized is not None else "estimate",
-                          bool(sized.capped[i]) if sized is not None else False)  # fmt: skip
+                          capped or (bool(sized.capped[i]) if sized is not None else False),
+                          session, int(s.turn[i]) if session else None)  # fmt: skip
         record = new_record(planned, self.worker, self.scenario.name)
-        body, headers = build_request(
-            self.scenario.target, tier, s, i, self.scenario.seed, self.model
-        )
+        shared, question = prompt_parts(s, i, self.scenario.seed)
+        prompt = prompt_fields(self.scenario.target.chat, shared, question, conversation.history)
+        body, headers = build_request(self.scenario.target, tier, prompt, max_tokens, self.model)
         headers["X-Request-Id"] = rid  # so server logs and traces name the same request
+        answer: list[str] | None = [] if self.next_turn[i] >= 0 else None
         self.counters.sent += 1
         try:
             timed_request(
@@ -148,6 +186,7 @@ class Dispatcher:
                 self.scenario.target.timeout_s,
                 record,
                 (self.perf_t0, self.t0),
+                answer,
             )
         except gevent.GreenletExit:
             record["error_kind"] = "incomplete_stream"
@@ -155,6 +194,30 @@ class Dispatcher:
             self._finish(record)
             raise
         self._finish(record)
+        if answer is not None and record["status"] == "ok":
+            self._remember(conversation, i, question, "".join(answer), record)
+        return record
+
+    def _fit(self, prompt_tokens: int, max_tokens: int) -> tuple[int, bool]:
+        """max_tokens within the target's context after the prompt (a conversation whose
+        answers came out longer than planned); whether it had to be cut."""
+        sized = self.schedule.sizes
+        limit = sized.max_model_len if sized is not None else None
+        if limit is None or prompt_tokens + max_tokens <= limit:
+            return max_tokens, False
+        return max(limit - prompt_tokens, 1), True
+
+    def _remember(self, conversation: Conversation, i: int, question: str, answer: str,
+                  record: RequestRecord) -> None:  # fmt: skip
+        """The turn's question and answer join the conversation's history, the answer's
+        length counted in the target's tokens."""
+        sized = self.schedule.sizes
+        if self.answers is None:
+            source = sized.source if sized is not None else "estimate"
+            self.answers = AnswerCounter(source, self.target_url, self.model, self.scenario)
+        tokens = self.answers.tokens(answer, record["output_tokens"])
+        planned = sized.answer_tokens[i] if sized is not None else self.schedule.output_tokens[i]
+        conversation.add(question, answer, tokens, int(planned))
 
     def _finish(self, record: RequestRecord) -> None:
         c = self.counters

@@ -247,6 +247,7 @@ class Share:
             locust_stats_event(self.env),
             model=model,
             id_prefix=self.worker,
+            target_url=self.cfg.target_url,
         )
         if time.time() > self.t0 + 0.05:
             print(f"{self.worker}: started {time.time() - self.t0:.2f}s after t0", file=sys.stderr)

@@ -33,29 +33,34 @@ class PromptSizes:
     own_words: np.ndarray  # int64
     own_fill: np.ndarray  # int64
     prefix_words: np.ndarray  # int64, words of the shared system prompt
-    context_words: np.ndarray  # int64, words of the earlier turns
+    # a conversation's turn is planned with a stand-in answer of its max_tokens: its words
+    # and what they cost; the real answer's cost is counted when it came (``conversation``)
+    answer_words: np.ndarray  # int64
+    answer_tokens: np.ndarray  # int64
     capped: np.ndarray  # bool: lengths cut to fit the target's max_model_len
     block_words: list[list[int]] | None = None  # per Mooncake block of each arrival
+    max_model_len: int | None = None  # the target's context, when it said
 
     def take(self, idx: np.ndarray) -> PromptSizes:
         blocks = [self.block_words[i] for i in idx] if self.block_words is not None else None
         arrays = {name: getattr(self, name)[idx] for name in _SIZE_ARRAYS}
-        return PromptSizes(self.source, self.filler, block_words=blocks, **arrays)
+        return PromptSizes(self.source, self.filler, block_words=blocks,
+                           max_model_len=self.max_model_len, **arrays)  # fmt: skip
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name).tolist() for name in _SIZE_ARRAYS}
         return {**out, "source": self.source, "filler": self.filler,
-                "block_words": self.block_words}  # fmt: skip
+                "block_words": self.block_words, "max_model_len": self.max_model_len}  # fmt: skip
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> PromptSizes:
         arrays = {name: np.asarray(d[name], dtype=bool if name == "capped" else np.int64)
                   for name in _SIZE_ARRAYS}  # fmt: skip
         return cls(str(d["source"]), str(d["filler"]), block_words=d.get("block_words"),
-                   **arrays)  # fmt: skip
+                   max_model_len=d.get("max_model_len"), **arrays)  # fmt: skip
 
 
-_SIZE_ARRAYS = ("own_words", "own_fill", "prefix_words", "context_words", "capped")
+_SIZE_ARRAYS = ("own_words", "own_fill", "prefix_words", "answer_words", "answer_tokens", "capped")
 
 
 @dataclass
@@ -71,8 +76,9 @@ class Schedule:
     prefix_id: np.ndarray  # int, -1 for none
     prefix_tokens: np.ndarray  # int
     session_id: np.ndarray  # int, -1 for none
-    turn: np.ndarray  # int, 0 for the first
-    context_tokens: np.ndarray  # tokens of earlier turns carried in the prompt
+    turn: np.ndarray  # int, 1 for a conversation's first turn; 0 outside conversations
+    context_tokens: np.ndarray  # planned tokens of the earlier turns (questions and answers)
+    think: np.ndarray  # float64, seconds from the previous turn's answer to this turn
     blocks: list[list[int]] | None = None  # Mooncake hash ids per arrival
     texts: list[str | None] | None = None  # prompt text from a file, per arrival
     index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -93,6 +99,7 @@ class Schedule:
             self.session_id[idx],
             self.turn[idx],
             self.context_tokens[idx],
+            self.think[idx],
             [self.blocks[i] for i in idx] if self.blocks is not None else None,
             [self.texts[i] for i in idx] if self.texts is not None else None,
             self.index[idx],
@@ -100,8 +107,22 @@ class Schedule:
         )
 
     def split(self, worker: int, workers: int) -> Schedule:
-        """Worker ``worker`` of ``workers`` takes every ``workers``-th arrival."""
-        return self.take(np.arange(worker, len(self), workers))
+        """Worker ``worker`` of ``workers`` takes every ``workers``-th arrival; a conversation
+        stays whole (its history lives in the process that sends it): every ``workers``-th."""
+        key = np.where(self.session_id >= 0, self.session_id, np.arange(len(self)))
+        return self.take(np.nonzero(key % workers == worker)[0])
+
+    def turn_links(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each row, the row of its conversation's previous turn and of its next turn
+        (-1 for none)."""
+        previous = np.full(len(self), -1, dtype=np.int64)
+        following = np.full(len(self), -1, dtype=np.int64)
+        order = np.lexsort((self.turn, self.session_id))
+        a, b = order[:-1], order[1:]
+        same = (self.session_id[a] == self.session_id[b]) & (self.session_id[a] >= 0)
+        same &= self.turn[b] == self.turn[a] + 1
+        previous[b[same]], following[a[same]] = a[same], b[same]
+        return previous, following
 
     def to_wire(self) -> dict[str, Any]:
         """Plain lists (msgpack/JSON-able) for Locust's messaging."""
@@ -116,7 +137,8 @@ class Schedule:
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Schedule:
         arrays = {
-            name: np.asarray(d[name], dtype=float if name == "t" else np.int64) for name in _ARRAYS
+            name: np.asarray(d[name], dtype=float if name in _FLOATS else np.int64)
+            for name in _ARRAYS
         }
         sizes = PromptSizes.from_wire(d["sizes"]) if d.get("sizes") else None
         return cls(tier_names=list(d["tier_names"]), blocks=d.get("blocks"),
@@ -133,8 +155,21 @@ _ARRAYS = (
     "session_id",
     "turn",
     "context_tokens",
+    "think",
     "index",
 )
+_FLOATS = ("t", "think")
+
+
+def earlier_turns(previous: np.ndarray, i: int) -> list[int]:
+    """The rows of the turns before row ``i`` in its conversation, the first turn first
+    (``previous`` from ``Schedule.turn_links``)."""
+    rows: list[int] = []
+    j = int(previous[i])
+    while j >= 0:
+        rows.append(j)
+        j = int(previous[j])
+    return rows[::-1]
 
 
 def build_schedule(scenario: Scenario, sizing: dict[str, Any] | None = None) -> Schedule:
@@ -236,6 +271,7 @@ def _draw(scenario: Scenario) -> Schedule:
         session_id=np.full(n, -1, dtype=np.int64),
         turn=np.zeros(n, dtype=np.int64),
         context_tokens=np.zeros(n, dtype=np.int64),
+        think=np.zeros(n),
         blocks=blocks,
         texts=texts,
         index=np.zeros(n, dtype=np.int64),
@@ -266,34 +302,46 @@ def _noisy_arrivals(scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
 
 
 def _expand_sessions(s: Schedule, scenario: Scenario, rng: np.random.Generator) -> Schedule:
-    """Each arrival starts a session; its later turns follow after the think time, carrying
-    the earlier turns (prompts and answers) as context."""
+    """Each arrival starts a conversation; each later turn follows the previous one by its
+    think time (planned as if answers took no time: the load sends it that long after the
+    answer really came) and asks a question of its own. The questions and answers before it
+    are its planned context; turns planned past the run's end are left out."""
     sessions = scenario.sessions
     assert sessions is not None
-    turns = sessions.turns.sample(rng, len(s))
+    turns = np.maximum(sessions.turns.sample(rng, len(s)), 1)
+    later = int((turns - 1).sum())
+    thinks = iter(sessions.think.sample(rng, later))
+    asks = iter(sessions.prompt_tokens.sample(rng, later)) if sessions.prompt_tokens else None
     rows: dict[str, list] = {k: [] for k in _ARRAYS if k != "index"}
     blocks: list[list[int]] | None = [] if s.blocks is not None else None
     texts: list[str | None] | None = [] if s.texts is not None else None
     for i in range(len(s)):
-        context = 0
-        for turn in range(int(max(turns[i], 1))):
-            t = s.t[i] + turn * sessions.think_s
+        prefix = int(s.prefix_tokens[i])
+        first = max(int(s.prompt_tokens[i]) - prefix, 1)
+        t, context, think, own = float(s.t[i]), 0, 0.0, first
+        for turn in range(1, int(turns[i]) + 1):
+            if turn > 1:
+                think = float(next(thinks))
+                own = int(next(asks)) if asks is not None else first
+                t += think
             if t >= scenario.duration_s:
                 break
             rows["t"].append(t)
             rows["tier"].append(s.tier[i])
-            rows["prompt_tokens"].append(int(s.prompt_tokens[i]) + context)
+            rows["prompt_tokens"].append(prefix + context + own)
             rows["output_tokens"].append(s.output_tokens[i])
             rows["prefix_id"].append(s.prefix_id[i])
-            rows["prefix_tokens"].append(s.prefix_tokens[i])
+            rows["prefix_tokens"].append(prefix)
             rows["session_id"].append(i)
             rows["turn"].append(turn)
             rows["context_tokens"].append(context)
+            rows["think"].append(think)
             if blocks is not None:
                 blocks.append(s.blocks[i])
             if texts is not None:
                 texts.append(s.texts[i])
-            context += int(s.prompt_tokens[i]) + int(s.output_tokens[i])
-    arrays = {k: np.asarray(v, dtype=float if k == "t" else np.int64) for k, v in rows.items()}
+            context += own + int(s.output_tokens[i])
+    arrays = {k: np.asarray(v, dtype=float if k in _FLOATS else np.int64)
+              for k, v in rows.items()}  # fmt: skip
     return Schedule(tier_names=s.tier_names, blocks=blocks, texts=texts,
                     index=np.zeros(len(arrays["t"]), dtype=np.int64), **arrays)  # fmt: skip

@@ -11,12 +11,19 @@ tokens), so the words of any slice of the word pool add up in a cumulative sum a
 of words for a count is one ``searchsorted``; a one-token filler closes the gap where a
 two-token word would step over it. Then every request is counted whole, as it will be sent,
 and its own part is grown or trimmed by the difference, a few rounds at most. Shared parts
-(system prompts, earlier turns, Mooncake blocks) are sized by the costs alone, so they stay
-byte-identical across the requests that share them; the own part absorbs the rest.
+(system prompts, Mooncake blocks) are sized by the costs alone, so they stay byte-identical
+across the requests that share them; the own part absorbs the rest.
+
+A conversation's later turn carries its history: the earlier questions (as sized) and the
+answers, which exist only once the load runs. It is planned with a stand-in answer of each
+earlier turn's max_tokens, its question sized alone, and its length is what that counts
+whole; the load corrects it by what each real answer costs (``conversation``).
 
 Lengths are capped by the target's ``max_model_len`` (``/v1/models``): prompt + max output
-never exceeds it, and a capped arrival is marked in its record. All of this runs in the
-runner's process before t0; the Locust processes only join words (``payload``).
+never exceeds it, and a capped arrival is marked in its record. A conversation is not cut:
+one whose turn would not fit is refused (``InputError``, exit 2) before any request goes out.
+All of this runs in the runner's process before t0; the Locust processes only join words
+(``payload``).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import numpy as np
 
 from aichaos.rundir import InputError
 
-from .payload import MOONCAKE_BLOCK_TOKENS, prompt_fields, prompt_parts
+from .payload import MOONCAKE_BLOCK_TOKENS, planned_history, prompt_fields, prompt_parts
 from .prompts import FILLERS, POOL_IDS, WORDS, count_tokens, pool_start
 from .schedule import PromptSizes, Schedule
 from .spec import Scenario
@@ -52,6 +59,10 @@ class TokenCounter(Protocol):
 
     def count(self, prompts: list[dict[str, Any]]) -> list[int]:
         """Tokens of each prompt (``{"prompt": s}`` or ``{"messages": [...]}``)."""
+        ...
+
+    def count_text(self, text: str) -> int:
+        """Tokens of a bare piece of text (no template, no special tokens)."""
         ...
 
 
@@ -83,6 +94,9 @@ class TokenizeCounter:
         with ThreadPoolExecutor(TOKENIZE_THREADS) as pool:
             return [d["count"] for d in pool.map(self.one, prompts)]
 
+    def count_text(self, text: str) -> int:
+        return int(self.one({"prompt": text, "add_special_tokens": False})["count"])
+
     def close(self) -> None:
         self.client.close()
 
@@ -106,6 +120,9 @@ class TokenizerCounter:
         texts = [_plain(p) for p in prompts]
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
 
+    def count_text(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
 
 class EstimateCounter:
     """No tokenizer: words and punctuation marks, as the simulator counts (approximate)."""
@@ -114,6 +131,9 @@ class EstimateCounter:
 
     def count(self, prompts: list[dict[str, Any]]) -> list[int]:
         return [count_tokens(_plain(p)) for p in prompts]
+
+    def count_text(self, text: str) -> int:
+        return count_tokens(text)
 
 
 def _plain(fields: dict[str, Any]) -> str:
@@ -160,8 +180,18 @@ def probe_target(base_url: str, scenario: Scenario) -> TargetInfo:
 
 def choose_counter(info: TargetInfo, base_url: str, scenario: Scenario) -> TokenCounter:
     if info.tokenize:
-        return TokenizeCounter(base_url, info.model, dict(scenario.target.headers))
+        return counter_for("tokenize", base_url, info.model, scenario)
     if scenario.tokenizer is not None:
+        return counter_for("tokenizer", base_url, info.model, scenario)
+    return EstimateCounter()
+
+
+def counter_for(source: str, base_url: str, model: str | None, scenario: Scenario) -> TokenCounter:
+    """The counter of ``source`` (one of ``LENGTH_SOURCES``): the sizing's, and the load's when
+    it counts a conversation's answers in the same tokens."""
+    if source == "tokenize":
+        return TokenizeCounter(base_url, model, dict(scenario.target.headers))
+    if source == "tokenizer" and scenario.tokenizer is not None:
         return TokenizerCounter(Path(scenario.tokenizer), scenario.source or "<scenario>")
     return EstimateCounter()
 
@@ -198,6 +228,8 @@ def size_schedule(scenario: Scenario, schedule: Schedule, base_url: str) -> Sizi
         "capped": int(planner.capped.sum()),
         "counted_whole": planner.checked,
         "off_after_sizing": int((planner.counted != planner.prompt).sum()),
+        # a conversation's largest turn, prompt and max_tokens: how close it comes to the context
+        "conversation_peak": planner.conversation_peak(),
         "seconds": round(time.monotonic() - started, 3),
         "notes": notes,
     }
@@ -217,10 +249,14 @@ class Planner:
         self.output = schedule.output_tokens.astype(np.int64).copy()
         self.capped = np.zeros(n, dtype=bool)
         self.counted = np.zeros(n, dtype=np.int64)
+        self.previous, self.following = schedule.turn_links()
+        self.conversation = schedule.session_id >= 0
+        # a conversation's later turns: their length is what their history makes it
+        self.later = schedule.turn > 1
         self.sizes = PromptSizes(
             counter.source, "", np.zeros(n, np.int64), np.zeros(n, np.int64),
-            np.zeros(n, np.int64), np.zeros(n, np.int64), self.capped,
-            [[] for _ in range(n)] if schedule.blocks is not None else None,
+            np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), self.capped,
+            [[] for _ in range(n)] if schedule.blocks is not None else None, max_model_len,
         )  # fmt: skip
         self.s.sizes = self.sizes
 
@@ -228,21 +264,29 @@ class Planner:
         self._measure_words()
         self._cap()
         self._shared_parts()
+        self._stand_in_answers()
+        s = self.s
         own_target = self.prompt - self.overhead - self.shared_tokens
-        self._own_part(own_target, np.arange(len(self.s)))
+        # a later turn's question is as long as drawn; its history comes on top
+        asked = s.prompt_tokens - s.context_tokens - s.prefix_tokens
+        own_target = np.where(self.later, np.maximum(asked, 1), own_target)
+        self._own_part(own_target, np.arange(len(s)))
         # counted whole: every arrival, or an even sample of a very long schedule (a closed
         # loop's pool) whose others keep the words' sums, exact where the costs add up
-        checked = np.unique(np.linspace(0, len(self.s) - 1, min(len(self.s), COUNT_MAX)))
+        checked = np.unique(np.linspace(0, len(s) - 1, min(len(s), COUNT_MAX)))
         checked = checked.astype(np.int64)
+        first = checked[~self.later[checked]]
         self.counted = self.prompt.copy()
         for _ in range(ROUNDS):
-            self.counted[checked] = self._count(checked)
-            off = self.counted != self.prompt
+            self.counted[first] = self._count(first)
+            off = (self.counted != self.prompt) & ~self.later
             if not off.any():
                 break
             own_target = own_target + np.where(off, self.prompt - self.counted, 0)
             self._own_part(own_target, np.nonzero(off)[0])
+        self._later_turns(own_target, checked[self.later[checked]])
         self.checked = len(checked)
+        self._check_conversations()
         self._fit_outputs()
 
     def _measure_words(self) -> None:
@@ -251,9 +295,14 @@ class Planner:
         fills = [f * k for f in FILLERS for k in (1, 2, 3)]
         pieces = ["", *WORDS, *fills]
         prompts = [prompt_fields(self.chat, "", p) for p in pieces]
-        # a shared part of a chat prompt is a system message: its template costs tokens too
-        counts = self.counter.count([*prompts, prompt_fields(self.chat, WORDS[0], "")])
+        # a shared part of a chat prompt is a system message: its template costs tokens too,
+        # and so does each earlier turn of a conversation (a question and an answer message)
+        word = WORDS[0]
+        exchange = prompt_fields(self.chat, "", word, [(word, word)])
+        counts = self.counter.count([*prompts, prompt_fields(self.chat, word, ""), exchange])
         self.overhead = counts[0]
+        word_cost = counts[1] - counts[0]
+        self.exchange_overhead = max(counts.pop() - counts[1] - 2 * word_cost, 0)
         self.shared_overhead = max(counts.pop() - counts[1], 0)
         costs = np.maximum(np.asarray(counts[1 : 1 + len(WORDS)]) - counts[0], 1)
         fill_costs = np.asarray(counts[1 + len(WORDS) :]).reshape(len(FILLERS), 3) - counts[0]
@@ -279,7 +328,7 @@ class Planner:
         if not self.limit:
             return
         limit = int(self.limit)
-        over = self.prompt + self.output > limit
+        over = (self.prompt + self.output > limit) & ~self.conversation  # never cut: refused
         self.output[over] = np.minimum(self.output[over], max(limit // 2, 1))
         self.prompt[over] = np.maximum(limit - self.output[over], 1)
         self.capped |= over
@@ -302,16 +351,51 @@ class Planner:
                 want = min(int(s.prefix_tokens[i]), int(room[i]))
                 w, used = self._words(f"{seed}-prefix-{s.prefix_id[i]}", want)
                 self.sizes.prefix_words[i] = w
-            if s.session_id[i] >= 0 and s.context_tokens[i] > 0:
-                want = min(int(s.context_tokens[i]), int(room[i]) - used)
-                w, c = self._words(f"{seed}-session-{s.session_id[i]}", want)
-                self.sizes.context_words[i] = w
-                used += c
             self.shared_tokens[i] = used + (self.shared_overhead if used else 0)
         if s.blocks is not None and self.sizes.block_words is not None:
             # a block left out of a capped prompt is left out of its hash list too
             pairs = zip(s.blocks, self.sizes.block_words, strict=True)
             s.blocks = [b[: len(w)] + b[-1:] if b else b for b, w in pairs]
+
+    def _stand_in_answers(self) -> None:
+        """The answer each conversation turn with a next one is planned with: words costing
+        at most its max_tokens (``payload.stand_in_answer``), and what they cost."""
+        seed, sizes = self.scenario.seed, self.sizes
+        for i in np.nonzero(self.following >= 0)[0]:
+            key = f"{seed}-answer-{int(self.s.index[i])}"
+            sizes.answer_words[i], sizes.answer_tokens[i] = self._words(key, int(self.output[i]))
+
+    def _later_turns(self, own_target: np.ndarray, checked: np.ndarray) -> None:
+        """A later turn's length is its history's (questions as sized, stand-in answers) and
+        its question's: added up turn after turn, counted whole where ``checked``."""
+        if checked.size:
+            self.counted[checked] = self.prompt[checked] = self._count(checked)
+        counted = np.zeros(len(self.s), dtype=bool)
+        counted[checked] = True
+        rows = np.nonzero(self.later & ~counted)[0]
+        for i in rows[np.argsort(self.s.turn[rows], kind="stable")]:
+            j = self.previous[i]
+            step = self.sizes.answer_tokens[j] + self.exchange_overhead + own_target[i]
+            self.counted[i] = self.prompt[i] = self.prompt[j] + step
+
+    def conversation_peak(self) -> int | None:
+        """The most a conversation's turn asks of the context: its prompt and max_tokens."""
+        rows = np.nonzero(self.conversation)[0]
+        return int((self.prompt[rows] + self.output[rows]).max()) if rows.size else None
+
+    def _check_conversations(self) -> None:
+        """A conversation is never cut to fit: one whose turn would not fit the context is
+        refused before anything is sent (one line, exit 2)."""
+        peak = self.conversation_peak()
+        if not self.limit or peak is None or peak <= self.limit:
+            return
+        rows = np.nonzero(self.conversation)[0]
+        i = rows[np.argmax(self.prompt[rows] + self.output[rows])]
+        expected = (f"conversations that fit the target's context of {self.limit} tokens "
+                    "(each turn's prompt, its history included, and max_tokens)")  # fmt: skip
+        got = (f"turn {int(self.s.turn[i])} of a conversation needs {int(self.prompt[i])} + "
+               f"{int(self.output[i])} tokens")  # fmt: skip
+        raise InputError(self.scenario.source or "<scenario>", "workload.sessions", expected, got)
 
     def _own_part(self, own_target: np.ndarray, rows: np.ndarray) -> None:
         s, seed = self.s, self.scenario.seed
@@ -332,8 +416,10 @@ class Planner:
             self.sizes.own_fill[i] = gap
 
     def _count(self, rows: np.ndarray) -> np.ndarray:
-        seed = self.scenario.seed
-        prompts = [prompt_fields(self.chat, *prompt_parts(self.s, i, seed)) for i in rows]
+        seed, s = self.scenario.seed, self.s
+        prompts = [prompt_fields(self.chat, *prompt_parts(s, i, seed),
+                                 planned_history(s, self.previous, i, seed))
+                   for i in rows]  # fmt: skip
         counts = np.asarray(self.counter.count(prompts), dtype=np.int64)
         if self.s.texts is not None:
             # a prompt from a file is what it is: its count is the intended one

@@ -73,8 +73,12 @@ class SharedPrefix:
 
 @dataclass(frozen=True)
 class Sessions:
-    turns: Lengths
-    think_s: float
+    """Conversations: each arrival starts one; every turn sends the history so far (earlier
+    questions and the answers as they were streamed), ``think`` after the previous answer."""
+
+    turns: Lengths  # turns of a conversation
+    think: Lengths  # seconds from an answer to the next question (durations)
+    prompt_tokens: Lengths | None = None  # each later question; None: as long as the first
 
 
 @dataclass(frozen=True)
@@ -115,12 +119,14 @@ class Scenario:
         return [t.name for t in self.tier_list]
 
     def expected_requests(self) -> float | None:
-        """The requests an open-loop rate shape sends over the run, on average; None for a
-        closed loop or a trace (they send what the target's speed or the file allows)."""
+        """The requests an open-loop rate shape sends over the run, on average (at most the
+        mean turns of a conversation for each arrival); None for a closed loop or a trace
+        (they send what the target's speed or the file allows)."""
         if self.mode != "open" or self.shape is None:
             return None
         t = np.linspace(0.0, self.duration_s, 2001)
-        return float(np.mean(self.shape.rate(t)) * self.duration_s)
+        turns = self.sessions.turns.mean() if self.sessions is not None else 1.0
+        return float(np.mean(self.shape.rate(t)) * self.duration_s * turns)
 
     def to_dict(self) -> dict[str, Any]:
         t = self.target
@@ -181,7 +187,10 @@ class Scenario:
             p = self.shared_prefix
             w["shared_prefix"] = {"groups": p.groups, "tokens": p.tokens, "share": p.share}
         if self.sessions:
-            w["sessions"] = {"turns": self.sessions.turns.to_dict(), "think": self.sessions.think_s}
+            c = self.sessions
+            later = c.prompt_tokens.to_dict() if c.prompt_tokens else None
+            w["sessions"] = {"turns": c.turns.to_dict(), "think": c.think.to_dict(),
+                             "prompt_tokens": later}  # fmt: skip
         if self.prompts_file:
             w["prompts"] = {"file": self.prompts_file[0], "format": self.prompts_file[1]}
         if self.trace:
@@ -283,7 +292,7 @@ def parse_scenario(data: dict[str, Any], file: str, base_dir: Path) -> Scenario:
         workload.get("output_tokens", 64), file, workload.name("output_tokens"), base_dir
     )
     shared = _shared_prefix(workload.mapping("shared_prefix", default=None))
-    sessions = _sessions(workload.mapping("sessions", default=None), base_dir)
+    sessions = _sessions(workload.mapping("sessions", default=None), base_dir, mode)
     prompts = _prompts(workload.mapping("prompts", default=None), base_dir)
     tokenizer = _tokenizer(workload, base_dir)
     workload.finish()
@@ -291,7 +300,7 @@ def parse_scenario(data: dict[str, Any], file: str, base_dir: Path) -> Scenario:
     noisy = _noisy(f.mapping("noisy_neighbour", default=None), tiers, duration)
     f.get("source", default=None)  # present in resolved dicts
     f.finish()
-    _check_size(shape, noisy, duration, file)
+    _check_size(shape, noisy, sessions, duration, file)
     return Scenario(
         name=name,
         description=description,
@@ -320,16 +329,19 @@ def parse_scenario(data: dict[str, Any], file: str, base_dir: Path) -> Scenario:
 MAX_REQUESTS = 5_000_000  # a schedule is drawn whole, in memory, before the load starts
 
 
-def _check_size(shape: Any, noisy: NoisyNeighbour | None, duration: float, file: str) -> None:
-    """The run's requests at the shape's peak rate must fit ``MAX_REQUESTS``: the schedule
-    of a rate of 1e8 a second would need tens of GiB before anything is checked."""
+def _check_size(shape: Any, noisy: NoisyNeighbour | None, sessions: Sessions | None,
+                duration: float, file: str) -> None:  # fmt: skip
+    """The run's requests at the shape's peak rate (each arrival with its conversation's mean
+    turns) must fit ``MAX_REQUESTS``: the schedule of a rate of 1e8 a second would need tens
+    of GiB before anything is checked."""
     if shape is None:
         return  # a trace: its requests are the file's
     t = np.linspace(0.0, duration, 2001)
     with np.errstate(all="ignore"):
         peak = float(np.nanmax(shape.rate(t)))
     factor = noisy.factor if noisy is not None else 1.0
-    expected = peak * max(1.0, factor) * duration
+    turns = sessions.turns.mean() if sessions is not None else 1.0
+    expected = peak * max(1.0, factor) * duration * turns
     if not np.isfinite(expected) or expected > MAX_REQUESTS:
         raise InputError(file, "rate", f"at most {MAX_REQUESTS:,} requests over the run "
                          f"(peak {peak:g}/s over {duration:g} s)")  # fmt: skip
@@ -415,11 +427,22 @@ def _shared_prefix(f: Fields | None) -> SharedPrefix | None:
     return prefix
 
 
-def _sessions(f: Fields | None, base_dir: Path) -> Sessions | None:
+def _sessions(f: Fields | None, base_dir: Path, mode: str) -> Sessions | None:
     if f is None:
         return None
+    if mode != "open":
+        raise InputError(f.file, f.prefix, "no conversations with arrival.mode closed (open "
+                         "arrivals start them)")  # fmt: skip
     turns = parse_lengths(f.get("turns"), f.file, f.name("turns"), base_dir)
-    sessions = Sessions(turns, f.duration("think", default=5.0))
+    if turns.minimum < 1:
+        f.fail("turns", "turn counts of at least 1 (min >= 1)", turns.minimum)
+    think = f.get("think", default=5.0)
+    prompt = f.get("prompt_tokens", default=None)
+    sessions = Sessions(
+        turns,
+        parse_lengths(think, f.file, f.name("think"), base_dir, seconds=True),
+        parse_lengths(prompt, f.file, f.name("prompt_tokens"), base_dir) if prompt else None,
+    )
     f.finish()
     return sessions
 

@@ -10,6 +10,9 @@ record's timestamps are epoch seconds derived from it against the run's t0.
 - ITL: every gap between successive token-bearing events.
 - TPOT: (E2E − TTFT) / (output_tokens − 1) when output_tokens > 1.
 - Output tokens: ``usage.completion_tokens`` if the stream carries it, else counted events.
+
+A conversation's turn that has a next one also keeps its answer's text (every event parsed),
+since the next turn sends it back.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class Planned:
     prompt_tokens: int  # intended, in the target's tokens (see length_source)
     length_source: str = "estimate"
     capped: bool = False
+    session: str | None = None  # the conversation it is a turn of
+    turn: int | None = None  # 1 for a conversation's first turn
 
 
 def classify_exception(exc: BaseException, streaming: bool) -> tuple[str, str]:
@@ -99,6 +104,8 @@ def new_record(planned: Planned, worker: str, scenario: str) -> RequestRecord:
         "served_prompt_tokens": None,
         "length_source": planned.length_source,
         "length_capped": planned.capped,
+        "session": planned.session,
+        "turn": planned.turn,
     }
 
 
@@ -114,9 +121,11 @@ def _headers_into(record: RequestRecord, response: Any) -> None:
 
 def timed_request(client: Any, path: str, body: bytes, headers: dict[str, str], chat: bool,
                   stream: bool, timeout_s: float, record: RequestRecord,
-                  sent_at: tuple[float, float]) -> None:  # fmt: skip
+                  sent_at: tuple[float, float],
+                  answer: list[str] | None = None) -> None:  # fmt: skip
     """Send one request on ``client`` (a geventhttpclient ``HTTPClient``) and fill ``record``.
-    ``sent_at`` is (perf_counter at t0, epoch t0): t_sent = t0 + (now − perf at t0)."""
+    ``sent_at`` is (perf_counter at t0, epoch t0): t_sent = t0 + (now − perf at t0). With
+    ``answer``, the answer's text is appended to it, piece by piece."""
     perf_t0, epoch_t0 = sent_at
     start = time.perf_counter()
     record["t_sent"] = epoch_t0 + (start - perf_t0)
@@ -134,9 +143,9 @@ def timed_request(client: Any, path: str, body: bytes, headers: dict[str, str], 
                 return
             streaming = True
             if stream:
-                _read_stream(response, chat, start, record)
+                _read_stream(response, chat, start, record, answer)
             else:
-                _read_whole(response, chat, start, record)
+                _read_whole(response, chat, start, record, answer)
     except gevent.Timeout:
         record["error_kind"], record["error_detail"] = "timeout", f"no answer in {timeout_s:g}s"
     except Exception as exc:  # every failure becomes a classified record, never a crash
@@ -158,7 +167,8 @@ def _discard(response: Any) -> None:
         sock.close()
 
 
-def _read_stream(response: Any, chat: bool, start: float, record: RequestRecord) -> None:
+def _read_stream(response: Any, chat: bool, start: float, record: RequestRecord,
+                 answer: list[str] | None) -> None:  # fmt: skip
     first = last = None
     itl: list[float] = []
     chunks = 0
@@ -180,8 +190,10 @@ def _read_stream(response: Any, chat: bool, start: float, record: RequestRecord)
             continue  # read on to the end of the body so the connection can be reused
         now = time.perf_counter()
         # fast path for the common compact token event (vLLM, OpenAI): no JSON parse needed
-        # to know it carries a non-empty delta; anything else is parsed in full below
-        if token_mark in payload and empty_mark not in payload and b'"usage":{' not in payload:
+        # to know it carries a non-empty delta; anything else is parsed in full below (and
+        # every event when the answer's text is kept)
+        fast = answer is None and token_mark in payload and empty_mark not in payload
+        if fast and b'"usage":{' not in payload:
             if first is None:
                 first = now
             else:
@@ -209,6 +221,8 @@ def _read_stream(response: Any, chat: bool, start: float, record: RequestRecord)
                     itl.append(now - last)
                 last = now
                 chunks += 1
+                if answer is not None:
+                    answer.append(content)
                 break
         usage = event.get("usage")
         if usage:
@@ -240,12 +254,15 @@ def _finish_timing(record: RequestRecord, start: float, first: float | None, las
         record["tpot_s"] = (last - first) / (out - 1)
 
 
-def _read_whole(response: Any, chat: bool, start: float, record: RequestRecord) -> None:
+def _read_whole(response: Any, chat: bool, start: float, record: RequestRecord,
+                answer: list[str] | None) -> None:  # fmt: skip
     body = response.read()
     end = time.perf_counter()
     data = json.loads(body)
     choice = (data.get("choices") or [{}])[0]
     content = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+    if answer is not None and content:
+        answer.append(content)
     usage = data.get("usage") or {}
     # a non-streamed answer arrives whole: its first token comes with its last
     record["ttft_s"] = record["e2e_s"] = end - start

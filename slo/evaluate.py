@@ -56,7 +56,7 @@ from .result import (
     Verdict,
 )
 from .slis import SLIS
-from .spec import LATENCY_SLIS, Objective, SloSpec
+from .spec import LATENCY_SLIS, Objective, SloSpec, turn_range
 
 CREDIT = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
 UNDECIDED = ("inconclusive", "insufficient_data")  # row statuses that score nothing
@@ -199,25 +199,37 @@ class Evaluator:
         r = self.r
         return (r.http_status == 429) | r.error_kind.mask("http_429")
 
-    def tier_mask(self, rows: slice, tier: str | None, view: Records | None = None) -> np.ndarray:
+    def scope_mask(self, rows: slice, tier: str | None, turns: str = "",
+                   view: Records | None = None) -> np.ndarray:  # fmt: skip
+        """The requests in ``rows`` of ``view`` (by default the requests' order) that are of
+        ``tier`` (None: any) and of a conversation's ``turns`` (``""``: any request)."""
+        r = view or self.r
         if tier is None:
-            return np.ones(rows.stop - rows.start, dtype=bool)
-        return (view or self.r).tier.mask(tier)[rows]
+            mask = np.ones(rows.stop - rows.start, dtype=bool)
+        else:
+            mask = r.tier.mask(tier)[rows]
+        if turns:
+            first, last = turn_range(turns)
+            turn = r.turn[rows]
+            mask &= (turn >= first) & (turn <= last)
+        return mask
 
     def latency_values(
-        self, sli: str, rows: slice, tier: str | None = None, clock: str = "sent", cache=True
-    ) -> np.ndarray:
-        """The SLI's samples from answered requests in ``rows`` (of ``tier``) of the order
-        the SLI is placed by (``Run.rows(phase, sli)``), NaN dropped; cached, since
+        self, sli: str, rows: slice, tier: str | None = None, clock: str = "sent", turns: str = "",
+        cache: bool = True,
+    ) -> np.ndarray:  # fmt: skip
+        """The SLI's samples from answered requests in ``rows`` (of ``tier`` and ``turns``) of
+        the order the SLI is placed by (``Run.rows(phase, sli)``), NaN dropped; cached, since
         objectives, the latency table and the tiers ask for the same ones."""
-        key = (sli, rows.start, rows.stop, tier, clock)
+        key = (sli, rows.start, rows.stop, tier, clock, turns)
         if cache and key in self._values:
             return self._values[key]
         r = self.run.views.of(sli)
-        ok = r.ok[rows] if tier is None else r.ok[rows] & self.tier_mask(rows, tier, r)
+        plain = tier is None and not turns
+        ok = r.ok[rows] if plain else r.ok[rows] & self.scope_mask(rows, tier, turns, r)
         if sli == "itl":
             # failed requests usually carry no gaps: then the slice needs no mask at all
-            plain = tier is None and not self.failed_have_itl
+            plain = plain and not self.failed_have_itl
             values = r.itl(rows) if plain else r.itl(rows, ok)
             if self.itl_has_nan:
                 values = values[~np.isnan(values)]
@@ -257,7 +269,8 @@ class Evaluator:
     def goodput_limits(self, tier: str | None) -> dict[str, float]:
         limits: dict[str, float] = {}
         for o in self.spec.objectives:
-            applies = not o.tiers or tier in o.tiers
+            # an objective on some turns only holds those turns' requests, not every request
+            applies = (not o.tiers or tier in o.tiers) and not o.turns
             if o.sli in ("ttft", "tpot", "e2e") and applies and o.op in ("<=", "<"):
                 limits[o.sli] = min(limits.get(o.sli, math.inf), o.threshold)
         return limits
@@ -389,17 +402,18 @@ class Evaluator:
                 for phase in select(self.run.phases, scope):
                     rows = self.run.rows(phase, obj.sli)
                     for tier in obj.tiers or (None,):
-                        key = (obj.sli, rows.start, rows.stop, tier, obj.clock)
+                        key = (obj.sli, rows.start, rows.stop, tier, obj.clock, obj.turns)
                         self.want(key, obj.percentile or 50.0)
 
     def summary(self, key: tuple) -> tuple[dict[str, Any], dict[float, stats.Estimate]]:
-        """Percentile table and interval estimates of one sample (sli, rows, tier, clock)."""
+        """Percentile table and interval estimates of one sample (sli, rows, tier, clock,
+        turns)."""
         wanted = self._wanted.get(key, set())
         done = self._summaries.get(key)
         if done is not None and wanted <= set(done[1]):
             return done
-        sli, start, stop, tier, clock = key
-        values = self.latency_values(sli, slice(start, stop), tier, clock, cache=False)
+        sli, start, stop, tier, clock, turns = key
+        values = self.latency_values(sli, slice(start, stop), tier, clock, turns, cache=False)
         done = stats.summarize(
             values, stats.PERCENTILES, tuple(sorted(wanted)), confidence=self.spec.confidence
         )
@@ -484,7 +498,8 @@ class Evaluator:
         pooled error_rate objective (else the availability objective's budget), and every
         pooled ttft / tpot / e2e percentile objective."""
         out: list[tuple[str, float, float | None]] = []
-        error = [o for o in self.spec.objectives if o.sli == "error_rate" and not o.tiers]
+        pooled = [o for o in self.spec.objectives if not o.tiers and not o.turns]
+        error = [o for o in pooled if o.sli == "error_rate"]
         out.append(
             (
                 "error_rate",
@@ -492,8 +507,8 @@ class Evaluator:
                 None,
             )
         )
-        for o in self.spec.objectives:
-            if o.sli in ("ttft", "tpot", "e2e") and not o.tiers and o.op in ("<=", "<"):
+        for o in pooled:
+            if o.sli in ("ttft", "tpot", "e2e") and o.op in ("<=", "<"):
                 out.append((o.sli, o.threshold, o.percentile))
         return out
 
@@ -535,7 +550,7 @@ class Evaluator:
             samples = {}
             for s in ("ttft", "e2e", "tpot", "itl"):
                 rows = self.run.rows(p, s)
-                table = self.summary((s, rows.start, rows.stop, None, "sent"))[0]
+                table = self.summary((s, rows.start, rows.stop, None, "sent", ""))[0]
                 samples[s] = LatencyStats.model_validate(table)
             out[p.name] = PhaseLatency.model_validate(samples)
         return out
@@ -566,9 +581,9 @@ class Evaluator:
         out = {}
         first = self.run.rows(p, "ttft")
         for tier in self.r.tier.names:
-            mask = self.tier_mask(rows, tier)
+            mask = self.scope_mask(rows, tier)
             n, k = int(mask.sum()), int((self.bad[rows] & mask).sum())
-            ttft = self.summary(("ttft", first.start, first.stop, tier, "sent"))[0]
+            ttft = self.summary(("ttft", first.start, first.stop, tier, "sent", ""))[0]
             out[tier] = TierResult(
                 requests=n,
                 errors=k,

@@ -63,6 +63,7 @@ class Records:
     served_prompt_tokens: np.ndarray  # -1 where the server did not report usage
     length_source: Coded
     length_capped: np.ndarray
+    turn: np.ndarray  # a conversation's turn, 1 for the first; 0 outside conversations
     t_done: np.ndarray  # when the request ended for the client; t_sent on older records
     t_at: np.ndarray  # the time the rows are sorted by and phases sliced on
 
@@ -156,6 +157,7 @@ COLUMNS = (
     "served_prompt_tokens",
     "length_source",
     "length_capped",
+    "turn",
 )
 
 
@@ -232,6 +234,7 @@ def from_table(table: pa.Table) -> Records:
         served_prompt_tokens=_ints(table, "served_prompt_tokens", -1),
         length_source=_coded(table, "length_source"),
         length_capped=_bools(table, "length_capped"),
+        turn=_ints(table, "turn", 0),
         t_done=t_done,
         t_at=t_sent,
     )

@@ -27,12 +27,14 @@ METRIC_AGGS = ("max", "min", "mean", "last", "p95")
 
 
 class Sli:
-    """An SLI measured per phase (and per tier when the objective names tiers)."""
+    """An SLI measured per phase (and per tier when the objective names tiers), over the
+    requests of the objective's turns when it names them."""
 
     name: ClassVar[str]
     unit: ClassVar[str] = ""
     op: ClassVar[str] = "<="  # the good side of a threshold, when the objective does not say
     kind: ClassVar[str] = "other"  # latency | ratio | time | other
+    from_records: ClassVar[bool] = True  # measured from request records (turns can scope it)
 
     def fields(self, item: dict[str, Any], file: str, where: str) -> dict[str, Any]:
         """The objective's fields of this SLI only (a percentile, a query...)."""
@@ -85,7 +87,7 @@ class Latency(Sli):
 
     def measure(self, ev: Evaluator, obj: Objective, phase: Phase, tier: str | None) -> Row:
         rows = ev.run.rows(phase, self.name)
-        key = (self.name, rows.start, rows.stop, tier, obj.clock)
+        key = (self.name, rows.start, rows.stop, tier, obj.clock, obj.turns)
         ev.want(key, obj.percentile or 50.0)
         est = ev.summary(key)[1][obj.percentile or 50.0]
         why = None if est.samples else "no samples"
@@ -103,7 +105,7 @@ class Ratio(Sli):
 
     def measure(self, ev: Evaluator, obj: Objective, phase: Phase, tier: str | None) -> Row:
         rows = ev.run.rows(phase)
-        mask = ev.tier_mask(rows, tier)
+        mask = ev.scope_mask(rows, tier, obj.turns)
         k, n, why = self.count(ev, obj, rows, mask)
         value, ci = (k / n, ev.wilson(k, n)) if n else (None, None)
         return ev.row(obj, phase.name, tier, value, ci, n, None if n else why)
@@ -177,7 +179,7 @@ class Cost(Sli):
 
     def measure(self, ev: Evaluator, obj: Objective, phase: Phase, tier: str | None) -> Row:
         rows = ev.run.rows(phase)
-        mask = ev.tier_mask(rows, tier)
+        mask = ev.scope_mask(rows, tier, obj.turns)
         n = int(mask.sum())
         value = float(ev.costs(rows)[mask].mean()) if n else None
         return ev.row(obj, phase.name, tier, value, None, n, None if n else "no requests")
@@ -185,6 +187,8 @@ class Cost(Sli):
 
 class ServerSide(Sli):
     """A server-side value: a threshold may be a duration ("500ms") or a plain number."""
+
+    from_records = False
 
     def threshold(self, value: Any, file: str, where: str) -> float:
         if isinstance(value, str):
@@ -232,6 +236,7 @@ class TimeTo(Sli):
 
     unit = "s"
     kind = "time"
+    from_records = False
 
     def __init__(self, name: str, measured: str):
         self.name, self.measured = name, measured  # measured: the Evaluator's method

@@ -1,14 +1,17 @@
 """SLO specs: the YAML a user writes, validated into an ``SloSpec``.
 
 A spec names the budget period, the availability objective, prices, the burn-rate alerts and a
-list of objectives. Each objective is one SLI against one threshold, scoped to phases and
-tiers, with a weight and a key flag (a failed key objective fails the run). Every mistake is
+list of objectives. Each objective is one SLI against one threshold, scoped to phases, tiers
+and a conversation's turns, with a weight and a key flag (a failed key objective fails the
+run). Every mistake is
 one ``InputError`` line: file, field, what was expected. ``load_spec`` also reads OpenSLO v1
 ``kind: SLO`` documents (see ``openslo.py``).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,7 @@ class Objective:
     percentile: float | None = None
     phases: tuple[str, ...] = ("all",)
     tiers: tuple[str, ...] = ()  # empty: all tiers pooled; else one result per tier
+    turns: str = ""  # a conversation's turns: "1", "5+" or "2-4"; empty: every request
     weight: float = 1.0
     key: bool = False
     clock: str = "sent"  # latency measured from t_sent, or from t_scheduled
@@ -84,6 +88,36 @@ class Objective:
     @property
     def unit(self) -> str:
         return SLIS[self.sli].unit
+
+
+TURNS_EXPECTED = "a turn (1), turns from one on (5+) or a range (2-4)"
+_TURNS = re.compile(r"^(\d+)(?:(\+)|-(\d+))?$")
+
+
+def parse_turns(value: Any, file: str, field_name: str) -> str:
+    """An objective's ``turns``, written as its label: ``1``, ``5+`` or ``2-4``."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    match = _TURNS.match(text.replace(" ", "")) if isinstance(text, str) else None
+    if match is None or int(match.group(1)) < 1:
+        raise InputError(file, field_name, TURNS_EXPECTED, value)
+    first = int(match.group(1))
+    if match.group(2):
+        return f"{first}+"
+    last = int(match.group(3) or first)
+    if last < first:
+        raise InputError(file, field_name, f"{TURNS_EXPECTED}, the range's end >= its start", value)
+    return f"{first}" if last == first else f"{first}-{last}"
+
+
+def turn_range(turns: str) -> tuple[int, float]:
+    """The first and last turn (inclusive) a ``turns`` label covers."""
+    match = _TURNS.match(turns)
+    if match is None:
+        raise ValueError(f"not a turns label: {turns!r}")
+    first = int(match.group(1))
+    if match.group(2):
+        return first, math.inf
+    return first, float(match.group(3) or first)
 
 
 @dataclass
@@ -249,6 +283,7 @@ OBJECTIVE_FIELDS = {
     "percentile",
     "phases",
     "tiers",
+    "turns",
     "weight",
     "key",
     "clock",
@@ -444,6 +479,11 @@ def _objective(item: Any, file: str, where: str, default_phases: tuple[str, ...]
     kw["phases"] = _phases(item.get("phases", list(default_phases)), file, f"{where}.phases")
     if "tiers" in item:
         kw["tiers"] = _names(item["tiers"], file, f"{where}.tiers")
+    if item.get("turns") is not None:
+        if not sli.from_records:
+            expected = f"no turns for sli {name} (only SLIs measured from request records)"
+            raise InputError(file, f"{where}.turns", expected, item["turns"])
+        kw["turns"] = parse_turns(item["turns"], file, f"{where}.turns")
     if "weight" in item:
         kw["weight"] = number(item["weight"], file, f"{where}.weight")
     if "key" in item:
@@ -452,5 +492,7 @@ def _objective(item: Any, file: str, where: str, default_phases: tuple[str, ...]
     default_id = name if percentile is None else f"{name}-p{percentile:g}"
     if kw.get("tiers") and len(kw["tiers"]) == 1 and "id" not in item:
         default_id += f"-{kw['tiers'][0]}"
+    if kw.get("turns"):
+        default_id += f"-turn{kw['turns']}"
     kw["id"] = str(item.get("id") or default_id)
     return Objective(**kw)

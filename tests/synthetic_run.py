@@ -210,6 +210,8 @@ def _requests(
         "served_prompt_tokens": pa.array(prompt_tokens, type=pa.int64(), mask=failed),
         "length_source": ["tokenize"] * n,
         "length_capped": np.zeros(n, dtype=bool),
+        "session": pa.nulls(n, pa.string()),  # no conversations
+        "turn": pa.nulls(n, pa.int64()),
     }
     arrays = [pa.array(columns[f.name], type=f.type) for f in REQUEST_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=REQUEST_SCHEMA)

@@ -14,7 +14,7 @@ from aichaos.rundir import InputError
 from aichaos.scenarios.schedule import build_schedule
 from aichaos.scenarios.spec import Scenario, builtin_names, load_scenario
 
-BUILTINS = ["burst", "diurnal", "soak", "steady", "tiered"]
+BUILTINS = ["burst", "chat-sessions", "diurnal", "soak", "steady", "tiered"]
 
 
 def test_builtins_are_shipped_and_sized_for_two_cores():

@@ -174,6 +174,11 @@ class RequestRecord(TypedDict):
     served_prompt_tokens: int | None
     length_source: str  # one of LENGTH_SOURCES
     length_capped: bool  # cut so prompt + max output fit max_model_len
+    # a conversation's turn (scenario ``workload.sessions``): the conversation's id and the
+    # turn's number in it, 1 for the first; None for a request outside conversations (and in
+    # chunks written before these columns)
+    session: str | None
+    turn: int | None
 
 
 _ARROW_TYPES = {
