@@ -1,27 +1,27 @@
 """What the embedded stack carries: the highest steady rate at which the default SLOs hold.
 
-    python bench/bench_capacity.py                         # rates 4,8,12,16,24,32 rps
+    python bench/bench_capacity.py                         # rates 4,8,...,128 rps
     python bench/bench_capacity.py --rates 10,20,30 --seconds 90
     python bench/bench_capacity.py --gateway-rev 7efc357   # the same with the gateway of a
                                                            # past commit (before / after)
 
-Each rate is one `aichaos run --experiment none` of the built-in `steady` scenario (Poisson, chat
-streams of 32-128 tokens after a ~200-token RAG prompt) at that constant rate, on the
-default embedded topology with the gateway's rate limits and load shedding raised out of
-the way (so they do not decide the figure), evaluated against the `default` SLO spec (TTFT
-p95 < 500 ms, errors < 0.1%, both key; TPOT p95 < 50 ms). The steps climb until one fails;
-the figure is the highest rate whose key objectives held. "Held" reads the point estimates:
-a minute-long step has too few requests to *prove* errors < 0.1% (3,838 clean requests
-would; the evaluator then says inconclusive, exit 4), so the table gives the verdict beside
-the point values, and a step counts as holding when no key objective failed and every key
-point estimate meets its threshold.
+It is one `aichaos sweep` (see the README: each rate one game day of the built-in `steady`
+scenario, Poisson chat streams of 32-128 tokens after a ~200-token RAG prompt, at that
+constant rate; the climb stops at the first break, then `--narrow` steps bisect) on the
+default embedded topology with the gateway's rate limits and load shedding raised out of the
+way (so they do not decide the figure), evaluated against the `default` SLO spec (TTFT p95 <
+500 ms, errors < 0.1%, both key; TPOT p95 < 50 ms). "Holds" reads the point estimates: a
+minute-long step has too few requests to *prove* errors < 0.1% (3,838 clean requests would),
+so a step holds when no key objective failed and every key point estimate meets its
+threshold, as the sweep defines it.
 
 `--gateway-rev REV` runs the gateway package as it was at REV (extracted with git into a
 temporary package, started from the same topology), so a before/after pair is measured on
 one machine, one run after the other, with everything else equal.
 
-One JSON line per rate on stdout (and `--json FILE`), a table on stderr. Loopback only; every
-step is bounded by its run's duration plus a fixed margin.
+The summary as one JSON line on stdout (and the whole sweep with `--json FILE`), a line per
+step on stderr. Loopback only; the sweep is bounded by its steps' length plus a fixed margin
+each.
 """
 
 from __future__ import annotations
@@ -83,99 +83,60 @@ def topology(work: Path, gateway_rev: str | None) -> Path:
     return path
 
 
-def scenario(work: Path, rps: float, seconds: float) -> Path:
-    data = yaml.safe_load((ROOT / "scenarios" / "builtin" / "steady.yaml").read_text())
-    data["name"] = f"steady-{rps:g}rps"
-    data["rate"] = {"shape": "constant", "rps": rps}
-    data["duration"] = f"{seconds:g}s"
-    path = work / f"steady-{rps:g}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def key_rows(slo: dict) -> list[dict]:
-    return [r for r in slo.get("objectives", []) if r.get("key") and r.get("phase") == "all"]
-
-
-def meets(row: dict) -> bool:
-    value, threshold, op = row.get("value"), row.get("threshold"), row.get("op")
-    if value is None or threshold is None:
-        return False
-    return value <= threshold if op in ("<=", "<") else value >= threshold
-
-
-def step(work: Path, topo: Path, rps: float, seconds: float) -> dict:
-    out = work / f"runs-{rps:g}"
-    cmd = [AICHAOS, "run", "--scenario", str(scenario(work, rps, seconds)), "--topology",
-           str(topo), "--experiment", "none", "--slo", "default", "--ci",
-           "--out", str(out)]  # fmt: skip
+def sweep(work: Path, topo: Path, rates: list[float], seconds: float, narrow: int) -> dict:
+    """``aichaos sweep`` of the ``steady`` scenario over ``rates`` on ``topo``: its sweep.json
+    (each step's verdict and key SLIs, the capacity) and the wall time."""
+    out = work / "sweeps"
+    cmd = [AICHAOS, "sweep", "--scenario", "steady", "--slo", "default", "--topology", str(topo),
+           "--rates", ",".join(f"{r:g}" for r in rates), "--step", f"{seconds:g}s",
+           "--narrow", str(narrow), "--out", str(out), "--ci"]  # fmt: skip
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
-                          timeout=seconds + MARGIN_S)  # fmt: skip
+    limit = len(rates) * (seconds + MARGIN_S) + narrow * (seconds + MARGIN_S)
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=limit)
     wall = time.monotonic() - started
-    run_dirs = sorted(p for p in out.iterdir() if (p / "slo.json").exists()) if out.exists() else []
-    row = {"rps": rps, "exit": proc.returncode, "wall_s": round(wall, 1)}
-    if not run_dirs:
-        row["error"] = (proc.stderr.strip().splitlines() or ["no slo.json"])[-1]
-        return row
-    slo = json.loads((run_dirs[-1] / "slo.json").read_text())
-    rows = {r["id"].split("@")[0]: r for r in slo.get("objectives", []) if r.get("phase") == "all"}
-    keys = key_rows(slo)
-    row.update(
-        verdict=slo.get("verdict"),
-        requests=slo.get("requests"),
-        ttft_p95_ms=_ms(rows.get("ttft-p95", {}).get("value")),
-        tpot_p95_ms=_ms(rows.get("tpot-p95", {}).get("value")),
-        error_ratio=rows.get("error-rate", {}).get("value"),
-        held=bool(keys) and all(r.get("status") != "fail" and meets(r) for r in keys),
-    )
-    return row
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000.0, 1)
+    found = sorted(out.glob("sweep-*/sweep.json")) if out.exists() else []
+    if not found:
+        raise SystemExit(f"the sweep wrote no sweep.json (exit {proc.returncode}):\n"
+                         f"{proc.stderr[-3000:]}")  # fmt: skip
+    return {"wall_s": round(wall, 1), "exit": proc.returncode,
+            **json.loads(found[-1].read_text())}  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", default="4,8,12,16,24,32", help="requests/s, ascending")
+    parser.add_argument("--rates", default="4,8,16,32,64,96,128", help="requests/s, ascending")
     parser.add_argument("--seconds", type=float, default=60.0, help="each step's length")
+    parser.add_argument("--narrow", type=int, default=1, help="steps between hold and break")
     parser.add_argument("--gateway-rev", default=None, help="the gateway of this git revision")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     work = Path(tempfile.mkdtemp(prefix="aichaos-capacity-"))
-    rows: list[dict] = []
     try:
         topo = topology(work, args.gateway_rev)
-        for rps in rates:
-            row = step(work, topo, rps, args.seconds)
-            row["gateway"] = args.gateway_rev or "HEAD"
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            print(_line(row), file=sys.stderr, flush=True)
-            if not row.get("held"):
-                break  # the knee: higher rates only fail harder
+        result = sweep(work, topo, rates, args.seconds, args.narrow)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    held = [r["rps"] for r in rows if r.get("held")]
-    summary = {"capacity_rps": max(held) if held else None, "gateway": args.gateway_rev or "HEAD",
-               "seconds": args.seconds}  # fmt: skip
+    (condition,) = result["conditions"]
+    for step in sorted(condition["steps"], key=lambda s: s["offered_rps"]):
+        print(_line(step), file=sys.stderr, flush=True)
+    summary = {"capacity_rps": condition["capacity_rps"], "broken_rps": condition["broken_rps"],
+               "stopped_because": condition["stopped_because"],
+               "gateway": args.gateway_rev or "HEAD", "seconds": args.seconds,
+               "wall_s": result["wall_s"]}  # fmt: skip
     print(json.dumps(summary), flush=True)
-    print(f"holds the default SLOs up to {summary['capacity_rps']} rps", file=sys.stderr)
+    print(f"holds the default SLOs up to {summary['capacity_rps']} rps "
+          f"({summary['stopped_because']})", file=sys.stderr)  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+        args.json.write_text(json.dumps({"sweep": result, "summary": summary}, indent=2))
     return 0
 
 
-def _line(row: dict) -> str:
-    if "error" in row:
-        return f"{row['rps']:6g} rps  error: {row['error']}"
-    err = row.get("error_ratio")
-    return (f"{row['rps']:6g} rps  {row.get('verdict')!s:13} held={row.get('held')!s:5} "
-            f"TTFT p95 {row.get('ttft_p95_ms')} ms  TPOT p95 {row.get('tpot_p95_ms')} ms  "
-            f"errors {err if err is None else f'{err:.4%}'}  ({row.get('requests')} requests, "
-            f"{row['wall_s']} s)")  # fmt: skip
+def _line(step: dict) -> str:
+    slis = ", ".join(f"{p['id']} {p['value']:.4g}" for p in step["slis"] if p["value"] is not None)
+    state = "saturated" if step["saturated"] else ("holds" if step["holds"] else "broken")
+    return (f"{step['offered_rps']:6g} rps  {step['verdict']:13} {state:9}  completed "
+            f"{step['achieved_rps']:.1f} rps  {slis}  ({step['requests']} requests)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -78,3 +78,17 @@ def scale_schedule(experiment: dict[str, Any], factor: float) -> dict[str, Any]:
                 if isinstance(timing.get(key), int | float):
                     timing[key] = round(timing[key] * factor, 3)
     return scaled
+
+
+def hold_through(experiment: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The experiment with every scheduled method action starting at time 0 and held for
+    ``seconds``: the fault is in place for a whole step of ``aichaos sweep``."""
+    import copy
+
+    held = copy.deepcopy(experiment)
+    for activity in held.get("method", []):
+        timing = activity.get(SCHEDULE_EXTENSION)
+        if isinstance(timing, dict):
+            timing["at"] = 0
+            timing["duration"] = round(seconds, 3)
+    return held

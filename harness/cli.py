@@ -18,6 +18,7 @@ from aichaos.harness.report_cli import report
 from aichaos.harness.run_cli import run
 from aichaos.harness.slo_cli import register as register_slo
 from aichaos.harness.stack_cli import app as stack_app
+from aichaos.harness.sweep_cli import sweep
 
 app = typer.Typer(
     cls=HandledGroup,
@@ -37,6 +38,7 @@ app.command("report")(report)
 app.add_typer(experiments_app, name="experiments")
 app.command("chaos")(chaos)
 app.command("run")(run)
+app.command("sweep")(sweep)
 
 
 def _version(value: bool) -> None:

@@ -106,12 +106,15 @@ def _say(line: str) -> None:
 
 
 class GameDay:
-    def __init__(self, plan: RunPlan, signals: Signals | None = None):
+    def __init__(self, plan: RunPlan, signals: Signals | None = None, stack: Stack | None = None):
+        """``stack``: a stack someone else brought up and takes down (``aichaos sweep`` runs
+        every step on one); the game day runs on it instead of bringing its own up."""
         self.plan = plan
         self.run_dir = plan.run_dir
         self.signals = signals or Signals()
         self.progress = Progress(tty=False if plan.options.ci else None)
         self.events: EventLog | None = None
+        self.shared_stack = stack
         self.stack: Stack | None = None
         self.target: str | None = plan.target
         self.via: str | None = None  # the fault proxy the load goes through, with --target
@@ -233,7 +236,10 @@ class GameDay:
         note = plan.sizing_note()
         if note:
             self.progress.say(note)
-        if plan.topology is None:
+        if self.shared_stack is not None:
+            self.stack = self.shared_stack
+            self.target = self.stack.url(_gateway(self.stack.status()))
+        elif plan.topology is None:
             self._check_target()
             from aichaos.experiments.policy import uses_stack_activities
 
@@ -298,7 +304,7 @@ class GameDay:
             "aichaos_target": self.target,
         }
         if self.stack is not None:
-            config["aichaos_stack_file"] = str(self.run_dir / "stack.json")
+            config["aichaos_stack_file"] = str(self.stack.run_dir / "stack.json")
             toxiproxy = self.stack.status().service_of_kind("proxy")
             if toxiproxy is not None:
                 config["aichaos_toxiproxy_url"] = toxiproxy.url
@@ -524,9 +530,9 @@ class GameDay:
         return code
 
     def _stack_down(self) -> None:
-        if self.stack is not None:
+        if self.stack is not None and self.stack is not self.shared_stack:
             _guarded(self.stack.down)
-            self.stack = None
+        self.stack = None
 
     # --- the manifest ----------------------------------------------------------------------
 

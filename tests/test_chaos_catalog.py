@@ -22,6 +22,7 @@ LOCAL = {
     "replica-kill",
     "retrieval-latency",
     "provider-outage",
+    "replica-down",
     "slow-provider",
     "rate-limit-storm",
     "overloaded-provider",
