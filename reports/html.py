@@ -91,6 +91,20 @@ def _csp_hash(script: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
+def page_assets() -> dict[str, str]:
+    """What every aichaos page inlines: Plotly, the chart script, the styles, and the CSP that
+    allows those two scripts (by hash) and nothing else."""
+    app_js = _asset("report.js")
+    plotly_js = _asset(PLOTLY_JS)
+    csp = (
+        "default-src 'none'; "
+        f"script-src {_csp_hash(plotly_js)} {_csp_hash(app_js)}; "
+        "style-src 'unsafe-inline'; img-src data: blob:; "
+        "connect-src 'none'; font-src 'none'; form-action 'none'; base-uri 'none'"
+    )
+    return {"plotly_js": plotly_js, "app_js": app_js, "css": _asset("report.css"), "csp": csp}
+
+
 def render_html(run: RunData) -> str:
     series = run.series
     slo = run.slo
@@ -107,14 +121,6 @@ def render_html(run: RunData) -> str:
     for p in server:
         if "figure" in p:
             figures[p["id"]]["timeline"] = True
-    app_js = _asset("report.js")
-    plotly_js = _asset(PLOTLY_JS)
-    csp = (
-        "default-src 'none'; "
-        f"script-src {_csp_hash(plotly_js)} {_csp_hash(app_js)}; "
-        "style-src 'unsafe-inline'; img-src data: blob:; "
-        "connect-src 'none'; font-src 'none'; form-action 'none'; base-uri 'none'"
-    )
     context = {
         "run": run,
         "m": run.manifest,
@@ -145,10 +151,7 @@ def render_html(run: RunData) -> str:
         "notes": run.notes,
         "prompt_lengths": tables.prompt_length_lines(slo.prompt_lengths if slo else None),
         "chart_json": json_for_script({"figures": figures}),
-        "plotly_js": plotly_js,
-        "app_js": app_js,
-        "css": _asset("report.css"),
-        "csp": csp,
+        **page_assets(),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "aichaos_version": aichaos.__version__,
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 import aichaos
 from aichaos.reports import charts, fmt
-from aichaos.reports.html import PLOTLY_JS, _asset, _csp_hash, _environment, json_for_script
+from aichaos.reports.html import _environment, json_for_script, page_assets
 from aichaos.sweepfile import Condition, SweepResult
 
 SWEEP_HTML = "sweep.html"
@@ -34,13 +34,6 @@ def sweep_html(result: SweepResult, directory: Path) -> str:
 
     panels = [*sli_panels(result), achieved_panel(result)]
     figures = {p["id"]: p["figure"] for p in panels if "figure" in p}
-    app_js, plotly_js = _asset("report.js"), _asset(PLOTLY_JS)
-    csp = (
-        "default-src 'none'; "
-        f"script-src {_csp_hash(plotly_js)} {_csp_hash(app_js)}; "
-        "style-src 'unsafe-inline'; img-src data: blob:; "
-        "connect-src 'none'; font-src 'none'; form-action 'none'; base-uri 'none'"
-    )
     conditions = [
         {
             "name": c.name,
@@ -57,10 +50,7 @@ def sweep_html(result: SweepResult, directory: Path) -> str:
         "conditions": conditions,
         "panels": panels,
         "chart_json": json_for_script({"figures": figures}),
-        "plotly_js": plotly_js,
-        "app_js": app_js,
-        "css": _asset("report.css"),
-        "csp": csp,
+        **page_assets(),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "aichaos_version": aichaos.__version__,
     }
@@ -118,6 +108,10 @@ def _sli_panel(result: SweepResult, index: int, sli_id: str) -> dict[str, Any]:
         return panel
     layout = charts._layout(y_title=unit, x_title="offered rate (requests/s)")
     layout["hovermode"] = "closest"
+    if unit == "s":  # past the knee latencies grow by orders of magnitude
+        ticks = charts.LATENCY_TICKS
+        layout["yaxis"].update({"type": "log", "tickvals": ticks,
+                                "ticktext": [charts._latency_label(v) for v in ticks]})  # fmt: skip
     if threshold is not None:
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
                        "y0": threshold, "y1": threshold,
