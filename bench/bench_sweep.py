@@ -30,9 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from test_sweep import slow_topology  # noqa: E402 - the sweep tests' stack, built one way
+
 DATA = ROOT / "tests" / "data" / "sweep"
 AICHAOS = str(Path(sys.executable).parent / "aichaos")
 MARGIN_S = 60.0  # per step: stack start, drain, evaluation and report
@@ -40,24 +41,10 @@ START_RPS = 2.0
 TOP_RPS = 8.0
 
 
-def topology(work: Path) -> Path:
-    data = yaml.safe_load((ROOT / "fixtures" / "topology" / "default.yaml").read_text())
-    for service in data["services"]:
-        command = service["command"]
-        if service["kind"] == "llm":
-            command[command.index("--profile") + 1] = str(DATA / "slow-replica.yaml")
-        if service["kind"] == "gateway":
-            tiers = ("free", "pro", "enterprise")
-            command += [f"--set=rate_limits_per_min.{t}=1000000" for t in tiers]
-    path = work / "topology.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def run(work: Path, name: str, rates: list[float], narrow: int, step_s: float) -> dict:
     out = work / name
     cmd = [AICHAOS, "sweep", "--scenario", str(DATA / "scenario.yaml"), "--slo",
-           str(DATA / "slo.yaml"), "--topology", str(topology(work)), "--rates",
+           str(DATA / "slo.yaml"), "--topology", str(slow_topology(work)), "--rates",
            ",".join(f"{r:g}" for r in rates), "--step", f"{step_s:g}s", "--narrow", str(narrow),
            "--out", str(out), "--ci"]  # fmt: skip
     started = time.monotonic()

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from synthetic_run import STARTED_AT, make_run_dir
+from test_slo_cli import aichaos, invoke
 from test_slo_compare import _scale_ttft
-from typer.testing import CliRunner
 
-from aichaos.harness.cli import app
 from aichaos.reports.render import render_run
 from aichaos.slo.baseline import promote
 from aichaos.slo.evaluate import evaluate_run, write_result
@@ -30,19 +28,6 @@ TTFT = 0.2  # the history's TTFT p95, seconds
 # 4,800 requests without an error: enough to show errors <= 0.1% at 95% confidence
 REAL_RUN = {"duration_s": 120, "rps": 40, "faults": [], "base_error_ratio": 0.0,
             "with_metrics": False, "with_journal": False}  # fmt: skip
-
-
-def aichaos(*args: str) -> subprocess.CompletedProcess:
-    """The real command line in a process of its own (exit codes, stderr as a user sees them)."""
-    cmd = [sys.executable, "-c", "from aichaos.harness.cli import app; app()", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-
-
-def invoke(*args: str):
-    """The same app in this process (faster; exit code and output as typer gives them)."""
-    result = CliRunner().invoke(app, list(args))
-    result.returncode = result.exit_code
-    return result
 
 
 def _row(objective: str, sli: str, unit: str, threshold: float, value: float) -> ObjectiveRow:
