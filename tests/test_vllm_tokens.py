@@ -20,8 +20,9 @@ from aichaos.scenarios.spec import builtin_names, load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 # short runs of every built-in scenario (burst: to its first burst at 20 s; soak: to a session's
-# second turn)
-DURATIONS = {"steady": 10.0, "diurnal": 10.0, "burst": 30.0, "tiered": 10.0, "soak": 25.0}
+# second turn; chat-sessions: conversations of several turns, 0.6 a second)
+DURATIONS = {"steady": 10.0, "diurnal": 10.0, "burst": 30.0, "tiered": 10.0, "soak": 25.0,
+             "chat-sessions": 30.0}  # fmt: skip
 
 pytestmark = pytest.mark.timeout(VLLM_READY_S + 600)
 
