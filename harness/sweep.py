@@ -29,9 +29,9 @@ from aichaos.experiments.policy import Permissions
 from aichaos.rundir import InputError
 from aichaos.scenarios.spec import Scenario, load_scenario
 from aichaos.slo.decide import samples_needed
-from aichaos.slo.result import SloResult
+from aichaos.slo.result import ObjectiveRow, SloResult
 from aichaos.slo.saturation import keeping_up
-from aichaos.slo.spec import SloSpec, load_spec
+from aichaos.slo.spec import SloSpec, load_spec, on_good_side
 from aichaos.sweepfile import NO_FAULT, Condition, SliPoint, Step, SweepResult, write_sweep
 from aichaos.units import Duration
 
@@ -250,34 +250,30 @@ def _why_broken(step: Step) -> str:
     if step.saturated:
         return (f"saturated at {step.offered_rps:g} req/s (completed {step.achieved_rps:.1f} "
                 "req/s)")  # fmt: skip
-    missed = ", ".join(p.id for p in step.slis if p.status == "fail" or not _meets(p))
+    missed = ", ".join(p.id for p in step.slis if not p.held)
     how = "failed beyond doubt" if step.beyond_doubt else "missed"
     return f"{how} at {step.offered_rps:g} req/s: {missed}"
-
-
-def _meets(point: SliPoint) -> bool:
-    return point.status != "fail" and point.value is not None and point.threshold is not None
 
 
 def _step_of(result: SloResult, rate: float, plan: RunPlan, code: int, t0: float) -> Step:
     keys = [r for r in result.objectives if r.key and r.phase == "all"]
     points = [SliPoint(id=r.id, value=r.value, threshold=r.threshold, unit=r.unit,
-                       status=r.status) for r in keys]  # fmt: skip
-    holds = bool(keys) and all(r.status != "fail" and _point_meets(r) for r in keys)
+                       status=r.status, meets=_point_meets(r)) for r in keys]  # fmt: skip
     scenario = plan.scenario
     load = keeping_up(plan.run_dir, t0, scenario.warmup_s, scenario.duration_s)
     return Step(offered_rps=rate, achieved_rps=load.ended_rps, requests=result.requests or 0,
-                errors=load.errors, verdict=result.verdict, holds=holds,
+                errors=load.errors, verdict=result.verdict,
+                holds=bool(points) and all(p.held for p in points),
                 beyond_doubt=result.verdict == "fail",
                 saturated=load.saturated, slis=points,
                 run_dir=str(plan.run_dir), exit_code=code)  # fmt: skip
 
 
-def _point_meets(row: Any) -> bool:
-    value, threshold = row.value, row.threshold
-    if value is None or threshold is None:
+def _point_meets(row: ObjectiveRow) -> bool:
+    """The row's point estimate meets its threshold."""
+    if row.value is None or row.threshold is None:
         return False
-    return value <= threshold if row.op in ("<=", "<") else value >= threshold
+    return on_good_side(row.value, row.op, row.threshold)
 
 
 def _step_line(step: Step) -> str:
@@ -304,7 +300,7 @@ def run_sweep(options: SweepOptions) -> int:
         signals.restore()
     report = render_sweep(plan.sweep_dir, result)
     _say(f"report: {report.resolve().as_uri()}")
-    for line in summary_lines(result):
+    for line in result.statements():
         _say(line)
     if result.status != "completed":
         _say(f"sweep {result.status}: {result.problem}: exit {exits.NOT_COMPLETED}")
@@ -314,23 +310,3 @@ def run_sweep(options: SweepOptions) -> int:
         _say(f"capacity {capacity or 0:g} req/s is below --require-rps {options.require_rps:g}")
         return exits.SLO_FAILED
     return exits.OK
-
-
-def summary_lines(result: SweepResult) -> list[str]:
-    """Capacity per condition and the headroom each fault implies, in words."""
-    lines = []
-    for c in result.conditions:
-        lines.append(f"{c.name}: {capacity_text(c)} ({c.stopped_because})")
-        ratio = result.headroom(c) if c.name != NO_FAULT else None
-        if ratio is not None:
-            lines.append(f"{c.name}: provision {ratio:.2g}x to carry the no-fault capacity")
-    return lines
-
-
-def capacity_text(c: Condition) -> str:
-    if c.capacity_rps is None:
-        low = c.by_rate()[0].offered_rps if c.steps else None
-        return f"no rate held (lowest tried {low:g} req/s)" if low else "no step ran"
-    if c.broken_rps is None:
-        return f"holds at least {c.capacity_rps:g} req/s (nothing broke)"
-    return f"holds {c.capacity_rps:g} req/s (broke at {c.broken_rps:g})"

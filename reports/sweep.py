@@ -30,14 +30,12 @@ def render_sweep(directory: Path, result: SweepResult) -> Path:
 
 
 def sweep_html(result: SweepResult, directory: Path) -> str:
-    from aichaos.harness.sweep import capacity_text, summary_lines
-
     panels = [*sli_panels(result), achieved_panel(result)]
     figures = {p["id"]: p["figure"] for p in panels if "figure" in p}
     conditions = [
         {
             "name": c.name,
-            "capacity": capacity_text(c),
+            "capacity": c.capacity_text(),
             "headroom": result.headroom(c) if c is not result.conditions[0] else None,
             "stopped": c.stopped_because,
             "steps": [_step_row(s, directory) for s in c.by_rate()],
@@ -46,7 +44,7 @@ def sweep_html(result: SweepResult, directory: Path) -> str:
     ]
     context = {
         "result": result,
-        "statements": summary_lines(result),
+        "statements": result.statements(),
         "conditions": conditions,
         "panels": panels,
         "chart_json": json_for_script({"figures": figures}),

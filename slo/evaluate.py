@@ -56,7 +56,7 @@ from .result import (
     Verdict,
 )
 from .slis import SLIS
-from .spec import LATENCY_SLIS, Objective, SloSpec, turn_range
+from .spec import LATENCY_SLIS, Objective, SloSpec, on_good_side, turn_range
 
 CREDIT = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
 UNDECIDED = ("inconclusive", "insufficient_data")  # row statuses that score nothing
@@ -704,19 +704,10 @@ def key_undecided(rows: list[ObjectiveRow]) -> list[str]:
     return sorted({r.objective for r in rows if r.key and r.status in UNDECIDED})
 
 
-def _holds(value: float, op: str, threshold: float) -> bool:
-    return {
-        "<=": value <= threshold,
-        "<": value < threshold,
-        ">=": value >= threshold,
-        ">": value > threshold,
-    }[op]
-
-
 def _point_status(obj: Objective, value: float) -> Status:
-    if _holds(value, obj.op, obj.threshold):
+    if on_good_side(value, obj.op, obj.threshold):
         return "pass"
-    if obj.warn is not None and _holds(value, obj.op, obj.warn):
+    if obj.warn is not None and on_good_side(value, obj.op, obj.warn):
         return "warn"
     return "fail"
 

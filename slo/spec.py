@@ -28,6 +28,18 @@ LATENCY_SLIS = of_kind("latency")
 RATIO_SLIS = of_kind("ratio")
 TIME_SLIS = of_kind("time")
 OPS = ("<=", "<", ">=", ">")
+
+
+def on_good_side(value: float, op: str, threshold: float) -> bool:
+    """Whether ``value`` meets ``threshold`` for an objective's ``op``."""
+    return {
+        "<=": value <= threshold,
+        "<": value < threshold,
+        ">=": value >= threshold,
+        ">": value > threshold,
+    }[op]
+
+
 DEGRADED_SOURCES = ("fallback", "cache", "flag")
 # SRE workbook, chapter "Alerting on SLOs", for a 30-day period
 DEFAULT_ALERTS = (

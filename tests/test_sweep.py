@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aichaos.harness.sweep import SweepOptions, _bounds, capacity_text
+from aichaos.harness.sweep import SweepOptions, _bounds
 from aichaos.sweepfile import NO_FAULT, Condition, SliPoint, Step, SweepResult, read_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ AICHAOS = str(Path(sys.executable).parent / "aichaos")
 
 def step(rate: float, holds: bool = True, saturated: bool = False) -> Step:
     point = SliPoint(id="ttft-p95@all", value=0.2 if holds else 2.0, threshold=1.0, unit="s",
-                     status="pass" if holds else "fail")  # fmt: skip
+                     status="pass" if holds else "fail", meets=holds)  # fmt: skip
     return Step(offered_rps=rate, achieved_rps=rate, requests=100, errors=0,
                 verdict="pass" if holds else "fail", holds=holds, beyond_doubt=not holds,
                 saturated=saturated, slis=[point], run_dir="x", exit_code=0)  # fmt: skip
@@ -49,7 +49,7 @@ def test_headroom_is_capacity_over_capacity_under_the_fault():
     conditions = [cond(NO_FAULT, 38, 40), cond("replica-down", 21, 24)]
     result = SweepResult(scenario="s", slo="d", step_s=60, target="t", conditions=conditions)
     assert result.headroom(result.conditions[1]) == pytest.approx(38 / 21)
-    assert capacity_text(result.conditions[0]) == "holds 38 req/s (broke at 40)"
+    assert result.conditions[0].capacity_text() == "holds 38 req/s (broke at 40)"
 
 
 def test_steps_too_short_for_the_percentiles_are_one_line_and_exit_2(tmp_path):

@@ -34,6 +34,11 @@ class SliPoint(BaseModel):
     threshold: float | None
     unit: str
     status: str
+    meets: bool  # the point estimate meets the threshold
+
+    @property
+    def held(self) -> bool:
+        return self.status != "fail" and self.meets
 
 
 class Step(BaseModel):
@@ -65,6 +70,14 @@ class Condition(BaseModel):
     def by_rate(self) -> list[Step]:
         return sorted(self.steps, key=lambda s: s.offered_rps)
 
+    def capacity_text(self) -> str:
+        if self.capacity_rps is None:
+            low = self.by_rate()[0].offered_rps if self.steps else None
+            return f"no rate held (lowest tried {low:g} req/s)" if low else "no step ran"
+        if self.broken_rps is None:
+            return f"holds at least {self.capacity_rps:g} req/s (nothing broke)"
+        return f"holds {self.capacity_rps:g} req/s (broke at {self.broken_rps:g})"
+
 
 class SweepResult(BaseModel):
     scenario: str
@@ -79,6 +92,16 @@ class SweepResult(BaseModel):
     @property
     def capacity_rps(self) -> float | None:
         return self.conditions[0].capacity_rps if self.conditions else None
+
+    def statements(self) -> list[str]:
+        """Capacity per condition and the headroom each fault implies, in words."""
+        lines = []
+        for c in self.conditions:
+            lines.append(f"{c.name}: {c.capacity_text()} ({c.stopped_because})")
+            ratio = self.headroom(c) if c.name != NO_FAULT else None
+            if ratio is not None:
+                lines.append(f"{c.name}: provision {ratio:.2g}x to carry the no-fault capacity")
+        return lines
 
     def headroom(self, condition: Condition) -> float | None:
         """Capacity over capacity under ``condition``: how much more to provision so that the
