@@ -66,8 +66,8 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             "per second; a gap between them is client-side queueing (coordinated omission)",
             [
                 # scheduled drawn last, dashed, so it shows where it parts from sent
-                _line(x, series["requests"]["sent"], "sent", PALETTE[0]),
-                _line(x, series["requests"]["scheduled"], "scheduled", INK, dash="dot"),
+                line_trace(x, series["requests"]["sent"], "sent", PALETTE[0]),
+                line_trace(x, series["requests"]["scheduled"], "scheduled", INK, dash="dot"),
             ],
             series,
             y_title="requests/s",
@@ -80,9 +80,9 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             "Time to first token",
             "client-side percentiles per interval",
             [
-                _line(x, ttft["p50"], "p50", PALETTE[2]),
-                _line(x, ttft["p95"], "p95", PALETTE[1]),
-                _line(x, ttft["p99"], "p99", PALETTE[4]),
+                line_trace(x, ttft["p50"], "p50", PALETTE[2]),
+                line_trace(x, ttft["p95"], "p95", PALETTE[1]),
+                line_trace(x, ttft["p99"], "p99", PALETTE[4]),
             ],
             series,
             y_title="seconds",
@@ -97,7 +97,10 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
                 if itl.get("sampled_every", 1) > 1
                 else ""
             ),
-            [_line(x, itl["p50"], "p50", PALETTE[2]), _line(x, itl["p99"], "p99", PALETTE[4])],
+            [
+                line_trace(x, itl["p50"], "p50", PALETTE[2]),
+                line_trace(x, itl["p99"], "p99", PALETTE[4]),
+            ],
             series,
             y_title="seconds",
             empty_text="no inter-token gaps recorded",
@@ -109,7 +112,7 @@ def timeline_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
         panels.append(_empty("breakers", "Circuit breakers", NO_SERVER_METRICS))
     else:
         traces = [
-            _line(s["x"], s["y"], name, PALETTE[i % len(PALETTE)], shape="hv")
+            line_trace(s["x"], s["y"], name, PALETTE[i % len(PALETTE)], shape="hv")
             for i, (name, s) in enumerate(server.get("breakers", {}).items())
         ]
         panels.append(
@@ -156,7 +159,7 @@ def server_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             panels.append(_empty(f"server-{key}", title, NO_SERVER_METRICS))
             continue
         traces = [
-            _line(s["x"], s["y"], name, PALETTE[i % len(PALETTE)])
+            line_trace(s["x"], s["y"], name, PALETTE[i % len(PALETTE)])
             for i, (name, s) in enumerate(server.get(key, {}).items())
         ]
         y_extra = {"tickformat": ".0%"} if key == "kv_cache" else {}
@@ -176,11 +179,11 @@ def server_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
         panels.append(_empty("server-ttft", "TTFT p95: server vs client", NO_SERVER_METRICS))
     else:
         traces = [
-            _line(s["x"], s["y"], f"server {name}", PALETTE[i % len(PALETTE)])
+            line_trace(s["x"], s["y"], f"server {name}", PALETTE[i % len(PALETTE)])
             for i, (name, s) in enumerate(server.get("ttft_p95", {}).items())
         ]
         if traces:
-            traces.append(_line(series["x"], series["ttft"]["p95"], "client", INK, dash="dot"))
+            traces.append(line_trace(series["x"], series["ttft"]["p95"], "client", INK, dash="dot"))
         panels.append(
             _panel(
                 "server-ttft",
@@ -211,11 +214,11 @@ def cdf_figures(series: dict[str, Any]) -> list[dict[str, Any]]:
             if not pairs:
                 continue
             xs, ys = zip(*pairs, strict=True)
-            trace = _line(list(xs), list(ys), f"{phase} (n={cdf['count']})", _phase_color(i))
+            trace = line_trace(list(xs), list(ys), f"{phase} (n={cdf['count']})", _phase_color(i))
             trace["hovertemplate"] = "%{x:.3s}s at p%{customdata}<extra>%{fullData.name}</extra>"
             trace["customdata"] = [f"{y * 100:.4g}" for y in ys]
             traces.append(trace)
-        layout = _layout(y_title="share of requests", x_title="latency (log scale)")
+        layout = plot_layout(y_title="share of requests", x_title="latency (log scale)")
         layout["xaxis"].update(
             {
                 "type": "log",
@@ -286,11 +289,11 @@ def _served_panel(series: dict[str, Any]) -> dict[str, Any]:
         if color is None:
             color = REPLICA_COLORS[replicas % len(REPLICA_COLORS)]
             replicas += 1
-        trace = _line(series["x"], values, who, color)
+        trace = line_trace(series["x"], values, who, color)
         trace.update({"stackgroup": "served", "line": {"width": 0.5, "color": color}})
         traces.append(trace)
     if traces and any(v for v in series["degraded"]):
-        traces.append(_line(series["x"], series["degraded"], "degraded", INK, dash="dot"))
+        traces.append(line_trace(series["x"], series["degraded"], "degraded", INK, dash="dot"))
     panel = _panel(
         "served",
         "Who served",
@@ -354,7 +357,7 @@ def _panel(
     if not traces or not any(any(v is not None for v in t.get("y", [])) for t in traces):
         panel["empty"] = empty_text
         return panel
-    layout = _layout(y_title=y_title, x_title="seconds since start")
+    layout = plot_layout(y_title=y_title, x_title="seconds since start")
     layout["xaxis"]["range"] = [0, series["duration_s"]]
     layout["yaxis"].update(y_extra or {})
     shapes, annotations = _windows(series)
@@ -367,7 +370,7 @@ def _empty(key: str, title: str, text: str) -> dict[str, Any]:
     return {"id": key, "title": title, "note": "", "empty": text}
 
 
-def _layout(y_title: str, x_title: str) -> dict[str, Any]:
+def plot_layout(y_title: str, x_title: str) -> dict[str, Any]:
     return {
         "height": 260,
         "margin": {"l": 64, "r": 24, "t": 30, "b": 42},
@@ -449,7 +452,7 @@ def _rect(x0: float, x1: float, fill: str, line: str) -> dict[str, Any]:
     }
 
 
-def _line(
+def line_trace(
     x: list,
     y: list,
     name: str,

@@ -92,7 +92,8 @@ def _sli_panel(result: SweepResult, index: int, sli_id: str) -> dict[str, Any]:
             continue
         threshold, unit = points[0][1].threshold, points[0][1].unit
         color = charts.PALETTE[n % len(charts.PALETTE)]
-        trace = charts._line([x for x, _ in points], [p.value for _, p in points], c.name, color)
+        values = [p.value for _, p in points]
+        trace = charts.line_trace([x for x, _ in points], values, c.name, color)
         trace["mode"] = "lines+markers"
         traces.append(trace)
         shapes_, notes = _knee(c, color)
@@ -104,7 +105,7 @@ def _sli_panel(result: SweepResult, index: int, sli_id: str) -> dict[str, Any]:
     if not traces:
         panel["empty"] = "no value"
         return panel
-    layout = charts._layout(y_title=unit, x_title="offered rate (requests/s)")
+    layout = charts.plot_layout(y_title=unit, x_title="offered rate (requests/s)")
     layout["hovermode"] = "closest"
     if unit == "s":  # past the knee latencies grow by orders of magnitude
         ticks = charts.LATENCY_TICKS
@@ -142,7 +143,7 @@ def achieved_panel(result: SweepResult) -> dict[str, Any]:
             continue
         color = charts.PALETTE[n % len(charts.PALETTE)]
         x = [s.offered_rps for s in steps]
-        trace = charts._line(x, [s.achieved_rps for s in steps], c.name, color)
+        trace = charts.line_trace(x, [s.achieved_rps for s in steps], c.name, color)
         trace["mode"] = "lines+markers"
         traces.append(trace)
         top = max(top, *x)
@@ -152,8 +153,8 @@ def achieved_panel(result: SweepResult) -> dict[str, Any]:
     if not traces:
         panel["empty"] = "no step ran"
         return panel
-    traces.append(charts._line([0, top], [0, top], "offered", "#9aa5b1", dash="dot"))
-    layout = charts._layout(y_title="requests/s", x_title="offered rate (requests/s)")
+    traces.append(charts.line_trace([0, top], [0, top], "offered", "#9aa5b1", dash="dot"))
+    layout = charts.plot_layout(y_title="requests/s", x_title="offered rate (requests/s)")
     layout["hovermode"] = "closest"
     panel["figure"] = {"data": traces, "layout": layout}
     return panel

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from aichaos.reports import fmt
-from aichaos.reports.charts import GRID, PALETTE, _layout, _line
+from aichaos.reports.charts import GRID, PALETTE, line_trace, plot_layout
 from aichaos.slo.result import ChangePoint, History, HistorySeries
 
 DIRECTION_COLORS = {"worse": "#dc2626", "better": "#16a34a"}
@@ -65,7 +65,7 @@ def _panel(i: int, series: HistorySeries) -> dict[str, Any]:
         return panel
     runs = [p.run_id for p in series.points]
     values = [p.value for p in series.points]
-    line = _line(runs, values, "value", PALETTE[0])
+    line = line_trace(runs, values, "value", PALETTE[0])
     line.update(
         {
             "mode": "lines+markers",
@@ -75,7 +75,7 @@ def _panel(i: int, series: HistorySeries) -> dict[str, Any]:
     )
     traces = [line, _regimes(series, runs)]
     traces += [_marks(series, runs, direction) for direction in DIRECTION_COLORS]
-    layout = _layout(y_title=Y_TITLES.get(series.unit, series.unit), x_title="accepted runs")
+    layout = plot_layout(y_title=Y_TITLES.get(series.unit, series.unit), x_title="accepted runs")
     layout["xaxis"].update({"type": "category", "gridcolor": GRID})
     if series.unit == "ratio":
         layout["yaxis"]["tickformat"] = ".2%"
@@ -98,7 +98,7 @@ def _regimes(series: HistorySeries, runs: list[str]) -> dict[str, Any]:
             continue
         x += [runs[start], runs[end - 1], None]
         y += [mean, mean, None]
-    return _line(x, y, "regime mean", "#64748b", dash="dot")
+    return line_trace(x, y, "regime mean", "#64748b", dash="dot")
 
 
 def _marks(series: HistorySeries, runs: list[str], direction: str) -> dict[str, Any]:
