@@ -148,9 +148,16 @@ class Sweep:
             self._bring_up(result)
             limit = None
             for name, ref in [(NO_FAULT, None), *[(ref, ref) for ref in self.plan.experiments]]:
-                condition = self._condition(name, ref, limit)
+                condition = Condition(
+                    name=name,
+                    experiment=ref,
+                    steps=[],
+                    capacity_rps=None,
+                    broken_rps=None,
+                    stopped_because="did not finish",
+                )
                 result.conditions.append(condition)
-                write_sweep(self.plan.sweep_dir, result)
+                self._climb(result, condition, limit)
                 if ref is None:
                     limit = condition.broken_rps
         except (CouldNotRun, StackError) as exc:
@@ -178,26 +185,31 @@ class Sweep:
 
     # --- one condition: climb, then narrow --------------------------------------------------
 
-    def _condition(self, name: str, ref: str | None, limit: float | None) -> Condition:
-        steps: list[Step] = []
+    def _climb(self, result: SweepResult, condition: Condition, limit: float | None) -> None:
+        """Climb the grid for ``condition`` (in ``result``), then narrow; sweep.json is written
+        after every step, so an interrupted sweep keeps the steps it finished."""
         stopped = "the top of the grid held"
         for rate in self.plan.grid:
             if limit is not None and rate > limit:
                 stopped = f"the rate at which the no-fault condition broke ({limit:g} req/s)"
                 break
-            step = self._step(name, ref, rate)
-            steps.append(step)
+            step = self._add_step(result, condition, rate)
             if step.broken:
                 stopped = _why_broken(step)
                 break
+        condition.stopped_because = stopped
         for _ in range(self.options.narrow):
-            low, high = _bounds(steps)
+            low, high = _bounds(condition.steps)
             if low is None or high is None or self.signals.flag.is_set():
                 break
-            steps.append(self._step(name, ref, round((low + high) / 2, 3)))
-        low, high = _bounds(steps)
-        return Condition(name=name, experiment=ref, steps=steps, capacity_rps=low,
-                         broken_rps=high, stopped_because=stopped)  # fmt: skip
+            self._add_step(result, condition, round((low + high) / 2, 3))
+
+    def _add_step(self, result: SweepResult, condition: Condition, rate: float) -> Step:
+        step = self._step(condition.name, condition.experiment, rate)
+        condition.steps.append(step)
+        condition.capacity_rps, condition.broken_rps = _bounds(condition.steps)
+        write_sweep(self.plan.sweep_dir, result)
+        return step
 
     def _step(self, name: str, ref: str | None, rate: float) -> Step:
         if self.signals.flag.is_set():

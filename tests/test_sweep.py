@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import interrupt, wait_for
 
 from aichaos.harness.sweep import SweepOptions, _bounds
 from aichaos.sweepfile import NO_FAULT, Condition, SliPoint, Step, SweepResult, read_sweep
@@ -119,3 +120,36 @@ def test_a_sweep_finds_the_knee_and_one_replica_down_lowers_it(tmp_path):
     html = (sweep_dir / "sweep.html").read_text()
     assert 'data-capacity="no fault"' in html and 'id="chart-sweep-0"' in html
     assert "below --require-rps 50" in done.stderr
+
+
+def test_a_sweep_of_a_target_keeps_its_finished_steps_when_interrupted(tmp_path, start_sim):
+    """``--target``: no stack is brought up, each step drives the endpoint; Ctrl-C in the
+    second step: exit 3, sweep.json says aborted and holds the first step, the report is
+    written."""
+    sim = start_sim("--profile", str(DATA / "slow-replica.yaml"))
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [AICHAOS, "sweep", "--scenario", str(DATA / "scenario.yaml"), "--slo",
+         str(DATA / "slo.yaml"), "--target", sim.url, "--rates", "2,4", "--step", "16s",
+         "--narrow", "0", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def first_step_recorded() -> bool:
+        found = list(out.glob("*/sweep.json"))
+        return bool(found) and any(c.steps for c in read_sweep(found[0].parent).conditions)
+
+    try:
+        wait_for(first_step_recorded, 120, "the first step in sweep.json", interval=0.5)
+    finally:
+        said = interrupt(proc, timeout=120)
+    assert proc.returncode == 3, said[-3000:]
+    (sweep_dir,) = out.iterdir()
+    result = read_sweep(sweep_dir)
+    assert result.status == "aborted" and result.target == sim.url
+    assert not (sweep_dir / "stack").exists()  # nothing was brought up
+    (condition,) = result.conditions
+    assert [s.offered_rps for s in condition.steps] == [2]  # the interrupted step is not one
+    assert condition.steps[0].requests > 0 and condition.stopped_because == "did not finish"
+    assert (Path(condition.steps[0].run_dir) / "slo.json").exists()
+    assert (sweep_dir / "sweep.html").exists() and "sweep aborted" in said
