@@ -4,7 +4,8 @@ carries the measured value and the threshold; an inconclusive objective or one w
 is ``<skipped>``; a warning passes with the warning in ``system-out``. A run that was not
 evaluated, or did not finish, gets a test case saying so (a run that did not finish fails "run
 completed" with the report's headline: ABORTED / CRASHED / INCOMPLETE and the phases that
-ran), so a CI gate cannot pass on it by accident."""
+ran), so a CI gate cannot pass on it by accident. A run checked against a baseline history
+gets a ``history`` suite: a test case per key series, failing when it regressed at this run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 
 from aichaos.reports import fmt
 from aichaos.reports.rundata import RunData
-from aichaos.slo.result import ObjectiveRow
+from aichaos.reports.trend import change_text, threshold_text
+from aichaos.slo.result import History, HistorySeries, ObjectiveRow
 
 # XML 1.0 forbids most control characters; error details from a server may hold any.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -70,6 +72,8 @@ def render_junit(run: RunData) -> str:
         out = ET.SubElement(case, "system-out")
         prefix = "warn: " if status == "warn" else ""
         out.text = _text(prefix + (o.detail or failure_message(o)))
+    if run.slo is not None and run.slo.history is not None:
+        _history_suite(root, run.slo.history)
     for suite in root.iter("testsuite"):
         cases = suite.findall("testcase")
         suite.set("tests", str(len(cases)))
@@ -77,6 +81,33 @@ def render_junit(run: RunData) -> str:
             suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def history_message(series: HistorySeries) -> str | None:
+    """One line for a series that regressed at the newest run; None when it did not."""
+    c = next((c for c in series.change_points if c.regression), None)
+    if c is None:
+        return None
+    means = f"{fmt.value(c.before, series.unit)} → {fmt.value(c.after, series.unit)}"
+    return (
+        f"{series.id} regressed at run {c.run_id}: mean {means}, {change_text(series, c)};"
+        f" a regression is {threshold_text(series)}"
+    )
+
+
+def _history_suite(root: ET.Element, history: History) -> None:
+    """A test case per key series of the baseline history; one with too few runs is skipped."""
+    suite = ET.SubElement(root, "testsuite", name="history")
+    for series in history.series:
+        _case(
+            suite,
+            series.id,
+            "aichaos.history",
+            failure=history_message(series),
+            skipped=f"too few runs: {len(series.points)} of {history.min_points}"
+            if series.verdict == "too_few_runs"
+            else None,
+        )
 
 
 def _not_completed(run: RunData) -> str | None:

@@ -8,8 +8,9 @@ from typing import Any
 
 from aichaos.reports import fmt, tables
 from aichaos.reports.rundata import RunData
+from aichaos.reports.trend import change_text, threshold_text
 from aichaos.slo.completion import INCOMPLETE_VERDICTS
-from aichaos.slo.result import ObjectiveRow, SloResult
+from aichaos.slo.result import History, ObjectiveRow, SloResult
 
 ORDER = {"fail": 0, "warn": 1, "inconclusive": 2, "insufficient_data": 3}  # objectives at risk
 MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌", "inconclusive": "❔", "insufficient_data": "❔"}
@@ -75,6 +76,8 @@ def render_markdown(run: RunData) -> str:
     at_risk.sort(key=lambda o: ORDER.get(o.status, 3))
     if at_risk:
         lines += ["### Failed and at-risk objectives", "", *_objective_table(at_risk), ""]
+    if slo.history is not None:
+        lines += _history(slo.history)
     lines += _phase_table(slo, run.series["t0"])
     if objectives:
         shown = objectives[:MAX_ROWS]
@@ -117,6 +120,35 @@ def _objective_table(rows: list[ObjectiveRow]) -> list[str]:
             + " |"
         )
     return out
+
+
+def _history(history: History) -> list[str]:
+    """The history's verdict, and a row per key series with a change point at the newest run
+    (a regression or an improvement; earlier ones are in report.html)."""
+    mark = MARKS["fail" if history.verdict == "regression" else "pass"]
+    facts = [
+        f"**Runs** {history.runs}",
+        f"**baseline** {code(history.baseline)}",
+        f"**verdict** {mark} {cell(history.verdict)}",
+    ]
+    lines = ["### Trend over the baseline history", "", " · ".join(facts), ""]
+    changed = [
+        (s, c) for s in history.series for c in s.change_points if c.run_id == history.newest
+    ]
+    if not changed:
+        return [*lines, "No key series changed at the newest run.", ""]
+    lines += [
+        "| Series | Change point | Before → after | Change | A regression is |",
+        "|---|---|---:|---:|---|",
+    ]
+    for s, c in changed:
+        verdict = f"{MARKS['fail']} regression" if c.regression else cell(c.direction)
+        means = f"{fmt.value(c.before, s.unit)} → {fmt.value(c.after, s.unit)}"
+        lines.append(
+            f"| {code(s.id)} | {verdict} | {means} | {cell(change_text(s, c))}"
+            f" | {cell(threshold_text(s))} |"
+        )
+    return [*lines, ""]
 
 
 def _phase_table(slo: SloResult, t0: float) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aichaos.reports import tables
 from aichaos.reports.rundata import RunData
-from aichaos.slo.result import ObjectiveRow
+from aichaos.slo.result import History, ObjectiveRow
 
 SUMMARY_SCHEMA_VERSION = 1
 OBJECTIVE_FIELDS = (
@@ -26,6 +26,8 @@ OBJECTIVE_FIELDS = (
     "key",
     "detail",
 )
+HISTORY_FIELDS = {"verdict": True, "runs": True, "baseline": True, "newest": True}
+SERIES_FIELDS = {"id", "verdict"}
 
 
 def build_summary(run: RunData) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def build_summary(run: RunData) -> dict[str, Any]:
             for f in run.series["faults"]
         ],
         "comparison_verdict": slo.comparison.verdict if slo and slo.comparison else None,
+        "history": _history(slo.history) if slo and slo.history else None,
         "notes": run.notes,
     }
 
@@ -68,3 +71,9 @@ def _objective(o: ObjectiveRow) -> dict[str, Any]:
     """The row's fields a gate reads, as slo.json holds them."""
     row = o.model_dump(mode="json")
     return {k: row[k] for k in OBJECTIVE_FIELDS}
+
+
+def _history(history: History) -> dict[str, Any]:
+    """The baseline history's verdict and each key series' verdict, as slo.json holds them."""
+    fields = {**HISTORY_FIELDS, "series": {"__all__": SERIES_FIELDS}}
+    return history.model_dump(mode="json", include=fields)
