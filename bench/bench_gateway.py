@@ -35,6 +35,14 @@ Output: one JSON line per level on stdout (``--json FILE`` also writes them as o
 table on stderr. ``--profile DIR`` runs the gateway under cProfile and leaves
 ``DIR/gateway-<pid>.prof`` when it stops (the CPU figures then include the profiler's cost).
 
+The floor, in the same rounds: a byte relay (the project's Toxiproxy-compatible proxy with no
+toxic, which copies each read to the other side without looking at it) between the client
+and the simulator, pinned to core 0 like the gateway, measured as the gateway is (TTFT added
+against the same direct runs, net TTFT, CPU per request and per event by the same fit). What
+the relay adds is what any hop in this harness adds; the gateway's cost above it is its own.
+``--syscalls`` then runs each of the two once more under ``strace -c -f`` (slowed by it; only
+the counts are kept) and gives their system calls per event.
+
 BENCH_TOKENS=N sets the default answer length (5). Loopback only, bounded in time.
 Run: cd bench && ../.venv/bin/python bench_gateway.py [--levels 50,200] [--tokens 5,40]
 """
@@ -53,7 +61,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+from bench_llm_proxy import make_proxy, start_proxy
 from bench_simulator import Server, free_port, pinned
+from bench_toxiproxy import stop
 
 GATEWAY_CONFIG = """
 rate_limits_per_min: {free: 100000000, pro: 100000000, enterprise: 100000000}
@@ -111,7 +121,7 @@ def client_main(args) -> None:
     import uvloop
 
     result = uvloop.run(measure(args.url, args.streams, args.seconds, args.max_tokens, args.prefix))
-    print(json.dumps(result))
+    args.out.write_text(json.dumps(result))
 
 
 def run_client(url: str, streams: int, seconds: float, max_tokens: int, prefix: str) -> dict:
@@ -130,10 +140,10 @@ def run_client(url: str, streams: int, seconds: float, max_tokens: int, prefix: 
         "--prefix",
         prefix,
     ]
-    out = subprocess.run(
-        pinned(1, cmd), capture_output=True, text=True, check=True, timeout=seconds + 120
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:  # a file: the result runs to megabytes
+        out = Path(tmp) / "result.json"
+        subprocess.run([*pinned(1, cmd), "--out", str(out)], check=True, timeout=seconds + 120)
+        return json.loads(out.read_text())
 
 
 def net_since(log: Path, offset: int, ttfts: dict[str, float]) -> list[float]:
@@ -234,9 +244,25 @@ def compare(row: dict, label: str, direct: list[float], via: list[float]) -> Non
         row[f"{label}added_p{q}_ms"] = ms(None if d is None or v is None else v - d)
 
 
-def summarize(tokens: int, direct: list[dict], via: list[dict]) -> dict:
+def relay_summary(direct: list[dict], relay: list[dict]) -> dict:
+    """The byte relay's columns of one answer length: its TTFTs and what it adds (against the
+    same direct runs the gateway is compared with), its requests, events and CPU."""
+    both: dict = {}
+    compare(both, "", [t for r in direct for t in r["ttfts"].values()],
+            [t for r in relay for t in r["ttfts"].values()])  # fmt: skip
+    compare(both, "net_", [t for r in direct for t in r["net"]],
+            [t for r in relay for t in r["net"]])  # fmt: skip
+    row = {k.replace("gateway", "relay"): v for k, v in both.items() if "direct" not in k}
+    for key in ("requests", "events", "errors"):
+        row[key] = sum(r[key] for r in relay)
+    row["cpu_s"] = round(sum(r["relay_cpu_s"] for r in relay), 3)
+    row["idle_cpu_s"] = round(sum(r["relay_cpu_s"] for r in direct), 3)
+    return row
+
+
+def summarize(tokens: int, direct: list[dict], via: list[dict], relay: list[dict]) -> dict:
     """One answer length at one level: TTFTs, net TTFTs, counts and the gateway's CPU over
-    every round."""
+    every round; the byte relay's alike under ``relay``."""
     row: dict = {"tokens": tokens}
     for key in ("requests", "events", "errors"):
         row[key] = [sum(r[key] for r in direct), sum(r[key] for r in via)]
@@ -257,14 +283,18 @@ def summarize(tokens: int, direct: list[dict], via: list[dict]) -> dict:
     row["gateway_busy"] = round(cpu / sum(r["wall_s"] for r in via), 3)
     net = cpu - idle
     row["cpu_us_per_request_all_in"] = us(net / row["requests"][1] if row["requests"][1] else None)
+    row["relay"] = relay_summary(direct, relay)
     return row
 
 
-def level_row(streams: int, by_tokens: list[dict], rounds: list[list[dict]]) -> dict:
+def level_row(
+    streams: int, by_tokens: list[dict], rounds: list[list[dict]], relay_rounds: list[list[dict]]
+) -> dict:
     """The level's JSON line: the first length's columns, the CPU split, every length's detail.
 
     ``rounds[i]`` holds round i's via requests, events and CPU (net of idle), one per answer
     length; the fit per round shows how much the split moves from one round to the next.
+    ``relay_rounds`` alike for the byte relay.
     """
     first = by_tokens[0]
     row = {"streams": streams, **first}
@@ -279,6 +309,17 @@ def level_row(streams: int, by_tokens: list[dict], rounds: list[list[dict]]) -> 
     )
     per_round = [fit([(v["requests"], v["events"], v["cpu_s"]) for v in r]) for r in rounds]
     row["fit_rounds"] = [
+        {"cpu_per_request_us": us(f[0]), "cpu_per_event_us": us(f[1])} for f in per_round if f
+    ]
+    ab = fit(
+        [(b["relay"]["requests"], b["relay"]["events"],
+          b["relay"]["cpu_s"] - b["relay"]["idle_cpu_s"]) for b in by_tokens]
+    )  # fmt: skip
+    row["relay_cpu_per_request_us"], row["relay_cpu_per_event_us"] = (
+        (us(ab[0]), us(ab[1])) if ab else (None,) * 2
+    )
+    per_round = [fit([(v["requests"], v["events"], v["cpu_s"]) for v in r]) for r in relay_rounds]
+    row["relay_fit_rounds"] = [
         {"cpu_per_request_us": us(f[0]), "cpu_per_event_us": us(f[1])} for f in per_round if f
     ]
     row["by_tokens"] = by_tokens
@@ -299,7 +340,7 @@ def print_table(rows: list[dict]) -> None:
     print(
         f"{'streams':>7} {'tokens':>6} {'requests d/g':>13} {'events g':>9} {'err g':>5} "
         f"{'p50 d/g ms':>15} {'+p50':>7} {'p99 d/g ms':>15} {'+p99':>8} "
-        f"{'+net p50':>8} {'+net p99':>8} {'gw p99<=':>8} "
+        f"{'+net p50':>8} {'+net p99':>8} {'gw p99<=':>8} {'relay +net p50/p99':>18} "
         f"{'gw cpu s':>8} {'idle s':>6} {'busy':>5} {'us/req all-in':>13}",
         file=out,
     )
@@ -314,6 +355,7 @@ def print_table(rows: list[dict]) -> None:
                 f"{fmt(b['added_p99_ms'], 8)} "
                 f"{fmt(b['net_added_p50_ms'], 8)} {fmt(b['net_added_p99_ms'], 8)} "
                 f"{fmt(b['gw_first_token_delay_p99_ms_at_most'], 8)} "
+                f"{pair(b['relay']['net_added_p50_ms'], b['relay']['net_added_p99_ms'], 18)} "
                 f"{b['gateway_cpu_s']:>8} {b['gateway_idle_cpu_s']:>6} {b['gateway_busy']:>5} "
                 f"{fmt(b['cpu_us_per_request_all_in'], 13)}",
                 file=out,
@@ -321,7 +363,7 @@ def print_table(rows: list[dict]) -> None:
     if any(len(row["by_tokens"]) > 1 for row in rows):
         print(
             f"\n{'streams':>7} {'cpu_per_request_us':>18} {'cpu_per_event_us':>16}"
-            "  each round (request/event)",
+            f" {'relay req/event us':>18}  each round (request/event)",
             file=out,
         )
         for row in rows:
@@ -330,42 +372,82 @@ def print_table(rows: list[dict]) -> None:
             )
             print(
                 f"{row['streams']:>7} {fmt(row['cpu_per_request_us'], 18)} "
-                f"{fmt(row['cpu_per_event_us'], 16)}  {each}",
+                f"{fmt(row['cpu_per_event_us'], 16)} "
+                f"{pair(row['relay_cpu_per_request_us'], row['relay_cpu_per_event_us'], 18)}"
+                f"  {each}",
                 file=out,
             )
+    for row in rows:
+        for name, calls in row.get("syscalls_per_event", {}).items():
+            each = ", ".join(f"{k} {v}" for k, v in calls.items())
+            print(f"{row['streams']:>7} {name} system calls per event: {each}", file=out)
 
 
-def run_level(
-    sim_url: str, gw_url: str, gw_proc, streams: int, lengths: list[int], args, log: Path
-) -> dict:
-    """Alternate direct and via rounds at one level, every answer length in each round; net
-    each client run's TTFTs against what the simulator logged (``log``) while it ran."""
-    direct: dict[int, list[dict]] = {t: [] for t in lengths}
-    via: dict[int, list[dict]] = {t: [] for t in lengths}
-    rounds = []
+def syscalls_per_event(urls: dict[str, str], procs: dict, streams: int, tokens: int,
+                       seconds: float) -> dict[str, dict[str, float]]:  # fmt: skip
+    """One more client run through the gateway and through the relay with ``strace -c -f``
+    attached to it (ptrace slows it: no other figure is taken from this run): the system calls
+    each made per event the client received, the ten most frequent."""
+    out: dict[str, dict[str, float]] = {}
+    for path, name in (("via", "gateway"), ("relay", "relay")):
+        with tempfile.NamedTemporaryFile("r", suffix=".strace") as report:
+            tracer = subprocess.Popen(
+                ["strace", "-c", "-f", "-o", report.name, "-p", str(procs[name].pid)],
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(1.0)  # attached to every thread before the load starts
+                got = run_client(urls[path], streams, seconds, tokens, f"strace-{path}-{streams}-")
+            finally:
+                tracer.terminate()
+                tracer.wait(10)
+            calls = {}
+            for line in report.read().splitlines():
+                cols = line.split()
+                if len(cols) >= 5 and cols[0][0].isdigit() and cols[-1] != "total":
+                    calls[cols[-1]] = int(cols[3])
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:10]
+        out[name] = {k: round(v / max(got["events"], 1), 3) for k, v in top}
+    return out
+
+
+def run_level(urls: dict[str, str], procs: dict, streams: int, lengths: list[int], args,
+              log: Path) -> dict:  # fmt: skip
+    """Alternate direct, gateway (via) and byte-relay rounds at one level, every answer length
+    in each round; net each client run's TTFTs against what the simulator logged (``log``)
+    while it ran. ``procs``: the gateway's and the relay's processes, whose CPU is read around
+    every client run (around another path's run, that is the process's idle cost)."""
+    runs: dict[str, dict[int, list[dict]]] = {p: {t: [] for t in lengths} for p in urls}
+    rounds: dict[str, list[list[dict]]] = {"via": [], "relay": []}
     for n in range(args.rounds):
-        this_round = []
+        this_round: dict[str, list[dict]] = {"via": [], "relay": []}
         for tokens in lengths:
             got = {}
-            for name, url in (("direct", sim_url), ("via", gw_url)):
+            for name, url in urls.items():
                 offset = log.stat().st_size
                 prefix = f"{name}-{streams}-{n}-{tokens}-"  # request ids unique over the run
-                delays = delay_counts(gw_url)
-                before = tree_cpu_s(gw_proc)
+                delays = delay_counts(urls["via"])
+                before = {p: tree_cpu_s(proc) for p, proc in procs.items()}
                 got[name] = run_client(url, streams, args.seconds, tokens, prefix)
-                # around a direct round this is the gateway's idle cost over as long a time
-                got[name]["gateway_cpu_s"] = tree_cpu_s(gw_proc) - before
-                after = delay_counts(gw_url)
+                for p, proc in procs.items():
+                    got[name][f"{p}_cpu_s"] = tree_cpu_s(proc) - before[p]
+                after = delay_counts(urls["via"])
                 got[name]["delay"] = {b: after[b] - delays.get(b, 0.0) for b in after}
                 got[name]["net"] = net_since(log, offset, got[name]["ttfts"])
-            direct[tokens].append(got["direct"])
-            via[tokens].append(got["via"])
-            net = got["via"]["gateway_cpu_s"] - got["direct"]["gateway_cpu_s"]
-            this_round.append(
-                {"requests": got["via"]["requests"], "events": got["via"]["events"], "cpu_s": net}
-            )
-        rounds.append(this_round)
-    return level_row(streams, [summarize(t, direct[t], via[t]) for t in lengths], rounds)
+                runs[name][tokens].append(got[name])
+            for path, proc_name in (("via", "gateway"), ("relay", "relay")):
+                net = got[path][f"{proc_name}_cpu_s"] - got["direct"][f"{proc_name}_cpu_s"]
+                this_round[path].append(
+                    {"requests": got[path]["requests"], "events": got[path]["events"], "cpu_s": net}
+                )
+        for path in rounds:
+            rounds[path].append(this_round[path])
+    by_tokens = [summarize(t, runs["direct"][t], runs["via"][t], runs["relay"][t]) for t in lengths]
+    row = level_row(streams, by_tokens, rounds["via"], rounds["relay"])
+    if args.syscalls:
+        row["syscalls_per_event"] = syscalls_per_event(urls, procs, streams, max(lengths),
+                                                       args.seconds)  # fmt: skip
+    return row
 
 
 def main() -> None:
@@ -377,6 +459,7 @@ def main() -> None:
     c.add_argument("--seconds", type=float, required=True)
     c.add_argument("--max-tokens", type=int, required=True)
     c.add_argument("--prefix", default="", help="of every request id")
+    c.add_argument("--out", type=Path, required=True, help="the result, as JSON")
     parser.add_argument("--levels", default="50,200")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -387,6 +470,11 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this directory")
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="after each level, count the gateway's and the relay's system calls per event",
+    )
     args = parser.parse_args()
     if args.cmd == "client":
         client_main(args)
@@ -433,18 +521,27 @@ def main() -> None:
         except BaseException:
             sim.stop()
             raise
-        # taskset execs the gateway, so this pid is the gateway's own
-        gw_proc = psutil.Process(gw.proc.pid)
+        try:
+            relay, relay_api = start_proxy(None)  # pinned to core 0, as the gateway
+        except BaseException:
+            gw.stop()
+            sim.stop()
+            raise
+        # taskset execs the gateway and the relay, so these pids are their own
+        procs = {"gateway": psutil.Process(gw.proc.pid), "relay": psutil.Process(relay.pid)}
+        urls = {"direct": sim.url, "via": gw.url,
+                "relay": make_proxy(relay_api, "bench-relay", sim_port)}  # fmt: skip
         try:
             rows = []
             for streams in [int(x) for x in args.levels.split(",")]:
-                row = run_level(sim.url, gw.url, gw_proc, streams, lengths, args, log)
+                row = run_level(urls, procs, streams, lengths, args, log)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             print_table(rows)
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=2))
         finally:
+            stop(relay)
             gw.stop()
             sim.stop()
     if args.profile:
