@@ -119,6 +119,35 @@ def observe_stream(server: Server) -> dict:
     }
 
 
+def observe_whole(server: Server) -> dict:
+    """A completion and a chat completion not streamed, with the SDK and raw."""
+    client = server.client()
+    prompt = "The error budget of a service is"
+    completion = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6,
+                                           extra_body={"ignore_eos": True})  # fmt: skip
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=6,
+        extra_body={"ignore_eos": True})  # fmt: skip
+    base = {"model": MODEL, "max_tokens": 3, "ignore_eos": True}
+    messages = [{"role": "user", "content": prompt}]
+    whole, whole_chat = (
+        httpx.post(f"{server.url}{path}", json={**base, **body}, timeout=60).json()
+        for path, body in (("/v1/completions", {"prompt": prompt}),
+                           ("/v1/chat/completions", {"messages": messages}))
+    )  # fmt: skip
+    return {
+        "completion": completion,
+        "chat": chat,
+        "completion keys": keys(whole),
+        "completion choice keys": keys(whole["choices"][0]),
+        "completion usage keys": keys(whole["usage"]),
+        "chat keys": keys(whole_chat),
+        "chat choice keys": keys(whole_chat["choices"][0]),
+        "chat message keys": keys(whole_chat["choices"][0]["message"]),
+        "chat usage keys": keys(whole_chat["usage"]),
+    }
+
+
 def api_error(call) -> dict:
     try:
         call()
@@ -198,6 +227,19 @@ def test_stream_chunks_and_usage(server):
     assert 1 <= len(content) <= 12 and all(content)
 
 
+def test_whole_answers(server):
+    seen = observe_whole(server)
+    completion, chat = seen["completion"], seen["chat"]
+    assert completion.id.startswith("cmpl-") and completion.object == "text_completion"
+    assert chat.id.startswith("chatcmpl-") and chat.object == "chat.completion"
+    for answer in (completion, chat):
+        assert len(answer.choices) == 1 and answer.choices[0].finish_reason == "length"
+        assert answer.usage.completion_tokens == 6
+        assert answer.usage.total_tokens == answer.usage.prompt_tokens + 6
+    assert completion.choices[0].text
+    assert chat.choices[0].message.role == "assistant" and chat.choices[0].message.content
+
+
 def test_error_bodies(server):
     errors = observe_errors(server)
     for case, err in errors.items():
@@ -274,6 +316,10 @@ def differences(sim: Server, eng: Server) -> list[tuple[str, str, str]]:
     for aspect in s_stream:
         if aspect.endswith("keys"):
             compare(f"stream: {aspect}", s_stream[aspect], e_stream[aspect])
+    s_whole, e_whole = observe_whole(sim), observe_whole(eng)
+    for aspect in s_whole:
+        if aspect.endswith("keys"):
+            compare(f"not streamed: {aspect}", s_whole[aspect], e_whole[aspect])
     s_err, e_err = observe_errors(sim), observe_errors(eng)
     for case in s_err:
         for field in ("status", "type", "param", "message"):
