@@ -161,3 +161,8 @@ def test_kv_pressure_shows_real_preemptions_from_vllm_metrics(game_day):
     preemptions = [m["value"] for m in metrics if m["metric"] == "vllm:num_preemptions_total"]
     assert preemptions, "no vllm:num_preemptions_total series in metrics.parquet"
     assert max(preemptions) > 0, "the engines never preempted"
+    # the report draws them: its preemptions panel has a figure with a rate above zero
+    html = (game_day.run_dir / "report.html").read_text()
+    data = html.split('<script type="application/json" id="chart-data">', 1)[1]
+    figure = json.loads(data.split("</script>", 1)[0])["figures"]["server-preemptions"]
+    assert any(y and y > 0 for t in figure["data"] for y in t.get("y") or []), figure["data"]
