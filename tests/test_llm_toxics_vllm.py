@@ -103,18 +103,19 @@ def test_delays_in_front_of_vllm(proxies):
     for chunk in chat(url, tokens=6):
         if chunk.choices and chunk.choices[0].delta.content:
             times.append(time.monotonic())
-    assert len(times) == 6
+    # events, not tokens: vLLM puts two tokens in one event when its client falls behind
+    assert 4 <= len(times) <= 6, times
     # the proxy lets them out 150 ms apart; a client starved by the engine on 2 cores may
     # read two at once, so the median gap and the whole span are checked, not every gap
     gaps = sorted(b - a for a, b in itertools.pairwise(times))
-    assert gaps[2] >= 0.14 and times[-1] - times[0] >= 0.6, gaps
+    assert gaps[len(gaps) // 2] >= 0.14 and times[-1] - times[0] >= 0.14 * len(gaps), gaps
     client.remove_toxic("vllm-slow", "slow")
     client.add_toxic("vllm-slow", "stall", name="stall", attributes={"after": 2, "duration": 1500})
     times = []
     for chunk in chat(url, tokens=6):
         if chunk.choices and chunk.choices[0].delta.content:
             times.append(time.monotonic())
-    assert len(times) == 6 and times[2] - times[1] >= 1.5
+    assert len(times) >= 3 and times[2] - times[1] >= 1.5, times
 
 
 def test_the_gateway_reacts_to_a_storm_in_front_of_real_vllm(proxies, start_sim, tmp_path):
