@@ -3,9 +3,9 @@
 Both find the highest rate at which a small stack holds its SLOs, on the same stack and
 machine, one after the other:
 
-- **sweep**: the coarse grid ``--rates`` (doubling) up to the first break, then ``--narrow``
-  bisection steps until the interval between the highest hold and the lowest break is within
-  ±10% of its middle;
+- **sweep**: the coarse grid ``--rates`` (doubling) up to the first break, then ``--narrow 3``
+  (the default) bisection steps, which put the interval between the highest hold and the
+  lowest break within ±10% of its middle (±6% when the break is the grid's next rate);
 - **fixed grid**: rates 10% apart from the same start, climbed until the first break (what a
   load tool without narrowing does to get the same resolution).
 
@@ -71,7 +71,7 @@ def main() -> int:
     fine = [round(START_RPS * 1.1**i, 3) for i in range(int(math.log(TOP_RPS, 1.1)) + 1)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="aichaos-bench-sweep-") as tmp:
-        for name, rates, narrow in (("sweep", doubling, 2), ("fixed grid", fine, 0)):
+        for name, rates, narrow in (("sweep", doubling, 3), ("fixed grid", fine, 0)):
             row = run(Path(tmp), name.replace(" ", "-"), rates, narrow, args.step)
             row["method"] = name
             rows.append(row)

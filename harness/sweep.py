@@ -57,7 +57,7 @@ class SweepOptions(BaseModel):
     step_s: Duration = 60.0
     slo: str = "default"
     under: list[str] = []
-    narrow: int = Field(default=2, ge=0, le=8)
+    narrow: int = Field(default=3, ge=0, le=8)  # 3 on a doubling grid: the knee within ±6%
     require_rps: PositiveFloat | None = None
     target: str | None = None
     topology: Path | None = None

@@ -29,7 +29,9 @@ def sweep(
         list[str] | None,
         typer.Option(help="An experiment whose fault is held through every step (repeatable)."),
     ] = None,
-    narrow: Annotated[int, typer.Option(help="Steps between the last hold and the break.")] = 2,
+    narrow: Annotated[
+        int, typer.Option(help="Steps bisecting between the last hold and the break.")
+    ] = 3,
     require_rps: Annotated[
         float | None, typer.Option(help="Exit 1 when the no-fault capacity is below this.")
     ] = None,
